@@ -1,0 +1,125 @@
+/**
+ * The JIT trap and its way around (see shared/reference/v86-platform.md): raising an interrupt
+ * from inside an MMIO or port handler corrupts JIT-compiled guest code. So handlers only queue
+ * actions here and set `in_hlt` so the CPU loop stops after the current block; the queue runs
+ * from a wrapped `cpu.run_hardware_timers`, which v86 calls between instructions.
+ *
+ * Order is deterministic: actions run in the order queued; timed actions run in due-time order
+ * (ties in queueing order). Time is v86's own clock (the `now` it passes its timers, in ms).
+ *
+ * Known limit: if the guest executes HLT in the same block after a handler queued an action,
+ * clearing the forced stop also wakes it from that HLT (a spurious wake-up).
+ */
+import type { V86Cpu } from "./internals.ts";
+import { LiveBytes } from "./wasm-views.ts";
+
+interface TimedAction {
+  due: number;
+  sequence: number;
+  action: () => void;
+}
+
+export class SafePoints {
+  private readonly pending: (() => void)[] = [];
+  private readonly timed: TimedAction[] = [];
+  private readonly inHlt: LiveBytes;
+  private sequence = 0;
+  private forcedStop = false;
+  private frozen = false;
+  private draining = false;
+  private lastNow: number | undefined;
+  private readonly tickListeners: ((elapsedMs: number, now: number) => void)[] = [];
+  /** Guest time as v86 sees it: the latest `now` passed to its timers (ms). */
+  now = 0;
+
+  constructor(
+    private readonly cpu: V86Cpu,
+    private readonly clock: () => number = () => performance.now(),
+  ) {
+    this.inHlt = new LiveBytes(cpu.wasm_memory, cpu.in_hlt.byteOffset, 1);
+    const original = cpu.run_hardware_timers.bind(cpu);
+    cpu.run_hardware_timers = (acpiEnabled: number, now: number) => {
+      this.atSafePoint(now);
+      const next = original(acpiEnabled, now);
+      return Math.min(next, this.msUntilNextDue(now));
+    };
+  }
+
+  /** Runs `action` at the next safe point, or `delayMs` later on v86's clock. Safe from any handler. */
+  defer(action: () => void, delayMs = 0): void {
+    if (delayMs > 0) {
+      this.timed.push({ due: this.clock() + delayMs, sequence: this.sequence++, action });
+      this.timed.sort((a, b) => a.due - b.due || a.sequence - b.sequence);
+    } else {
+      this.pending.push(action);
+    }
+    if (!this.draining) this.requestStop();
+  }
+
+  /** Called at every safe point with the guest time elapsed since the previous one. */
+  onTick(listener: (elapsedMs: number, now: number) => void): void {
+    this.tickListeners.push(listener);
+  }
+
+  /** Stops the CPU for good after the current block (the guest exited): nothing runs any more. */
+  freeze(): void {
+    this.frozen = true;
+    this.inHlt.bytes[0] = 1;
+  }
+
+  get isFrozen(): boolean {
+    return this.frozen;
+  }
+
+  private requestStop(): void {
+    if (this.frozen || this.forcedStop) return;
+    // Only a running CPU can have called us from a handler; a halted one is woken by the timers.
+    if (this.inHlt.bytes[0] !== 0) return;
+    this.forcedStop = true;
+    this.inHlt.bytes[0] = 1;
+  }
+
+  private atSafePoint(now: number): void {
+    if (this.frozen) {
+      this.inHlt.bytes[0] = 1;
+      return;
+    }
+    if (this.forcedStop) {
+      this.forcedStop = false;
+      this.inHlt.bytes[0] = 0;
+    }
+    this.now = now;
+    const elapsed = this.lastNow === undefined ? 0 : Math.max(0, now - this.lastNow);
+    this.lastNow = now;
+    this.draining = true;
+    try {
+      for (const listener of this.tickListeners) listener(elapsed, now);
+      this.drain(now);
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private drain(now: number): void {
+    for (;;) {
+      const action = this.pending.shift();
+      if (action) {
+        action();
+        continue;
+      }
+      const first = this.timed[0];
+      if (first && first.due <= Math.max(now, this.clock())) {
+        this.timed.shift();
+        first.action();
+        continue;
+      }
+      return;
+    }
+  }
+
+  private msUntilNextDue(now: number): number {
+    if (this.pending.length > 0) return 0;
+    const first = this.timed[0];
+    return first ? Math.max(0, first.due - now) : Infinity;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * The context cache (VT-d §6.2.2): context entries by source-id, direct mapped and bounded
+ * (a new entry evicts the one in its slot). A negative entry (CM = 1 only) remembers a
+ * not-present or invalid context and is tagged with domain 0, as the spec's caching mode says.
+ */
+export class ContextCache {
+  readonly capacity: number;
+  private readonly mask: number;
+  /** Source-id + 1 of the entry in each slot; 0 = empty. */
+  private readonly tag: Int32Array;
+  readonly did: Int32Array;
+  /** Second-stage table root. */
+  readonly tableRoot: Float64Array;
+  /** Context AW field (levels = aw + 2). */
+  readonly aw: Uint8Array;
+  readonly translationType: Uint8Array;
+  readonly faultProcessingDisable: Uint8Array;
+  /** 0 for a present, valid entry; a fault reason for a negative entry. */
+  readonly reason: Uint8Array;
+  count = 0;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.mask = capacity - 1;
+    this.tag = new Int32Array(capacity);
+    this.did = new Int32Array(capacity);
+    this.tableRoot = new Float64Array(capacity);
+    this.aw = new Uint8Array(capacity);
+    this.translationType = new Uint8Array(capacity);
+    this.faultProcessingDisable = new Uint8Array(capacity);
+    this.reason = new Uint8Array(capacity);
+  }
+
+  private slot(sid: number): number {
+    return (sid ^ (sid >>> 8)) & this.mask;
+  }
+
+  /** Slot index holding `sid`, or -1. */
+  lookup(sid: number): number {
+    const i = this.slot(sid);
+    return this.tag[i] === sid + 1 ? i : -1;
+  }
+
+  /** Claims the slot for `sid` (evicting its occupant) and returns it for the caller to fill. */
+  fill(sid: number): number {
+    const i = this.slot(sid);
+    if (this.tag[i] === 0) this.count++;
+    this.tag[i] = sid + 1;
+    return i;
+  }
+
+  invalidateAll(): number {
+    const dropped = this.count;
+    this.tag.fill(0);
+    this.count = 0;
+    return dropped;
+  }
+
+  invalidateDomain(did: number): number {
+    let dropped = 0;
+    for (let i = 0; i < this.capacity; i++) {
+      if (this.tag[i] !== 0 && this.did[i] === did) { this.tag[i] = 0; this.count--; dropped++; }
+    }
+    return dropped;
+  }
+
+  /**
+   * Device-selective: entries whose source-id matches `sid` with the function mask applied
+   * (FM 1: ignore bit 2 of the function, 2: bits 2:1, 3: bits 2:0; VT-d §11.4.7.1).
+   */
+  invalidateDevice(sid: number, functionMask: number): number {
+    const ignore = functionMask === 0 ? 0 : (1 << functionMask) - 1 << (3 - functionMask);
+    const want = sid & ~ignore;
+    let dropped = 0;
+    for (let i = 0; i < this.capacity; i++) {
+      const t = this.tag[i]!;
+      if (t !== 0 && ((t - 1) & ~ignore) === want) { this.tag[i] = 0; this.count--; dropped++; }
+    }
+    return dropped;
+  }
+}

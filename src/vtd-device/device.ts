@@ -1,0 +1,361 @@
+/**
+ * The VT-d DMA-remapping unit: register interface for the guest CPU, DMA interface for devices.
+ * Platform-neutral: it knows guest memory, a clock it is told about, and an interrupt sink.
+ */
+import {
+  FaultReason, Gcmd, Gsts, INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, IOTLB_OFFSET, Reg, FRCD_OFFSET, FRCD_SIZE,
+  TranslationType,
+} from "../spec/index.ts";
+import { walkConfig, type WalkConfig } from "./capabilities.ts";
+import { ContextCache } from "./context-cache.ts";
+import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "./dma-result.ts";
+import { FaultRecording } from "./fault-recording.ts";
+import { InterruptEvent } from "./interrupt-event.ts";
+import { Invalidation } from "./invalidation.ts";
+import { InvalidationQueue } from "./invalidation-queue.ts";
+import { DeviceTlbs } from "./device-tlb.ts";
+import { Iotlb } from "./iotlb.ts";
+import { MemoryAccess } from "./memory-access.ts";
+import { resolveOptions, type ResolvedOptions, type VtdOptions } from "./options.ts";
+import { RegisterFile } from "./register-file.ts";
+import { RegisterInvalidation } from "./register-invalidation.ts";
+import { registerTable, registerWindowSize, type RegisterSpec } from "./register-table.ts";
+import { DeviceStats } from "./stats.ts";
+import { Tracer } from "./trace.ts";
+import {
+  ContextWalk, LEVEL_SIZE, NOT_PRESENT, PageWalk, PERMISSION_READ, PERMISSION_WRITE, walkContext, walkPages,
+} from "./translation.ts";
+
+const TE = Number(Gcmd.TE), SRTP = Number(Gcmd.SRTP), WBF = Number(Gcmd.WBF), QIE = Number(Gcmd.QIE);
+const TES = Number(Gsts.TES), RTPS = Number(Gsts.RTPS);
+const IGNORED_COMMANDS: [number, string][] = [
+  [Number(Gcmd.SFL), "SFL (advanced fault logging not supported)"],
+  [Number(Gcmd.EAFL), "EAFL (advanced fault logging not supported)"],
+  [Number(Gcmd.IRE), "IRE (interrupt remapping not supported)"],
+  [Number(Gcmd.SIRTP), "SIRTP (interrupt remapping not supported)"],
+  [Number(Gcmd.CFI), "CFI (interrupt remapping not supported)"],
+];
+
+export class VtdDevice {
+  readonly options: ResolvedOptions;
+  readonly table: readonly RegisterSpec[];
+  readonly registerWindowSize: number;
+  readonly trace = new Tracer();
+  readonly stats = new DeviceStats();
+
+  private readonly regs: RegisterFile;
+  private readonly memory: MemoryAccess;
+  private readonly cfg: WalkConfig;
+  private readonly contextCache: ContextCache;
+  private readonly iotlb: Iotlb;
+  private readonly invalidation: Invalidation;
+  private readonly registerInvalidation: RegisterInvalidation;
+  private readonly faultEvent: InterruptEvent;
+  private readonly completionEvent: InterruptEvent;
+  private readonly faults: FaultRecording;
+  private readonly queue: InvalidationQueue;
+  /** The endpoints' own translation caches (ATS), for context entries with TT = 1. */
+  readonly deviceTlbs = new DeviceTlbs();
+
+  /** Latched by SRTP. */
+  private rootTable = 0;
+  private translationEnabled = false;
+
+  // Scratch results of the translation in progress (no allocation per request).
+  private readonly contextWalk = new ContextWalk();
+  private readonly pageWalk = new PageWalk();
+  private resultOutput = 0;
+  private resultLimit = 0;
+  private resultFpd = false;
+
+  constructor(options: VtdOptions) {
+    this.options = resolveOptions(options);
+    const o = this.options;
+    this.table = registerTable(o);
+    this.registerWindowSize = registerWindowSize(o.faultRecords);
+    this.regs = new RegisterFile(this.table, this.registerWindowSize);
+    this.memory = new MemoryAccess(o.memory);
+    this.cfg = walkConfig(o);
+    this.contextCache = new ContextCache(o.contextCacheEntries);
+    this.iotlb = new Iotlb(o.iotlbEntries);
+    this.invalidation = new Invalidation(this.contextCache, this.iotlb, this.stats, this.trace);
+    this.registerInvalidation = new RegisterInvalidation(this.regs, this.invalidation);
+    const send = (source: "fault" | "completion", address: bigint, data: number) => this.sendInterrupt(source, address, data);
+    this.faultEvent = new InterruptEvent(this.regs, "fault", Reg.FECTL, Reg.FEDATA, Reg.FEADDR, Reg.FEUADDR, send);
+    this.completionEvent = new InterruptEvent(this.regs, "completion", Reg.IECTL, Reg.IEDATA, Reg.IEADDR, Reg.IEUADDR, send);
+    this.faults = new FaultRecording(this.regs, o.faultRecords, this.faultEvent, this.trace, this.stats);
+    this.queue = new InvalidationQueue(o, this.regs, this.memory, this.invalidation, this.faults, this.completionEvent, this.deviceTlbs, this.trace, this.stats, this.cfg);
+  }
+
+  /** Power-on reset: every register to its reset value, caches and internal state cleared. */
+  reset(): void {
+    this.regs.reset();
+    this.invalidation.everything();
+    this.faults.reset();
+    this.queue.reset();
+    this.deviceTlbs.clear();
+    this.rootTable = 0;
+    this.translationEnabled = false;
+  }
+
+  // ---- register interface (the guest CPU) ----
+
+  /** Reads `size` bytes at `offset` from the unit's base. Any size or alignment reads the bytes. */
+  readRegister(offset: number, size: 1 | 2 | 4 | 8): bigint {
+    this.stats.registerReads++;
+    const bytes = size === 1 || size === 2 || size === 4 || size === 8 ? size : 4;
+    const value = Number.isSafeInteger(offset) ? this.regs.read(offset, bytes) : 0n;
+    if (this.trace.active) this.trace.emit({ type: "vtd_reg_read", offset, size, value });
+    return value;
+  }
+
+  /**
+   * Writes `size` bytes at `offset`. Aligned 4- and 8-byte writes act; an 8-byte write covering two
+   * 32-bit registers writes both. Other sizes and misaligned writes are ignored (and traced).
+   */
+  writeRegister(offset: number, size: 1 | 2 | 4 | 8, value: bigint): void {
+    this.stats.registerWrites++;
+    if ((size !== 4 && size !== 8) || !Number.isSafeInteger(offset) || offset % size !== 0 || offset < 0 || offset + size > this.registerWindowSize) {
+      if (this.trace.active) this.trace.emit({ type: "vtd_reg_ignored", offset, size, value, why: "size, alignment or offset not a register access" });
+      return;
+    }
+    const v = BigInt.asUintN(size * 8, typeof value === "bigint" ? value : BigInt(value));
+    if (this.trace.active) this.trace.emit({ type: "vtd_reg_write", offset, size, value: v });
+    this.regs.write(offset, size, v);
+    for (let dword = offset; dword < offset + size; dword += 4) this.actOnDword(dword, v >> BigInt(8 * (dword - offset)));
+  }
+
+  /** Side effects of a written dword, after the write rule (VT-d §11.4 per register). */
+  private actOnDword(dword: number, written: bigint): void {
+    const own = this.regs.byOffset[dword];
+    const upperOf = this.regs.byOffset[dword - 4];
+    let r: RegisterSpec | undefined;
+    if (own && (own.width === 32 || own.actsOn === "low")) r = own;
+    else if (upperOf && upperOf.width === 64 && upperOf.actsOn === "high") r = upperOf;
+    if (!r) return;
+    switch (r.offset) {
+      case Reg.GCMD: return this.onGlobalCommand(Number(written & 0xffff_ffffn));
+      case Reg.CCMD: return this.registerInvalidation.onContextCommand();
+      case IOTLB_OFFSET: return this.registerInvalidation.onIotlbCommand();
+      case Reg.FSTS: return this.faults.refresh();
+      case Reg.FECTL: return this.faultEvent.onControlWrite();
+      case Reg.ICS: return this.queue.onCompletionStatusWrite();
+      case Reg.IECTL: return this.completionEvent.onControlWrite();
+      case Reg.IQT: return this.queue.onTailWrite();
+    }
+    if (r.offset >= FRCD_OFFSET && (r.offset - FRCD_OFFSET) % FRCD_SIZE === 8) this.faults.refresh();
+  }
+
+  /** GCMD (VT-d §11.4.4): one-shot bits act when written as 1, persistent bits when they change. */
+  private onGlobalCommand(command: number): void {
+    const status = this.regs.get32(Reg.GSTS);
+    if ((command ^ status) & TE) {
+      this.translationEnabled = (command & TE) !== 0;
+      this.regs.update32(Reg.GSTS, this.translationEnabled ? TES : 0, this.translationEnabled ? 0 : TES);
+      this.invalidation.everything();
+      this.traceCommand(this.translationEnabled ? "TE on" : "TE off");
+    }
+    if (command & SRTP) {
+      const rtaddr = this.regs.get64(Reg.RTADDR);
+      this.rootTable = Number(rtaddr & ((1n << BigInt(this.cfg.awBits)) - 1n) & ~0xfffn);
+      this.regs.update32(Reg.GSTS, RTPS, 0);
+      this.invalidation.everything();
+      this.traceCommand("SRTP");
+    }
+    if (command & WBF) {
+      if (this.options.rwbf) {
+        // The write buffer is flushed at once: WBFS is set and cleared within the command.
+        this.stats.writeBufferFlushes++;
+        this.traceCommand("WBF");
+      } else {
+        this.traceCommand("WBF ignored (CAP.RWBF = 0)");
+      }
+    }
+    if ((command ^ status) & QIE) {
+      if (command & QIE) this.queue.enable();
+      else this.queue.disable();
+      this.traceCommand(command & QIE ? "QIE on" : "QIE off");
+    }
+    for (const [bit, name] of IGNORED_COMMANDS) {
+      if (command & bit && this.trace.active) this.traceCommand(`${name}: ignored`);
+    }
+  }
+
+  private traceCommand(command: string): void {
+    if (this.trace.active) this.trace.emit({ type: "vtd_gcmd", command, status: this.regs.get32(Reg.GSTS) });
+  }
+
+  private sendInterrupt(source: "fault" | "completion", address: bigint, data: number): void {
+    this.stats.interruptsSent++;
+    if (this.trace.active) this.trace.emit({ type: "vtd_interrupt", source, address, data });
+    this.options.onInterrupt(address, data);
+  }
+
+  /** Moves the unit's clock forward: timed queue work (device-TLB invalidations, stepped processing) runs. */
+  advanceTime(ms: number): void {
+    this.queue.advanceTime(ms);
+  }
+
+  /** The unit's clock in milliseconds since reset. */
+  get now(): number {
+    return this.queue.now;
+  }
+
+  // ---- DMA interface (devices) ----
+
+  dmaRead(sid: number, iova: bigint, into: Uint8Array): DmaResult {
+    return this.transfer(sid, iova, into, false);
+  }
+
+  dmaWrite(sid: number, iova: bigint, data: Uint8Array): DmaResult {
+    return this.transfer(sid, iova, data, true);
+  }
+
+  /**
+   * Moves bytes page by page: each page is translated; at a fault nothing beyond it moves and the
+   * fault is recorded; a target outside RAM aborts the request.
+   */
+  private transfer(sid: number, iova: bigint, bytes: Uint8Array, write: boolean): DmaResult {
+    sid &= 0xffff;
+    if (iova < 0n) return dmaFailure(DMA_ABORT);
+    let address = iova >= 0x1_0000_0000_0000_0000n ? Number.MAX_SAFE_INTEGER : Number(iova);
+    let done = 0;
+    const length = bytes.length;
+    while (done < length) {
+      const reason = this.translate(sid, address, write);
+      if (reason !== 0) {
+        this.faults.record(sid, address, reason, write, this.resultFpd);
+        return dmaFailure(reason);
+      }
+      const chunk = Math.min(length - done, this.resultLimit);
+      const output = this.resultOutput;
+      const ok = write ? this.memory.writeFrom(output, bytes, done, chunk) : this.memory.readInto(output, bytes, done, chunk);
+      if (!ok) return dmaFailure(DMA_ABORT);
+      done += chunk;
+      address += chunk;
+    }
+    return DMA_OK;
+  }
+
+  /**
+   * Translates one request address. Returns 0 and sets resultOutput / resultLimit (bytes usable
+   * from there), or returns the fault reason with resultFpd set.
+   */
+  private translate(sid: number, address: number, write: boolean): number {
+    this.stats.translations++;
+    this.resultFpd = false;
+    if (!this.translationEnabled) {
+      this.resultOutput = address;
+      this.resultLimit = Number.MAX_SAFE_INTEGER;
+      return 0;
+    }
+    // Context: cache, else walk (and cache what CM allows).
+    const cc = this.contextCache;
+    let slot = cc.lookup(sid);
+    if (slot >= 0) {
+      this.stats.contextHits++;
+    } else {
+      this.stats.contextMisses++;
+      if (this.trace.active) this.trace.emit({ type: "vtd_context_miss", sid });
+      const walk = walkContext(this.memory, this.rootTable, sid, this.cfg, this.contextWalk);
+      const readError = walk.reason === FaultReason.RootTableReadError || walk.reason === FaultReason.ContextTableReadError;
+      if (walk.reason === 0 || (this.options.negativeCaching && !readError)) {
+        slot = cc.fill(sid);
+        // A negative entry is tagged with domain 0 (VT-d §6.1, caching mode).
+        cc.did[slot] = walk.reason === 0 ? walk.did : 0;
+        cc.tableRoot[slot] = walk.tableRoot;
+        cc.aw[slot] = walk.aw;
+        cc.translationType[slot] = walk.translationType;
+        cc.faultProcessingDisable[slot] = walk.faultProcessingDisable ? 1 : 0;
+        cc.reason[slot] = walk.reason;
+      } else {
+        this.resultFpd = walk.faultProcessingDisable;
+        return walk.reason;
+      }
+    }
+    this.resultFpd = cc.faultProcessingDisable[slot] === 1;
+    const contextReason = cc.reason[slot]!;
+    if (contextReason !== 0) return contextReason;
+
+    if (cc.translationType[slot] === TranslationType.PassThrough) {
+      if (address >= 2 ** this.cfg.awBits) return FaultReason.AddressBeyondMgaw;
+      return this.output(address, 4096 - (address % 4096));
+    }
+    const aw = cc.aw[slot]!;
+    if (address >= 2 ** Math.min(this.cfg.awBits, 30 + 9 * aw)) return FaultReason.AddressBeyondMgaw;
+    const ats = cc.translationType[slot] === TranslationType.DeviceTlb;
+    if (ats) {
+      // The endpoint uses its own device-TLB first; only a miss reaches the unit (ATS translation request).
+      const cached = this.deviceTlbs.lookup(sid, address);
+      if (cached && this.accessFaultOf(cached.permission, write) === 0) {
+        return this.output(cached.pageOutput + (address % 4096), 4096 - (address % 4096));
+      }
+    }
+    const did = cc.did[slot]!;
+    const tlb = this.iotlb;
+    let permission: number, reason: number, level: number, pageOutput: number;
+    if (tlb.lookup(did, address)) {
+      this.stats.iotlbHits++;
+      permission = tlb.hitPermission;
+      reason = tlb.hitReason;
+      level = tlb.hitLevel;
+      pageOutput = tlb.hitOutput;
+    } else {
+      this.stats.iotlbMisses++;
+      if (this.trace.active) this.trace.emit({ type: "vtd_iotlb_miss", sid, address: BigInt(address) });
+      const walk = walkPages(this.memory, cc.tableRoot[slot]!, aw, address, this.cfg, this.pageWalk);
+      permission = walk.permission;
+      level = walk.level;
+      pageOutput = walk.pageOutput;
+      reason = walk.structural === NOT_PRESENT ? 0 : walk.structural;
+      if (walk.structural === 0) {
+        tlb.insert(did, level, address, pageOutput, permission, 0);
+      } else if (this.options.negativeCaching) {
+        // Caching mode: a faulting result may be cached; the guest must invalidate after fixing it.
+        level = 1;
+        tlb.insert(did, 1, address, 0, permission, reason);
+      } else {
+        return this.accessFaultOf(permission, write) || reason;
+      }
+    }
+    const denied = this.accessFaultOf(permission, write);
+    if (denied !== 0) return denied;
+    if (reason !== 0) return reason;
+    const size = LEVEL_SIZE[level]!;
+    const offset = address % size;
+    if (ats) {
+      const page = address - (address % 4096);
+      this.deviceTlbs.fill(sid, page, pageOutput + (page - (address - offset)), permission);
+    }
+    return this.output(pageOutput + offset, size - offset);
+  }
+
+  private accessFaultOf(permission: number, write: boolean): number {
+    if (write) return permission & PERMISSION_WRITE ? 0 : FaultReason.WriteNotPermitted;
+    return permission & PERMISSION_READ ? 0 : FaultReason.ReadNotPermitted;
+  }
+
+  /** Final check of a translated address: the interrupt range is never memory (VT-d §3.14). */
+  private output(address: number, limit: number): number {
+    if (address <= INTERRUPT_RANGE_LIMIT && address + limit > INTERRUPT_RANGE_BASE) {
+      if (address >= INTERRUPT_RANGE_BASE) return FaultReason.InterruptAddress;
+      limit = INTERRUPT_RANGE_BASE - address;
+    }
+    this.resultOutput = address;
+    this.resultLimit = limit;
+    return 0;
+  }
+
+  /** Debug and test view of one translation, without recording a fault. Allocates. */
+  translateForTest(sid: number, iova: bigint, write: boolean): { ok: true; address: bigint; limit: number } | { ok: false; reason: FaultReason } {
+    const reason = this.translate(sid & 0xffff, Number(iova), write);
+    if (reason !== 0) return { ok: false, reason };
+    return { ok: true, address: BigInt(this.resultOutput), limit: this.resultLimit };
+  }
+
+  /** Cache occupancy, for tests and the summary. */
+  get cacheOccupancy(): { contextEntries: number; iotlbEntries: number } {
+    return { contextEntries: this.contextCache.count, iotlbEntries: this.iotlb.count };
+  }
+}
+

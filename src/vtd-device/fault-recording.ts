@@ -1,0 +1,102 @@
+/**
+ * Primary fault logging (VT-d §7.2.1) into the fault recording registers, and the fault
+ * status conditions that raise the fault event (VT-d §7.3.1).
+ */
+import { FRCD_OFFSET, FRCD_SIZE, Fsts, FSTS_EVENT_CONDITIONS, FaultReason, Reg, isQualified } from "../spec/index.ts";
+import type { InterruptEvent } from "./interrupt-event.ts";
+import type { RegisterFile } from "./register-file.ts";
+import type { DeviceStats } from "./stats.ts";
+import type { Tracer } from "./trace.ts";
+
+const PFO = Number(Fsts.PFO);
+const PPF = Number(Fsts.PPF);
+const EVENT_CONDITIONS = Number(FSTS_EVENT_CONDITIONS);
+const F = 0x8000_0000;
+const T1 = 0x4000_0000;
+
+export class FaultRecording {
+  /** Index of the next fault recording register hardware writes. */
+  private next = 0;
+
+  constructor(
+    private readonly regs: RegisterFile,
+    private readonly records: number,
+    private readonly event: InterruptEvent,
+    private readonly tracer: Tracer,
+    private readonly stats: DeviceStats,
+  ) {}
+
+  reset(): void {
+    this.next = 0;
+  }
+
+  private recordHigh(i: number): number {
+    return FRCD_OFFSET + FRCD_SIZE * i + 12;
+  }
+
+  /**
+   * A translation fault on a request from `sid` for `address`. Qualified faults behind a context
+   * entry with FPD = 1 are not recorded.
+   */
+  record(sid: number, address: number, reason: FaultReason, write: boolean, faultProcessingDisable: boolean): void {
+    let why = "recorded";
+    let recorded = false;
+    const status = this.regs.get32(Reg.FSTS);
+    if (faultProcessingDisable && isQualified(reason)) {
+      why = "FPD";
+      this.stats.faultsSuppressed++;
+    } else if (status & PFO) {
+      why = "overflow pending (PFO)";
+      this.stats.faultsDropped++;
+    } else if (this.pendingFor(sid)) {
+      // Same-source compression: one pending record per requester is enough (VT-d §7.2.1).
+      why = "a record for this source-id is pending";
+      this.stats.faultsDropped++;
+    } else if (this.regs.get32(this.recordHigh(this.next)) & F) {
+      why = "fault recording registers full: PFO";
+      this.regs.update32(Reg.FSTS, PFO, 0);
+      this.stats.faultsDropped++;
+    } else {
+      const i = this.next;
+      const base = FRCD_OFFSET + FRCD_SIZE * i;
+      const page = address - (address % 4096);
+      this.regs.set32(base, (page % 4294967296) >>> 0);
+      this.regs.set32(base + 4, Math.floor(page / 4294967296) >>> 0);
+      this.regs.set32(base + 8, sid & 0xffff);
+      this.regs.set32(base + 12, (F | (write ? 0 : T1) | (reason & 0xff)) >>> 0);
+      this.next = (i + 1) % this.records;
+      recorded = true;
+      this.stats.faultsRecorded++;
+      if ((status & PPF) === 0) {
+        this.regs.set32(Reg.FSTS, ((status & ~0xff00) | PPF | (i << 8)) >>> 0);
+        if ((status & EVENT_CONDITIONS) === 0) this.event.signal();
+      }
+    }
+    if (this.tracer.active) {
+      this.tracer.emit({ type: "vtd_fault", sid, reason, address: BigInt(address), write, recorded, why });
+    }
+  }
+
+  private pendingFor(sid: number): boolean {
+    for (let i = 0; i < this.records; i++) {
+      const base = FRCD_OFFSET + FRCD_SIZE * i;
+      if ((this.regs.get32(base + 12) & F) && (this.regs.get32(base + 8) & 0xffff) === sid) return true;
+    }
+    return false;
+  }
+
+  /** Sets an invalidation-queue error condition (IQE, ICE, ITE): a fault event if none was pending. */
+  raise(condition: bigint): void {
+    const status = this.regs.get32(Reg.FSTS);
+    this.regs.update32(Reg.FSTS, Number(condition), 0);
+    if ((status & EVENT_CONDITIONS) === 0) this.event.signal();
+  }
+
+  /** After software wrote FSTS or a fault record: PPF follows the F bits; IP clears when all is serviced. */
+  refresh(): void {
+    let pending = false;
+    for (let i = 0; i < this.records && !pending; i++) pending = (this.regs.get32(this.recordHigh(i)) & F) !== 0;
+    this.regs.update32(Reg.FSTS, pending ? PPF : 0, pending ? 0 : PPF);
+    if ((this.regs.get32(Reg.FSTS) & EVENT_CONDITIONS) === 0) this.event.clearPending();
+  }
+}

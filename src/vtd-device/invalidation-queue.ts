@@ -1,0 +1,300 @@
+/**
+ * Queued invalidation (VT-d §6.5.2): the invalidation queue registers IQA/IQH/IQT, descriptor
+ * fetch and execution, the invalidation wait descriptor with its status write and completion
+ * event, device-TLB invalidations that take time at the endpoint, and the queue errors IQE and ITE.
+ *
+ * Time is the unit's own clock, moved by `advanceTime`. With the default options every tail
+ * write processes the queue to the end at once; with `queueDescriptorTimeMs` each descriptor
+ * takes that long, and a wait behind a slow device-TLB invalidation completes only when the
+ * endpoint has answered.
+ */
+import {
+  ContextCacheDesc, DescriptorType, DeviceTlbDesc, Fsts, Granularity, Gsts, Ics, InterruptEntryCacheDesc,
+  InvalidationQueueError, IotlbDesc, MAMV, Reg, WaitDesc, getField,
+} from "../spec/index.ts";
+import type { WalkConfig } from "./capabilities.ts";
+import { deviceTlbRange, type DeviceTlbs } from "./device-tlb.ts";
+import type { FaultRecording } from "./fault-recording.ts";
+import type { InterruptEvent } from "./interrupt-event.ts";
+import type { Invalidation } from "./invalidation.ts";
+import type { MemoryAccess } from "./memory-access.ts";
+import type { ResolvedOptions } from "./options.ts";
+import type { RegisterFile } from "./register-file.ts";
+import type { DeviceStats } from "./stats.ts";
+import type { Tracer } from "./trace.ts";
+
+const QIES = Number(Gsts.QIES);
+const IQE = Number(Fsts.IQE);
+const ITE = Number(Fsts.ITE);
+const IWC = Number(Ics.IWC);
+
+interface PendingDeviceTlbInvalidation {
+  sid: number;
+  start: number;
+  end: number;
+  completesAt: number;
+  timesOutAt: number;
+}
+
+export class InvalidationQueue {
+  /** The unit's clock (ms). */
+  now = 0;
+  private base = 0;
+  private entries = 256;
+  private head = 0;
+  private disableRequested = false;
+  /** Time at which the next descriptor may be fetched (stepped processing only). */
+  private nextFetchAt = 0;
+  private readonly pendingDeviceTlb: PendingDeviceTlbInvalidation[] = [];
+
+  constructor(
+    private readonly options: ResolvedOptions,
+    private readonly regs: RegisterFile,
+    private readonly memory: MemoryAccess,
+    private readonly invalidation: Invalidation,
+    private readonly faults: FaultRecording,
+    private readonly completionEvent: InterruptEvent,
+    private readonly deviceTlbs: DeviceTlbs,
+    private readonly tracer: Tracer,
+    private readonly stats: DeviceStats,
+    private readonly cfg: WalkConfig,
+  ) {}
+
+  reset(): void {
+    this.now = 0;
+    this.head = 0;
+    this.disableRequested = false;
+    this.nextFetchAt = 0;
+    this.pendingDeviceTlb.length = 0;
+  }
+
+  get enabled(): boolean {
+    return (this.regs.get32(Reg.GSTS) & QIES) !== 0;
+  }
+
+  /** GCMD.QIE set: IQA is latched, QIES set, and a tail already written is processed (VT-d §6.5.2). */
+  enable(): void {
+    this.disableRequested = false;
+    const iqa = this.regs.get64(Reg.IQA);
+    this.base = Number(iqa & ((1n << BigInt(this.cfg.awBits)) - 1n) & ~0xfffn);
+    const qs = Number(iqa & 7n);
+    const dw = Number((iqa >> 11n) & 1n);
+    this.entries = 2 ** (qs + 8 - dw);
+    this.head = 0;
+    this.setHead();
+    this.regs.update32(Reg.GSTS, QIES, 0);
+    this.nextFetchAt = this.now;
+    this.process();
+  }
+
+  /** GCMD.QIE clear: honoured once the queue is idle (head = tail, nothing outstanding). */
+  disable(): void {
+    this.disableRequested = true;
+    this.completeDisableIfIdle();
+  }
+
+  private completeDisableIfIdle(): void {
+    if (!this.disableRequested || !this.enabled) return;
+    if (this.head !== this.tailIndex() || this.pendingDeviceTlb.length > 0) return;
+    this.disableRequested = false;
+    this.regs.update32(Reg.GSTS, 0, QIES);
+    this.head = 0;
+    this.setHead();
+  }
+
+  private get dw(): number {
+    return Number((this.regs.get64(Reg.IQA) >> 11n) & 1n);
+  }
+
+  private tailIndex(): number {
+    return (this.regs.get32(Reg.IQT) >>> 4) & 0x7fff;
+  }
+
+  private setHead(): void {
+    this.regs.set32(Reg.IQH, (this.head << 4) >>> 0);
+    this.regs.set32(Reg.IQH + 4, 0);
+  }
+
+  onTailWrite(): void {
+    this.nextFetchAt = Math.max(this.nextFetchAt, this.now);
+    this.process();
+  }
+
+  /** ICS written: clearing IWC withdraws a pending completion interrupt (VT-d §6.5.2.7). */
+  onCompletionStatusWrite(): void {
+    if ((this.regs.get32(Reg.ICS) & IWC) === 0) this.completionEvent.clearPending();
+  }
+
+  advanceTime(ms: number): void {
+    if (!(ms > 0)) return;
+    const until = this.now + ms;
+    // Visit every moment something happens in (now, until], in order.
+    while (true) {
+      const next = this.nextEventTime();
+      if (next > until) break;
+      this.now = Math.max(this.now, next);
+      this.settleDeviceTlb();
+      this.process();
+      if (this.nextEventTime() <= this.now) break; // nothing can progress at this instant
+    }
+    this.now = until;
+    this.settleDeviceTlb();
+    this.process();
+  }
+
+  private nextEventTime(): number {
+    let next = Infinity;
+    for (const p of this.pendingDeviceTlb) next = Math.min(next, p.completesAt, p.timesOutAt);
+    if (this.options.queueDescriptorTimeMs > 0 && this.enabled && this.head !== this.tailIndex()) next = Math.min(next, this.nextFetchAt);
+    return next;
+  }
+
+  /** Endpoints that answered drop their translations; one that never answers in time raises ITE. */
+  private settleDeviceTlb(): void {
+    for (let i = 0; i < this.pendingDeviceTlb.length; ) {
+      const p = this.pendingDeviceTlb[i]!;
+      if (p.completesAt <= this.now && p.completesAt <= p.timesOutAt) {
+        this.deviceTlbs.invalidate(p.sid, p.start, p.end);
+        this.pendingDeviceTlb.splice(i, 1);
+      } else if (p.timesOutAt <= this.now) {
+        this.pendingDeviceTlb.splice(i, 1);
+        this.timeOut(p.sid);
+      } else {
+        i++;
+      }
+    }
+    this.completeDisableIfIdle();
+  }
+
+  /**
+   * ITE (VT-d §6.5.2.10): the waits that were pending are aborted, the head stays where it is, and
+   * fetching stops until software clears ITE and writes the tail again.
+   */
+  private timeOut(sid: number): void {
+    this.deviceTlbs.invalidate(sid, 0, 2 ** 64);
+    this.error("ITE", `device-TLB invalidation of ${sid.toString(16)} not answered within ${this.options.deviceIotlbTimeoutMs} ms`);
+    this.faults.raise(Fsts.ITE);
+  }
+
+  /** Fetches and executes descriptors while the spec allows (VT-d §6.5.2: QIES, QH ≠ QT, no IQE/ITE). */
+  private process(): void {
+    const stepped = this.options.queueDescriptorTimeMs > 0;
+    while (this.enabled) {
+      if (this.regs.get32(Reg.FSTS) & (IQE | ITE)) return;
+      const tail = this.tailIndex();
+      if (this.dw === 1) return this.queueError(InvalidationQueueError.InvalidWidth, "IQA.DW = 1 needs scalable mode, which this unit does not offer");
+      if (tail >= this.entries) return this.queueError(InvalidationQueueError.InvalidTail, `tail ${tail} beyond a queue of ${this.entries} descriptors`);
+      if (this.head === tail) break;
+      if (stepped && this.now < this.nextFetchAt) return;
+      const at = this.base + this.head * 16;
+      const w0 = this.memory.read32(at), w1 = this.memory.read32(at + 4), w2 = this.memory.read32(at + 8), w3 = this.memory.read32(at + 12);
+      if (w0 < 0 || w1 < 0 || w2 < 0 || w3 < 0) return this.queueError(InvalidationQueueError.FetchError, `descriptor at ${at.toString(16)} is outside RAM`);
+      const outcome = this.execute(w0, w1, w2, w3);
+      if (outcome === BLOCKED) return;
+      if (outcome !== DONE) return this.queueError(InvalidationQueueError.InvalidDescriptor, outcome);
+      this.stats.descriptorsProcessed++;
+      this.head = (this.head + 1) % this.entries;
+      this.setHead();
+      if (stepped) this.nextFetchAt = Math.max(this.nextFetchAt, this.now) + this.options.queueDescriptorTimeMs;
+    }
+    this.completeDisableIfIdle();
+  }
+
+  /** Executes one descriptor: DONE, BLOCKED (a wait behind outstanding work), or why it is invalid. */
+  private execute(w0: number, w1: number, w2: number, w3: number): string {
+    const lo = (BigInt(w1) << 32n) | BigInt(w0);
+    const hi = (BigInt(w3) << 32n) | BigInt(w2);
+    const type = (w0 & 0xf) | (((w0 >>> 9) & 7) << 4);
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_iq_desc", head: this.head, lo, hi, kind: DescriptorType[type] ?? `type ${type}` });
+    switch (type) {
+      case DescriptorType.ContextCache: {
+        if (lo & ContextCacheDesc.RESERVED_LO || hi & ContextCacheDesc.RESERVED_HI) return "context-cache descriptor with reserved bits set";
+        const did = Number(getField(lo, ContextCacheDesc.DID));
+        switch (Number(getField(lo, ContextCacheDesc.G))) {
+          case Granularity.Global: this.invalidation.contextGlobal("queue"); return DONE;
+          case Granularity.Domain: this.invalidation.contextDomain(did, "queue"); return DONE;
+          case Granularity.Device:
+            this.invalidation.contextDevice(Number(getField(lo, ContextCacheDesc.SID)), Number(getField(lo, ContextCacheDesc.FM)), did, "queue");
+            return DONE;
+          default: return "context-cache descriptor with granularity 0";
+        }
+      }
+      case DescriptorType.Iotlb: {
+        if (lo & IotlbDesc.RESERVED_LO || hi & IotlbDesc.RESERVED_HI) return "IOTLB descriptor with reserved bits set";
+        const did = Number(getField(lo, IotlbDesc.DID));
+        switch (Number(getField(lo, IotlbDesc.G))) {
+          case Granularity.Global: this.invalidation.iotlbGlobal("queue"); return DONE;
+          case Granularity.Domain: this.invalidation.iotlbDomain(did, "queue"); return DONE;
+          case Granularity.Page: {
+            const am = Number(getField(hi, IotlbDesc.AM));
+            if (am > MAMV) return `IOTLB descriptor with AM ${am} above MAMV ${MAMV}`;
+            this.invalidation.iotlbPages(did, Number(hi & IotlbDesc.ADDR), am, getField(hi, IotlbDesc.IH) === 1n, "queue");
+            return DONE;
+          }
+          default: return "IOTLB descriptor with granularity 0";
+        }
+      }
+      case DescriptorType.DeviceTlb: {
+        if (!this.options.deviceIotlb) return "device-TLB descriptor without ECAP.DT";
+        if (lo & DeviceTlbDesc.RESERVED_LO || hi & DeviceTlbDesc.RESERVED_HI) return "device-TLB descriptor with reserved bits set";
+        const sid = Number(getField(lo, DeviceTlbDesc.SID));
+        const { start, end } = deviceTlbRange(Number(hi & DeviceTlbDesc.ADDR), getField(hi, DeviceTlbDesc.S) === 1n);
+        this.stats.deviceIotlbInvalidations++;
+        if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "device-iotlb", granularity: `${end - start} bytes`, source: "queue", sid, address: BigInt(start) });
+        this.pendingDeviceTlb.push({
+          sid, start, end,
+          completesAt: this.now + this.options.deviceIotlbLatencyMs,
+          timesOutAt: this.now + this.options.deviceIotlbTimeoutMs,
+        });
+        this.settleDeviceTlb();
+        return DONE;
+      }
+      case DescriptorType.InterruptEntryCache: {
+        if (lo & InterruptEntryCacheDesc.RESERVED_LO || hi & InterruptEntryCacheDesc.RESERVED_HI) return "interrupt-entry-cache descriptor with reserved bits set";
+        this.stats.interruptEntryCacheInvalidations++;
+        if (this.tracer.active) {
+          this.tracer.emit({ type: "vtd_inv", cache: "iec", granularity: getField(lo, InterruptEntryCacheDesc.G) ? "index" : "global", source: "queue" });
+        }
+        return DONE;
+      }
+      case DescriptorType.InvalidationWait:
+        return this.invalidationWait(lo, hi);
+      default:
+        return `descriptor type ${type} is not valid in legacy mode`;
+    }
+  }
+
+  /** Invalidation wait (VT-d §6.5.2.8): completes when everything before it has completed. */
+  private invalidationWait(lo: bigint, hi: bigint): string {
+    if (lo & WaitDesc.RESERVED_LO || hi & WaitDesc.RESERVED_HI) return "wait descriptor with reserved bits set";
+    const statusWrite = getField(lo, WaitDesc.SW) === 1n;
+    const interrupt = getField(lo, WaitDesc.IF) === 1n;
+    const fence = getField(lo, WaitDesc.FN) === 1n;
+    if (!statusWrite && !interrupt && !fence) return "wait descriptor with none of SW, IF, FN";
+    if (this.pendingDeviceTlb.length > 0) return BLOCKED;
+    const data = Number(getField(lo, WaitDesc.STATUS_DATA));
+    const address = Number(hi & WaitDesc.STATUS_ADDRESS & ((1n << BigInt(this.cfg.awBits)) - 1n));
+    if (statusWrite && !this.memory.write32(address, data)) return `status address ${address.toString(16)} is outside RAM`;
+    if (interrupt && (this.regs.get32(Reg.ICS) & IWC) === 0) {
+      this.regs.update32(Reg.ICS, IWC, 0);
+      this.completionEvent.signal();
+    }
+    this.stats.invalidationWaits++;
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv_wait", statusWrite, interrupt, data, address: BigInt(address) });
+    return DONE;
+  }
+
+  /** IQE (VT-d §6.5.2.10): the head stays on the bad descriptor; fetching stops until IQE is cleared and the tail written. */
+  private queueError(code: InvalidationQueueError, why: string): void {
+    this.regs.set32(Reg.IQERCD, code);
+    this.error("IQE", why);
+    this.faults.raise(Fsts.IQE);
+  }
+
+  private error(error: "IQE" | "ITE", why: string): void {
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_iq_error", error, head: this.head, why });
+  }
+}
+
+const DONE = "done";
+const BLOCKED = "blocked";

@@ -1,0 +1,68 @@
+/**
+ * The cache operations every invalidation ends in, whichever interface asked for it: the
+ * context-command and IOTLB registers (VT-d §6.5.1) or the invalidation queue (VT-d §6.5.2).
+ * One path, so counting, tracing and (later) notifiers hook in one place.
+ */
+import type { ContextCache } from "./context-cache.ts";
+import type { Iotlb } from "./iotlb.ts";
+import type { DeviceStats } from "./stats.ts";
+import type { Tracer } from "./trace.ts";
+
+export type InvalidationSource = "register" | "queue";
+
+export class Invalidation {
+  constructor(
+    private readonly contextCache: ContextCache,
+    private readonly iotlb: Iotlb,
+    private readonly stats: DeviceStats,
+    private readonly tracer: Tracer,
+  ) {}
+
+  contextGlobal(source: InvalidationSource): void {
+    this.stats.contextInvalidations.global++;
+    this.contextCache.invalidateAll();
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "context", granularity: "global", source });
+  }
+
+  contextDomain(did: number, source: InvalidationSource): void {
+    this.stats.contextInvalidations.domain++;
+    this.contextCache.invalidateDomain(did);
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "context", granularity: "domain", source, did });
+  }
+
+  /** Device-selective: by source-id and function mask; the DID is not needed to find the entries. */
+  contextDevice(sid: number, functionMask: number, did: number, source: InvalidationSource): void {
+    this.stats.contextInvalidations.device++;
+    this.contextCache.invalidateDevice(sid, functionMask);
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "context", granularity: "device", source, sid, fm: functionMask, did });
+  }
+
+  iotlbGlobal(source: InvalidationSource): void {
+    this.stats.iotlbInvalidations.global++;
+    this.iotlb.invalidateAll();
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "iotlb", granularity: "global", source });
+  }
+
+  iotlbDomain(did: number, source: InvalidationSource): void {
+    this.stats.iotlbInvalidations.domain++;
+    this.iotlb.invalidateDomain(did);
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "iotlb", granularity: "domain", source, did });
+  }
+
+  /** Page-selective within a domain: 2^am pages at `address`, aligned down to the mask. */
+  iotlbPages(did: number, address: number, am: number, invalidationHint: boolean, source: InvalidationSource): void {
+    this.stats.iotlbInvalidations.page++;
+    const span = 2 ** (12 + am);
+    const base = address - (address % span);
+    this.iotlb.invalidatePages(did, base, am);
+    if (this.tracer.active) {
+      this.tracer.emit({ type: "vtd_inv", cache: "iotlb", granularity: "page", source, did, address: BigInt(base), am, ih: invalidationHint });
+    }
+  }
+
+  /** Root table or translation enable changed: nothing cached may survive. */
+  everything(): void {
+    this.contextCache.invalidateAll();
+    this.iotlb.invalidateAll();
+  }
+}

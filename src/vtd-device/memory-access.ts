@@ -1,0 +1,71 @@
+/**
+ * The unit's own reads and writes of guest memory (tables, queue, status writes, DMA), with
+ * numbers for addresses and a fast path over `GuestMemory.direct`. Allocation-free on the fast
+ * path; failures (outside RAM) are return values, never exceptions.
+ */
+import type { GuestMemory } from "./guest-memory.ts";
+
+export class MemoryAccess {
+  private readonly scratch = new Uint8Array(8);
+
+  constructor(readonly memory: GuestMemory) {}
+
+  /** Little-endian dword at `address`, or -1 when it is not RAM. */
+  read32(address: number): number {
+    const ram = this.memory.direct;
+    if (ram) {
+      if (address < 0 || address + 4 > ram.length) return -1;
+      return (ram[address]! | (ram[address + 1]! << 8) | (ram[address + 2]! << 16) | (ram[address + 3]! << 24)) >>> 0;
+    }
+    const s = this.scratch.subarray(0, 4);
+    if (!this.memory.read(BigInt(address), s)) return -1;
+    return (s[0]! | (s[1]! << 8) | (s[2]! << 16) | (s[3]! << 24)) >>> 0;
+  }
+
+  write32(address: number, value: number): boolean {
+    const ram = this.memory.direct;
+    if (ram) {
+      if (address < 0 || address + 4 > ram.length) return false;
+      ram[address] = value;
+      ram[address + 1] = value >>> 8;
+      ram[address + 2] = value >>> 16;
+      ram[address + 3] = value >>> 24;
+      this.memory.afterDirectWrite?.(address, 4);
+      return true;
+    }
+    const s = this.scratch.subarray(0, 4);
+    s[0] = value; s[1] = value >>> 8; s[2] = value >>> 16; s[3] = value >>> 24;
+    return this.memory.write(BigInt(address), s);
+  }
+
+  /** Copies `length` bytes of guest memory at `address` into `into` at `offset`. */
+  readInto(address: number, into: Uint8Array, offset: number, length: number): boolean {
+    const ram = this.memory.direct;
+    if (ram) {
+      if (address < 0 || address + length > ram.length) return false;
+      if (length <= 64) {
+        for (let i = 0; i < length; i++) into[offset + i] = ram[address + i]!;
+      } else {
+        into.set(ram.subarray(address, address + length), offset);
+      }
+      return true;
+    }
+    return this.memory.read(BigInt(address), into.subarray(offset, offset + length));
+  }
+
+  /** Copies `length` bytes of `data` from `offset` into guest memory at `address`. */
+  writeFrom(address: number, data: Uint8Array, offset: number, length: number): boolean {
+    const ram = this.memory.direct;
+    if (ram) {
+      if (address < 0 || address + length > ram.length) return false;
+      if (length <= 64) {
+        for (let i = 0; i < length; i++) ram[address + i] = data[offset + i]!;
+      } else {
+        ram.set(data.subarray(offset, offset + length), address);
+      }
+      this.memory.afterDirectWrite?.(address, length);
+      return true;
+    }
+    return this.memory.write(BigInt(address), data.subarray(offset, offset + length));
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * The unit's configuration. Option names follow QEMU's intel-iommu properties where one exists.
+ * Every option is checked once here: a bad value is a clear error naming it.
+ */
+import { MAX_FAULT_RECORDS } from "../spec/index.ts";
+import type { GuestMemory } from "./guest-memory.ts";
+
+export interface VtdOptions {
+  /** Guest-physical memory the unit reads tables from and DMA goes to. */
+  memory: GuestMemory;
+  /** CAP.CM: not-present and faulting translations may be cached (QEMU `caching-mode`). Default false. */
+  cachingMode?: boolean;
+  /** Guest address width: 39 (3-level) or 48 (4-level, also offers 39). Default 48 (QEMU ≥ 9.2). */
+  awBits?: 39 | 48;
+  /** ECAP.C: table reads snoop CPU caches. Default false, as QEMU. */
+  coherent?: boolean;
+  /** ECAP.PT: pass-through context entries (QEMU `pt`). Default true. */
+  passThrough?: boolean;
+  /** CAP.RWBF: software must flush write buffers. Default false. */
+  rwbf?: boolean;
+  /** Number of fault recording registers, NFR + 1, 1..256. Default 1, as QEMU. */
+  faultRecords?: number;
+  /** CAP.DRD/DWD (QEMU `dma-drain`). Default true. */
+  dmaDrain?: boolean;
+  /** ECAP.DT: device-TLB (ATS); makes context TT = 1 valid (QEMU `device-iotlb`). Default false. */
+  deviceIotlb?: boolean;
+  /** Cache not-present and faulting results. Only ever done with CM = 1; default true when cachingMode. */
+  negativeCaching?: boolean;
+  /** IOTLB capacity in entries (power of two, 4-way sets). Default 4096. */
+  iotlbEntries?: number;
+  /** Context-cache capacity in entries (power of two, direct-mapped by source-id). Default 256. */
+  contextCacheEntries?: number;
+  /** Receives every MSI the unit sends: the fault event and the invalidation completion event. */
+  onInterrupt?: (address: bigint, data: number) => void;
+  /**
+   * Device time each queued descriptor takes, in ms. 0 (default): a tail write processes the whole
+   * queue at once. Above 0 the queue advances only with `advanceTime`, so IQH can be watched moving.
+   */
+  queueDescriptorTimeMs?: number;
+  /** Device time a device-TLB invalidation takes to complete at the endpoint, 0..60000 ms. Default 0. */
+  deviceIotlbLatencyMs?: number;
+  /** An endpoint that has not answered a device-TLB invalidation after this long raises ITE. Default 60000 (ATS). */
+  deviceIotlbTimeoutMs?: number;
+}
+
+export interface ResolvedOptions {
+  memory: GuestMemory;
+  cachingMode: boolean;
+  awBits: 39 | 48;
+  coherent: boolean;
+  passThrough: boolean;
+  rwbf: boolean;
+  faultRecords: number;
+  dmaDrain: boolean;
+  deviceIotlb: boolean;
+  negativeCaching: boolean;
+  iotlbEntries: number;
+  contextCacheEntries: number;
+  onInterrupt: (address: bigint, data: number) => void;
+  queueDescriptorTimeMs: number;
+  deviceIotlbLatencyMs: number;
+  deviceIotlbTimeoutMs: number;
+}
+
+/** The ATS completion time-out: a device-TLB invalidation may legally take up to a minute. */
+export const ATS_TIMEOUT_MS = 60_000;
+
+function milliseconds(name: string, value: unknown, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value > max) {
+    throw new RangeError(`VtdDevice option ${name}: expected milliseconds in 0..${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function flag(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") throw new TypeError(`VtdDevice option ${name}: expected true or false, got ${String(value)}`);
+  return value;
+}
+
+function powerOfTwo(name: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max || (value & (value - 1)) !== 0) {
+    throw new RangeError(`VtdDevice option ${name}: expected a power of two in ${min}..${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+export function resolveOptions(options: VtdOptions): ResolvedOptions {
+  if (!options || typeof options !== "object") throw new TypeError("VtdDevice: options object with `memory` is required");
+  const { memory } = options;
+  if (!memory || typeof memory.read !== "function" || typeof memory.write !== "function" || typeof memory.size !== "number") {
+    throw new TypeError("VtdDevice option memory: expected a GuestMemory (size, read, write)");
+  }
+  const awBits = options.awBits ?? 48;
+  if (awBits !== 39 && awBits !== 48) throw new RangeError(`VtdDevice option awBits: expected 39 or 48, got ${String(awBits)}`);
+  const faultRecords = options.faultRecords ?? 1;
+  if (typeof faultRecords !== "number" || !Number.isInteger(faultRecords) || faultRecords < 1 || faultRecords > MAX_FAULT_RECORDS) {
+    throw new RangeError(`VtdDevice option faultRecords: expected a whole number in 1..${MAX_FAULT_RECORDS}, got ${String(faultRecords)}`);
+  }
+  const onInterrupt = options.onInterrupt ?? (() => {});
+  if (typeof onInterrupt !== "function") throw new TypeError("VtdDevice option onInterrupt: expected a function");
+  const cachingMode = flag("cachingMode", options.cachingMode, false);
+  const negativeCaching = flag("negativeCaching", options.negativeCaching, cachingMode);
+  if (negativeCaching && !cachingMode) {
+    throw new RangeError("VtdDevice option negativeCaching: only allowed with cachingMode (CAP.CM = 0 forbids caching not-present entries)");
+  }
+  return {
+    memory,
+    cachingMode,
+    awBits,
+    coherent: flag("coherent", options.coherent, false),
+    passThrough: flag("passThrough", options.passThrough, true),
+    rwbf: flag("rwbf", options.rwbf, false),
+    faultRecords,
+    dmaDrain: flag("dmaDrain", options.dmaDrain, true),
+    deviceIotlb: flag("deviceIotlb", options.deviceIotlb, false),
+    negativeCaching,
+    iotlbEntries: powerOfTwo("iotlbEntries", options.iotlbEntries, 4096, 4, 1 << 20),
+    contextCacheEntries: powerOfTwo("contextCacheEntries", options.contextCacheEntries, 256, 1, 65536),
+    onInterrupt,
+    queueDescriptorTimeMs: milliseconds("queueDescriptorTimeMs", options.queueDescriptorTimeMs, 0, 1000),
+    deviceIotlbLatencyMs: milliseconds("deviceIotlbLatencyMs", options.deviceIotlbLatencyMs, 0, ATS_TIMEOUT_MS),
+    deviceIotlbTimeoutMs: milliseconds("deviceIotlbTimeoutMs", options.deviceIotlbTimeoutMs, ATS_TIMEOUT_MS, 10 * ATS_TIMEOUT_MS),
+  };
+}

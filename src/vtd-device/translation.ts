@@ -1,0 +1,171 @@
+/**
+ * Legacy-mode translation walks (VT-d §3.4, §9.1, §9.3, §9.8) as functions of memory, the root
+ * table and the request: no caches here. The device puts caches around them, and tests and the
+ * strict checker use them as the reference walk. Results go into caller-owned objects so a walk
+ * allocates nothing.
+ */
+import { FaultReason, TranslationType } from "../spec/index.ts";
+import type { WalkConfig } from "./capabilities.ts";
+import type { MemoryAccess } from "./memory-access.ts";
+
+const TWO_POW_32 = 4294967296;
+/** Page size of a leaf at each level (index = level). */
+export const LEVEL_SIZE = [0, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48] as const;
+/** Permission bits as the walk accumulates them. */
+export const PERMISSION_READ = 1;
+export const PERMISSION_WRITE = 2;
+
+/** Bits ≥ HAW of an entry's upper dword (bits 51:HAW), plus bit 62 (IW/TM, reserved in legacy mode). */
+function upperReservedMask(awBits: number): number {
+  const addressBits = (1 << (awBits - 32)) - 1;
+  return ((0x000f_ffff & ~addressBits) | 0x4000_0000) >>> 0;
+}
+function upperAddressMask(awBits: number): number {
+  return (1 << (awBits - 32)) - 1;
+}
+
+export class ContextWalk {
+  /** 0 when the context is usable, else the fault reason. */
+  reason = 0;
+  faultProcessingDisable = false;
+  did = 0;
+  tableRoot = 0;
+  aw = 0;
+  translationType = 0;
+}
+
+/** Root entry → context entry for `sid` (VT-d §3.4.2). */
+export function walkContext(mem: MemoryAccess, rootTable: number, sid: number, cfg: WalkConfig, out: ContextWalk): ContextWalk {
+  out.reason = 0;
+  out.faultProcessingDisable = false;
+  out.did = 0;
+  const bus = sid >>> 8;
+  const devfn = sid & 0xff;
+  const rootAt = rootTable + bus * 16;
+  const r0 = mem.read32(rootAt), r1 = mem.read32(rootAt + 4), r2 = mem.read32(rootAt + 8), r3 = mem.read32(rootAt + 12);
+  if (r0 < 0 || r1 < 0 || r2 < 0 || r3 < 0) return fail(out, FaultReason.RootTableReadError);
+  if ((r0 & 1) === 0) return fail(out, FaultReason.RootEntryNotPresent);
+  const hiMask = upperAddressMask(cfg.awBits);
+  if ((r0 & 0xffe) !== 0 || (r1 & ~hiMask) !== 0 || r2 !== 0 || r3 !== 0) return fail(out, FaultReason.RootEntryReserved);
+  const contextTable = (r1 & hiMask) * TWO_POW_32 + ((r0 & 0xffff_f000) >>> 0);
+
+  const at = contextTable + devfn * 16;
+  const c0 = mem.read32(at), c1 = mem.read32(at + 4), c2 = mem.read32(at + 8), c3 = mem.read32(at + 12);
+  if (c0 < 0 || c1 < 0 || c2 < 0 || c3 < 0) return fail(out, FaultReason.ContextTableReadError);
+  // FPD is evaluated even when P = 0 (VT-d §9.3).
+  out.faultProcessingDisable = (c0 & 2) !== 0;
+  if ((c0 & 1) === 0) return fail(out, FaultReason.ContextEntryNotPresent);
+  if ((c0 & 0xff0) !== 0 || (c1 & ~hiMask) !== 0 || (c2 & 0xff00_0080) !== 0 || c3 !== 0) {
+    return fail(out, FaultReason.ContextEntryReserved);
+  }
+  const tt = (c0 >>> 2) & 3;
+  const aw = c2 & 7;
+  out.translationType = tt;
+  out.aw = aw;
+  out.did = (c2 >>> 8) & 0xffff;
+  out.tableRoot = (c1 & hiMask) * TWO_POW_32 + ((c0 & 0xffff_f000) >>> 0);
+  if (
+    tt === TranslationType.Reserved ||
+    (tt === TranslationType.DeviceTlb && !cfg.deviceIotlb) ||
+    (tt === TranslationType.PassThrough && !cfg.passThrough)
+  ) {
+    return fail(out, FaultReason.ContextEntryInvalid);
+  }
+  if (tt !== TranslationType.PassThrough && ((cfg.sagaw >>> aw) & 1) === 0) return fail(out, FaultReason.ContextEntryInvalid);
+  return out;
+}
+
+function fail(out: ContextWalk, reason: FaultReason): ContextWalk {
+  out.reason = reason;
+  return out;
+}
+
+/**
+ * Result of a second-stage walk, independent of the access type so it can be cached whole:
+ * `structural` is 0 (a leaf was reached), or why the walk stopped: NOT_PRESENT, or a reserved-bit /
+ * table-read fault. The access check (`accessFault`) then reproduces the spec order: at each level
+ * the permission check comes before the reserved-bit check.
+ */
+export class PageWalk {
+  structural = 0;
+  /** Level where the walk stopped (the leaf level on success). */
+  level = 0;
+  /** Permissions accumulated down to the stop point. */
+  permission = 0;
+  /** Level at which read / write permission was first lost (0 = never). */
+  readLostAt = 0;
+  writeLostAt = 0;
+  /** Output address of the leaf page. */
+  pageOutput = 0;
+}
+
+/** A walk that found an entry with R = W = 0. */
+export const NOT_PRESENT = 0xff;
+
+export function walkPages(mem: MemoryAccess, tableRoot: number, aw: number, address: number, cfg: WalkConfig, out: PageWalk): PageWalk {
+  out.structural = 0;
+  out.permission = PERMISSION_READ | PERMISSION_WRITE;
+  out.readLostAt = 0;
+  out.writeLostAt = 0;
+  out.pageOutput = 0;
+  const hiMask = upperAddressMask(cfg.awBits);
+  const hiReserved = upperReservedMask(cfg.awBits);
+  let table = tableRoot;
+  for (let level = aw + 2; level >= 1; level--) {
+    out.level = level;
+    const size = LEVEL_SIZE[level]!;
+    const index = Math.floor(address / size) % 512;
+    const lo = mem.read32(table + index * 8);
+    const hi = mem.read32(table + index * 8 + 4);
+    if (lo < 0 || hi < 0) {
+      out.structural = FaultReason.PagingEntryReadError;
+      return out;
+    }
+    const entryPermission = lo & 3;
+    const before = out.permission;
+    out.permission = before & entryPermission;
+    if ((before & PERMISSION_READ) && !(out.permission & PERMISSION_READ)) out.readLostAt = level;
+    if ((before & PERMISSION_WRITE) && !(out.permission & PERMISSION_WRITE)) out.writeLostAt = level;
+    if (entryPermission === 0) {
+      out.structural = NOT_PRESENT;
+      return out;
+    }
+    const pageSize = (lo & 0x80) !== 0;
+    const leaf = level === 1 || (pageSize && (level === 2 || level === 3));
+    let reservedLo: number;
+    if (level === 1) reservedLo = 0x800;
+    else if (!leaf) reservedLo = level >= 4 ? 0x880 : 0x800;
+    else if (level === 2) reservedLo = (cfg.sllps & 1) ? 0x1f_f800 : 0x80;
+    else reservedLo = (cfg.sllps & 2) ? 0x3fff_f800 : 0x80;
+    if ((lo & reservedLo) !== 0 || (hi & hiReserved) !== 0) {
+      out.structural = FaultReason.PagingEntryReserved;
+      return out;
+    }
+    const next = (hi & hiMask) * TWO_POW_32 + ((lo & 0xffff_f000) >>> 0);
+    if (leaf) {
+      out.pageOutput = next - (next % size);
+      return out;
+    }
+    table = next;
+  }
+  return out;
+}
+
+/**
+ * The fault an access of the given kind gets from a walk result, or 0 (VT-d §7.1.3 order:
+ * permission before reserved bits at each level; a table read error stops the walk at its level).
+ */
+export function accessFault(walk: PageWalk, write: boolean): number {
+  const lostAt = write ? walk.writeLostAt : walk.readLostAt;
+  const denied = write ? FaultReason.WriteNotPermitted : FaultReason.ReadNotPermitted;
+  switch (walk.structural) {
+    case 0:
+      return lostAt !== 0 ? denied : 0;
+    case NOT_PRESENT:
+      return denied;
+    case FaultReason.PagingEntryReadError:
+      return lostAt > walk.level ? denied : FaultReason.PagingEntryReadError;
+    default:
+      return lostAt >= walk.level && lostAt !== 0 ? denied : walk.structural;
+  }
+}
