@@ -1,22 +1,23 @@
-/** `npm run bench [topic...]`: runs bench/<topic>.bench.ts files and prints figures with same-run baselines. */
-import { readdirSync } from "node:fs";
-import { fileURLToPath, pathToFileURL } from "node:url";
-import { dirname, join } from "node:path";
+/**
+ * `npm run bench [topic...]`: runs the benchmarks and prints each figure beside a baseline measured
+ * in the same run. The script bundles this file with esbuild first, so the code is measured as a
+ * browser or Node bundle runs it (a TypeScript loader's module indirection would distort hot paths).
+ */
 import { createReporter, type BenchReporter } from "./harness.ts";
 
-const here = dirname(fileURLToPath(import.meta.url));
+type Bench = (r: BenchReporter) => Promise<void> | void;
+const benches: Record<string, () => Promise<{ default: Bench }>> = {
+  device: () => import("./device.bench.ts"),
+};
+
 const wanted = process.argv.slice(2);
-const files = readdirSync(here)
-  .filter((f) => f.endsWith(".bench.ts"))
-  .filter((f) => wanted.length === 0 || wanted.some((w) => f.startsWith(w)))
-  .sort();
-if (files.length === 0) {
-  console.error(`bench: no bench file matches ${wanted.join(", ")}; have: ${readdirSync(here).filter((f) => f.endsWith(".bench.ts")).join(", ")}`);
+const names = Object.keys(benches).filter((name) => wanted.length === 0 || wanted.includes(name));
+if (names.length === 0) {
+  console.error(`bench: unknown topic ${wanted.join(", ")}; topics: ${Object.keys(benches).join(", ")}`);
   process.exit(2);
 }
 const reporter = createReporter((line) => console.log(line));
-for (const file of files) {
-  const module = (await import(pathToFileURL(join(here, file)).href)) as { default: (r: BenchReporter) => Promise<void> | void };
-  reporter.section(`== ${file.replace(".bench.ts", "")} ==`);
-  await module.default(reporter);
+for (const name of names) {
+  reporter.section(`== ${name} ==`);
+  await (await benches[name]!()).default(reporter);
 }

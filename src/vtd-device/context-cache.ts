@@ -13,6 +13,8 @@ export class ContextCache {
   readonly tableRoot: Float64Array;
   /** Context AW field (levels = aw + 2). */
   readonly aw: Uint8Array;
+  /** First input address beyond what the entry translates: 2^min(MGAW, AGAW) (2^HAW for pass-through). */
+  readonly inputLimit: Float64Array;
   readonly translationType: Uint8Array;
   readonly faultProcessingDisable: Uint8Array;
   /** 0 for a present, valid entry; a fault reason for a negative entry. */
@@ -26,6 +28,7 @@ export class ContextCache {
     this.did = new Int32Array(capacity);
     this.tableRoot = new Float64Array(capacity);
     this.aw = new Uint8Array(capacity);
+    this.inputLimit = new Float64Array(capacity);
     this.translationType = new Uint8Array(capacity);
     this.faultProcessingDisable = new Uint8Array(capacity);
     this.reason = new Uint8Array(capacity);
@@ -69,7 +72,7 @@ export class ContextCache {
    * (FM 1: ignore bit 2 of the function, 2: bits 2:1, 3: bits 2:0; VT-d §11.4.7.1).
    */
   invalidateDevice(sid: number, functionMask: number): number {
-    const ignore = functionMask === 0 ? 0 : (1 << functionMask) - 1 << (3 - functionMask);
+    const ignore = functionMask === 0 ? 0 : ((1 << functionMask) - 1) << (3 - functionMask);
     const want = sid & ~ignore;
     let dropped = 0;
     for (let i = 0; i < this.capacity; i++) {

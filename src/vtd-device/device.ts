@@ -2,10 +2,9 @@
  * The VT-d DMA-remapping unit: register interface for the guest CPU, DMA interface for devices.
  * Platform-neutral: it knows guest memory, a clock it is told about, and an interrupt sink.
  */
-import {
-  FaultReason, Gcmd, Gsts, INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, IOTLB_OFFSET, Reg, FRCD_OFFSET, FRCD_SIZE,
-  TranslationType,
-} from "../spec/index.ts";
+import { FaultReason } from "../spec/fault-reasons.ts";
+import { Gcmd, Gsts, IOTLB_OFFSET, Reg, FRCD_OFFSET, FRCD_SIZE } from "../spec/registers.ts";
+import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, TranslationType } from "../spec/entries.ts";
 import { walkConfig, type WalkConfig } from "./capabilities.ts";
 import { ContextCache } from "./context-cache.ts";
 import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "./dma-result.ts";
@@ -119,14 +118,23 @@ export class VtdDevice {
       if (this.trace.active) this.trace.emit({ type: "vtd_reg_ignored", offset, size, value, why: "size, alignment or offset not a register access" });
       return;
     }
-    const v = BigInt.asUintN(size * 8, typeof value === "bigint" ? value : BigInt(value));
-    if (this.trace.active) this.trace.emit({ type: "vtd_reg_write", offset, size, value: v });
-    this.regs.write(offset, size, v);
-    for (let dword = offset; dword < offset + size; dword += 4) this.actOnDword(dword, v >> BigInt(8 * (dword - offset)));
+    const v = typeof value === "bigint" ? value : BigInt(value);
+    const low = Number(BigInt.asUintN(32, v));
+    if (this.trace.active) this.trace.emit({ type: "vtd_reg_write", offset, size, value: BigInt.asUintN(size * 8, v) });
+    // Both dwords are stored before either acts, as one 8-byte access would be.
+    this.regs.writeDword(offset, low);
+    if (size === 8) {
+      const high = Number(BigInt.asUintN(32, v >> 32n));
+      this.regs.writeDword(offset + 4, high);
+      this.actOnDword(offset, low);
+      this.actOnDword(offset + 4, high);
+    } else {
+      this.actOnDword(offset, low);
+    }
   }
 
   /** Side effects of a written dword, after the write rule (VT-d §11.4 per register). */
-  private actOnDword(dword: number, written: bigint): void {
+  private actOnDword(dword: number, written: number): void {
     const own = this.regs.byOffset[dword];
     const upperOf = this.regs.byOffset[dword - 4];
     let r: RegisterSpec | undefined;
@@ -134,7 +142,7 @@ export class VtdDevice {
     else if (upperOf && upperOf.width === 64 && upperOf.actsOn === "high") r = upperOf;
     if (!r) return;
     switch (r.offset) {
-      case Reg.GCMD: return this.onGlobalCommand(Number(written & 0xffff_ffffn));
+      case Reg.GCMD: return this.onGlobalCommand(written);
       case Reg.CCMD: return this.registerInvalidation.onContextCommand();
       case IOTLB_OFFSET: return this.registerInvalidation.onIotlbCommand();
       case Reg.FSTS: return this.faults.refresh();
@@ -203,22 +211,23 @@ export class VtdDevice {
 
   // ---- DMA interface (devices) ----
 
-  dmaRead(sid: number, iova: bigint, into: Uint8Array): DmaResult {
-    return this.transfer(sid, iova, into, false);
+  /** A device of requester id `sid` reads guest memory at `iova` (a bigint, or a number below 2^53). */
+  dmaRead(sid: number, iova: bigint | number, into: Uint8Array): DmaResult {
+    return this.transfer(sid, typeof iova === "number" ? iova : Number(iova), into, false);
   }
 
-  dmaWrite(sid: number, iova: bigint, data: Uint8Array): DmaResult {
-    return this.transfer(sid, iova, data, true);
+  dmaWrite(sid: number, iova: bigint | number, data: Uint8Array): DmaResult {
+    return this.transfer(sid, typeof iova === "number" ? iova : Number(iova), data, true);
   }
 
   /**
    * Moves bytes page by page: each page is translated; at a fault nothing beyond it moves and the
    * fault is recorded; a target outside RAM aborts the request.
    */
-  private transfer(sid: number, iova: bigint, bytes: Uint8Array, write: boolean): DmaResult {
+  private transfer(sid: number, address: number, bytes: Uint8Array, write: boolean): DmaResult {
     sid &= 0xffff;
-    if (iova < 0n) return dmaFailure(DMA_ABORT);
-    let address = iova >= 0x1_0000_0000_0000_0000n ? Number.MAX_SAFE_INTEGER : Number(iova);
+    // Addresses beyond 2^53 are beyond every MGAW, so the rounding of Number() never matters.
+    if (!(address >= 0)) return dmaFailure(DMA_ABORT);
     let done = 0;
     const length = bytes.length;
     while (done < length) {
@@ -265,6 +274,7 @@ export class VtdDevice {
         cc.did[slot] = walk.reason === 0 ? walk.did : 0;
         cc.tableRoot[slot] = walk.tableRoot;
         cc.aw[slot] = walk.aw;
+        cc.inputLimit[slot] = 2 ** (walk.translationType === TranslationType.PassThrough ? this.cfg.awBits : Math.min(this.cfg.awBits, 30 + 9 * walk.aw));
         cc.translationType[slot] = walk.translationType;
         cc.faultProcessingDisable[slot] = walk.faultProcessingDisable ? 1 : 0;
         cc.reason[slot] = walk.reason;
@@ -277,13 +287,11 @@ export class VtdDevice {
     const contextReason = cc.reason[slot]!;
     if (contextReason !== 0) return contextReason;
 
-    if (cc.translationType[slot] === TranslationType.PassThrough) {
-      if (address >= 2 ** this.cfg.awBits) return FaultReason.AddressBeyondMgaw;
-      return this.output(address, 4096 - (address % 4096));
-    }
+    if (address >= cc.inputLimit[slot]!) return FaultReason.AddressBeyondMgaw;
+    const translationType = cc.translationType[slot]!;
+    if (translationType === TranslationType.PassThrough) return this.output(address, 4096 - (address % 4096));
     const aw = cc.aw[slot]!;
-    if (address >= 2 ** Math.min(this.cfg.awBits, 30 + 9 * aw)) return FaultReason.AddressBeyondMgaw;
-    const ats = cc.translationType[slot] === TranslationType.DeviceTlb;
+    const ats = translationType === TranslationType.DeviceTlb;
     if (ats) {
       // The endpoint uses its own device-TLB first; only a miss reaches the unit (ATS translation request).
       const cached = this.deviceTlbs.lookup(sid, address);
@@ -298,6 +306,11 @@ export class VtdDevice {
       this.stats.iotlbHits++;
       permission = tlb.hitPermission;
       reason = tlb.hitReason;
+      if (reason === 0 && !ats && (permission & (write ? PERMISSION_WRITE : PERMISSION_READ)) !== 0) {
+        // The common case: a cached translation that permits the access.
+        const offset = address - tlb.hitInputBase;
+        return this.output(tlb.hitOutput + offset, LEVEL_SIZE[tlb.hitLevel]! - offset);
+      }
       level = tlb.hitLevel;
       pageOutput = tlb.hitOutput;
     } else {

@@ -1,4 +1,4 @@
-import { FaultReason } from "../spec/index.ts";
+import { FaultReason } from "../spec/fault-reasons.ts";
 
 /**
  * The answer to a device's DMA request. Allocation-free: the unit hands out shared frozen objects.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Gcmd, Gsts, Reg } from "../spec/index.ts";
+import { Gcmd, Gsts, Reg } from "../spec/registers.ts";
 import { gsts, machine } from "../../test/support/tables.ts";
 
 describe("GCMD and GSTS", () => {

@@ -4,7 +4,7 @@
  * address register; an MSI is sent when a condition arises and IM is clear, or when software
  * clears IM while IP is set.
  */
-import { EventControl } from "../spec/index.ts";
+import { EventControl } from "../spec/registers.ts";
 import type { RegisterFile } from "./register-file.ts";
 
 const IM = Number(EventControl.IM);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Fsts, Gcmd, Gsts, Reg } from "../spec/index.ts";
+import { Fsts, Gcmd, Gsts, Reg } from "../spec/registers.ts";
 import { enableTranslation, gsts, machine, R, W } from "../../test/support/tables.ts";
 import { desc, Queue } from "../../test/support/queue.ts";
 

@@ -8,10 +8,8 @@
  * takes that long, and a wait behind a slow device-TLB invalidation completes only when the
  * endpoint has answered.
  */
-import {
-  ContextCacheDesc, DescriptorType, DeviceTlbDesc, Fsts, Granularity, Gsts, Ics, InterruptEntryCacheDesc,
-  InvalidationQueueError, IotlbDesc, MAMV, Reg, WaitDesc, getField,
-} from "../spec/index.ts";
+import { ContextCacheDesc, DescriptorType, DeviceTlbDesc, InterruptEntryCacheDesc, InvalidationQueueError, IotlbDesc, WaitDesc } from "../spec/descriptors.ts";
+import { Fsts, Granularity, Gsts, Ics, MAMV, Reg } from "../spec/registers.ts";
 import type { WalkConfig } from "./capabilities.ts";
 import { deviceTlbRange, type DeviceTlbs } from "./device-tlb.ts";
 import type { FaultRecording } from "./fault-recording.ts";
@@ -103,7 +101,12 @@ export class InvalidationQueue {
   }
 
   private get dw(): number {
-    return Number((this.regs.get64(Reg.IQA) >> 11n) & 1n);
+    return (this.regs.get32(Reg.IQA) >>> 11) & 1;
+  }
+
+  /** Bits of an upper dword below the address width. */
+  private get upperAddressMask(): number {
+    return (1 << (this.cfg.awBits - 32)) - 1;
   }
 
   private tailIndex(): number {
@@ -200,45 +203,44 @@ export class InvalidationQueue {
     this.completeDisableIfIdle();
   }
 
-  /** Executes one descriptor: DONE, BLOCKED (a wait behind outstanding work), or why it is invalid. */
+  /**
+   * Executes one descriptor given as four dwords (w0 = bits 31:0 ... w3 = bits 127:96): DONE,
+   * BLOCKED (a wait behind outstanding work), or why it is invalid. Numbers only: no allocation.
+   */
   private execute(w0: number, w1: number, w2: number, w3: number): string {
-    const lo = (BigInt(w1) << 32n) | BigInt(w0);
-    const hi = (BigInt(w3) << 32n) | BigInt(w2);
     const type = (w0 & 0xf) | (((w0 >>> 9) & 7) << 4);
-    if (this.tracer.active) this.tracer.emit({ type: "vtd_iq_desc", head: this.head, lo, hi, kind: DescriptorType[type] ?? `type ${type}` });
+    if (this.tracer.active) {
+      this.tracer.emit({ type: "vtd_iq_desc", head: this.head, lo: dwords(w0, w1), hi: dwords(w2, w3), kind: DescriptorType[type] ?? `type ${type}` });
+    }
+    const granularity = (w0 >>> 4) & 3;
+    const did = w0 >>> 16;
     switch (type) {
-      case DescriptorType.ContextCache: {
-        if (lo & ContextCacheDesc.RESERVED_LO || hi & ContextCacheDesc.RESERVED_HI) return "context-cache descriptor with reserved bits set";
-        const did = Number(getField(lo, ContextCacheDesc.DID));
-        switch (Number(getField(lo, ContextCacheDesc.G))) {
+      case DescriptorType.ContextCache:
+        if (reserved(CONTEXT_CACHE_RESERVED, w0, w1, w2, w3)) return "context-cache descriptor with reserved bits set";
+        switch (granularity) {
           case Granularity.Global: this.invalidation.contextGlobal("queue"); return DONE;
           case Granularity.Domain: this.invalidation.contextDomain(did, "queue"); return DONE;
-          case Granularity.Device:
-            this.invalidation.contextDevice(Number(getField(lo, ContextCacheDesc.SID)), Number(getField(lo, ContextCacheDesc.FM)), did, "queue");
-            return DONE;
+          case Granularity.Device: this.invalidation.contextDevice(w1 & 0xffff, (w1 >>> 16) & 3, did, "queue"); return DONE;
           default: return "context-cache descriptor with granularity 0";
         }
-      }
-      case DescriptorType.Iotlb: {
-        if (lo & IotlbDesc.RESERVED_LO || hi & IotlbDesc.RESERVED_HI) return "IOTLB descriptor with reserved bits set";
-        const did = Number(getField(lo, IotlbDesc.DID));
-        switch (Number(getField(lo, IotlbDesc.G))) {
+      case DescriptorType.Iotlb:
+        if (reserved(IOTLB_RESERVED, w0, w1, w2, w3)) return "IOTLB descriptor with reserved bits set";
+        switch (granularity) {
           case Granularity.Global: this.invalidation.iotlbGlobal("queue"); return DONE;
           case Granularity.Domain: this.invalidation.iotlbDomain(did, "queue"); return DONE;
           case Granularity.Page: {
-            const am = Number(getField(hi, IotlbDesc.AM));
+            const am = w2 & 0x3f;
             if (am > MAMV) return `IOTLB descriptor with AM ${am} above MAMV ${MAMV}`;
-            this.invalidation.iotlbPages(did, Number(hi & IotlbDesc.ADDR), am, getField(hi, IotlbDesc.IH) === 1n, "queue");
+            this.invalidation.iotlbPages(did, w3 * TWO_POW_32 + ((w2 & 0xffff_f000) >>> 0), am, (w2 & 0x40) !== 0, "queue");
             return DONE;
           }
           default: return "IOTLB descriptor with granularity 0";
         }
-      }
       case DescriptorType.DeviceTlb: {
         if (!this.options.deviceIotlb) return "device-TLB descriptor without ECAP.DT";
-        if (lo & DeviceTlbDesc.RESERVED_LO || hi & DeviceTlbDesc.RESERVED_HI) return "device-TLB descriptor with reserved bits set";
-        const sid = Number(getField(lo, DeviceTlbDesc.SID));
-        const { start, end } = deviceTlbRange(Number(hi & DeviceTlbDesc.ADDR), getField(hi, DeviceTlbDesc.S) === 1n);
+        if (reserved(DEVICE_TLB_RESERVED, w0, w1, w2, w3)) return "device-TLB descriptor with reserved bits set";
+        const sid = w1 & 0xffff;
+        const { start, end } = deviceTlbRange(w3 * TWO_POW_32 + ((w2 & 0xffff_f000) >>> 0), (w2 & 1) !== 0);
         this.stats.deviceIotlbInvalidations++;
         if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "device-iotlb", granularity: `${end - start} bytes`, source: "queue", sid, address: BigInt(start) });
         this.pendingDeviceTlb.push({
@@ -249,38 +251,35 @@ export class InvalidationQueue {
         this.settleDeviceTlb();
         return DONE;
       }
-      case DescriptorType.InterruptEntryCache: {
-        if (lo & InterruptEntryCacheDesc.RESERVED_LO || hi & InterruptEntryCacheDesc.RESERVED_HI) return "interrupt-entry-cache descriptor with reserved bits set";
+      case DescriptorType.InterruptEntryCache:
+        if (reserved(INTERRUPT_ENTRY_CACHE_RESERVED, w0, w1, w2, w3)) return "interrupt-entry-cache descriptor with reserved bits set";
         this.stats.interruptEntryCacheInvalidations++;
-        if (this.tracer.active) {
-          this.tracer.emit({ type: "vtd_inv", cache: "iec", granularity: getField(lo, InterruptEntryCacheDesc.G) ? "index" : "global", source: "queue" });
-        }
+        if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "iec", granularity: w0 & 0x10 ? "index" : "global", source: "queue" });
         return DONE;
-      }
       case DescriptorType.InvalidationWait:
-        return this.invalidationWait(lo, hi);
+        return this.invalidationWait(w0, w1, w2, w3);
       default:
         return `descriptor type ${type} is not valid in legacy mode`;
     }
   }
 
   /** Invalidation wait (VT-d §6.5.2.8): completes when everything before it has completed. */
-  private invalidationWait(lo: bigint, hi: bigint): string {
-    if (lo & WaitDesc.RESERVED_LO || hi & WaitDesc.RESERVED_HI) return "wait descriptor with reserved bits set";
-    const statusWrite = getField(lo, WaitDesc.SW) === 1n;
-    const interrupt = getField(lo, WaitDesc.IF) === 1n;
-    const fence = getField(lo, WaitDesc.FN) === 1n;
+  private invalidationWait(w0: number, w1: number, w2: number, w3: number): string {
+    if (reserved(WAIT_RESERVED, w0, w1, w2, w3)) return "wait descriptor with reserved bits set";
+    const interrupt = (w0 & 0x10) !== 0;
+    const statusWrite = (w0 & 0x20) !== 0;
+    const fence = (w0 & 0x40) !== 0;
     if (!statusWrite && !interrupt && !fence) return "wait descriptor with none of SW, IF, FN";
     if (this.pendingDeviceTlb.length > 0) return BLOCKED;
-    const data = Number(getField(lo, WaitDesc.STATUS_DATA));
-    const address = Number(hi & WaitDesc.STATUS_ADDRESS & ((1n << BigInt(this.cfg.awBits)) - 1n));
-    if (statusWrite && !this.memory.write32(address, data)) return `status address ${address.toString(16)} is outside RAM`;
+    // Status address bits 63:2; bits at and above the address width are ignored.
+    const address = (w3 & this.upperAddressMask) * TWO_POW_32 + ((w2 & ~3) >>> 0);
+    if (statusWrite && !this.memory.write32(address, w1)) return `status address ${address.toString(16)} is outside RAM`;
     if (interrupt && (this.regs.get32(Reg.ICS) & IWC) === 0) {
       this.regs.update32(Reg.ICS, IWC, 0);
       this.completionEvent.signal();
     }
     this.stats.invalidationWaits++;
-    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv_wait", statusWrite, interrupt, data, address: BigInt(address) });
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv_wait", statusWrite, interrupt, data: w1, address: BigInt(address) });
     return DONE;
   }
 
@@ -298,3 +297,23 @@ export class InvalidationQueue {
 
 const DONE = "done";
 const BLOCKED = "blocked";
+const TWO_POW_32 = 4294967296;
+
+/** A descriptor's reserved bits as four dword masks, derived from the spec's 64-bit masks. */
+type ReservedMasks = readonly [number, number, number, number];
+function masks(lo: bigint, hi: bigint): ReservedMasks {
+  return [Number(lo & 0xffff_ffffn), Number(lo >> 32n), Number(hi & 0xffff_ffffn), Number(hi >> 32n)];
+}
+const CONTEXT_CACHE_RESERVED = masks(ContextCacheDesc.RESERVED_LO, ContextCacheDesc.RESERVED_HI);
+const IOTLB_RESERVED = masks(IotlbDesc.RESERVED_LO, IotlbDesc.RESERVED_HI);
+const DEVICE_TLB_RESERVED = masks(DeviceTlbDesc.RESERVED_LO, DeviceTlbDesc.RESERVED_HI);
+const INTERRUPT_ENTRY_CACHE_RESERVED = masks(InterruptEntryCacheDesc.RESERVED_LO, InterruptEntryCacheDesc.RESERVED_HI);
+const WAIT_RESERVED = masks(WaitDesc.RESERVED_LO, WaitDesc.RESERVED_HI);
+
+function reserved(m: ReservedMasks, w0: number, w1: number, w2: number, w3: number): boolean {
+  return ((w0 & m[0]) | (w1 & m[1]) | (w2 & m[2]) | (w3 & m[3])) !== 0;
+}
+
+function dwords(low: number, high: number): bigint {
+  return (BigInt(high) << 32n) | BigInt(low);
+}

@@ -5,7 +5,11 @@
  * and fills allocate nothing.
  */
 const WAYS = 4;
-const TWO_POW_32 = 4294967296;
+const INV_2_32 = 1 / 4294967296;
+const INV_4K = 1 / 4096;
+const INV_512 = 1 / 512;
+/** Input page size of a leaf at each level. */
+const SIZE = [0, 2 ** 12, 2 ** 21, 2 ** 30];
 
 export class Iotlb {
   readonly capacity: number;
@@ -29,6 +33,8 @@ export class Iotlb {
 
   /** Result of the last successful lookup. */
   hitOutput = 0;
+  /** Input address of the start of the hit page. */
+  hitInputBase = 0;
   hitPermission = 0;
   hitReason = 0;
   hitLevel = 0;
@@ -49,7 +55,7 @@ export class Iotlb {
 
   private setIndex(did: number, level: number, page: number): number {
     const lo = page >>> 0;
-    const hi = (page / TWO_POW_32) >>> 0;
+    const hi = (page * INV_2_32) >>> 0;
     let h = Math.imul(lo ^ Math.imul(hi, 0x27d4eb2d) ^ (did << 8) ^ level, 0x9e3779b1);
     h ^= h >>> 15;
     return (h & this.setMask) * WAYS;
@@ -66,24 +72,27 @@ export class Iotlb {
   /** Looks `address` up for domain `did`; on a hit fills the hit* fields and returns true. */
   lookup(did: number, address: number): boolean {
     if (this.count === 0) return false;
-    for (let level = 1; level <= 3; level++) {
-      if (this.liveAtLevel[level] === 0) continue;
-      const page = Math.floor(address / 2 ** (12 + 9 * (level - 1)));
-      const i = this.find(did, level, page);
-      if (i >= 0) {
-        this.hitOutput = this.output[i]!;
-        this.hitPermission = this.permission[i]!;
-        this.hitReason = this.reason[i]!;
-        this.hitLevel = level;
-        return true;
-      }
-    }
-    return false;
+    const live = this.liveAtLevel;
+    let page = Math.floor(address * INV_4K);
+    if (live[1] !== 0 && this.hit(this.find(did, 1, page), 1, page)) return true;
+    page = Math.floor(page * INV_512);
+    if (live[2] !== 0 && this.hit(this.find(did, 2, page), 2, page)) return true;
+    page = Math.floor(page * INV_512);
+    return live[3] !== 0 && this.hit(this.find(did, 3, page), 3, page);
+  }
+
+  private hit(i: number, level: number, page: number): boolean {
+    if (i < 0) return false;
+    this.hitOutput = this.output[i]!;
+    this.hitInputBase = page * SIZE[level]!;
+    this.hitPermission = this.permission[i]!;
+    this.hitReason = this.reason[i]!;
+    this.hitLevel = level;
+    return true;
   }
 
   insert(did: number, level: number, address: number, output: number, permission: number, reason: number): void {
-    const shift = 2 ** (12 + 9 * (level - 1));
-    const page = Math.floor(address / shift);
+    const page = Math.floor(address / SIZE[level]!);
     let i = this.find(did, level, page);
     if (i < 0) {
       const base = this.setIndex(did, level, page);

@@ -2,7 +2,7 @@
  * The unit's configuration. Option names follow QEMU's intel-iommu properties where one exists.
  * Every option is checked once here: a bad value is a clear error naming it.
  */
-import { MAX_FAULT_RECORDS } from "../spec/index.ts";
+import { MAX_FAULT_RECORDS } from "../spec/registers.ts";
 import type { GuestMemory } from "./guest-memory.ts";
 
 export interface VtdOptions {

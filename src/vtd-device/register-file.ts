@@ -54,12 +54,11 @@ export class RegisterFile {
     return result;
   }
 
-  /** Guest write through the write rule. */
-  write(offset: number, size: number, value: bigint): void {
-    for (let i = 0; i < size; i++) {
+  /** Guest write of one dword through the write rule (offset dword-aligned, inside the file). */
+  writeDword(offset: number, value: number): void {
+    for (let i = 0; i < 4; i++) {
       const at = offset + i;
-      if (at < 0 || at >= this.size) continue;
-      const v = Number((value >> BigInt(8 * i)) & 0xffn);
+      const v = (value >>> (8 * i)) & 0xff;
       const w = this.writable[at]!;
       this.value[at] = ((this.value[at]! & ~w) | (v & w)) & ~(v & this.writeOneToClear[at]!);
     }

@@ -4,7 +4,8 @@
  * strict checker use them as the reference walk. Results go into caller-owned objects so a walk
  * allocates nothing.
  */
-import { FaultReason, TranslationType } from "../spec/index.ts";
+import { FaultReason } from "../spec/fault-reasons.ts";
+import { TranslationType } from "../spec/entries.ts";
 import type { WalkConfig } from "./capabilities.ts";
 import type { MemoryAccess } from "./memory-access.ts";
 
