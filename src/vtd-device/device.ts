@@ -25,6 +25,7 @@ import {
   ContextWalk, LEVEL_SIZE, NOT_PRESENT, PageWalk, PERMISSION_READ, PERMISSION_WRITE, walkContext, walkPages,
 } from "./translation.ts";
 
+const TT_UNTRANSLATED: number = TranslationType.Untranslated;
 const TE = Number(Gcmd.TE), SRTP = Number(Gcmd.SRTP), WBF = Number(Gcmd.WBF), QIE = Number(Gcmd.QIE);
 const TES = Number(Gsts.TES), RTPS = Number(Gsts.RTPS);
 const IGNORED_COMMANDS: [number, string][] = [
@@ -258,6 +259,23 @@ export class VtdDevice {
       this.resultLimit = Number.MAX_SAFE_INTEGER;
       return 0;
     }
+    // Fast path, small enough to inline: context and IOTLB both hit and permit the access.
+    const cc = this.contextCache;
+    const slot = cc.lookup(sid);
+    if (slot >= 0 && cc.reason[slot] === 0 && cc.translationType[slot] === TT_UNTRANSLATED && address < cc.inputLimit[slot]!) {
+      const tlb = this.iotlb;
+      if (tlb.lookup(cc.did[slot]!, address) && tlb.hitReason === 0 && (tlb.hitPermission & (write ? PERMISSION_WRITE : PERMISSION_READ)) !== 0) {
+        this.stats.contextHits++;
+        this.stats.iotlbHits++;
+        const offset = address - tlb.hitInputBase;
+        return this.output(tlb.hitOutput + offset, LEVEL_SIZE[tlb.hitLevel]! - offset);
+      }
+    }
+    return this.translateSlow(sid, address, write);
+  }
+
+  /** Every other case: misses, walks, faults, pass-through, device-TLBs. */
+  private translateSlow(sid: number, address: number, write: boolean): number {
     // Context: cache, else walk (and cache what CM allows).
     const cc = this.contextCache;
     let slot = cc.lookup(sid);
@@ -306,11 +324,6 @@ export class VtdDevice {
       this.stats.iotlbHits++;
       permission = tlb.hitPermission;
       reason = tlb.hitReason;
-      if (reason === 0 && !ats && (permission & (write ? PERMISSION_WRITE : PERMISSION_READ)) !== 0) {
-        // The common case: a cached translation that permits the access.
-        const offset = address - tlb.hitInputBase;
-        return this.output(tlb.hitOutput + offset, LEVEL_SIZE[tlb.hitLevel]! - offset);
-      }
       level = tlb.hitLevel;
       pageOutput = tlb.hitOutput;
     } else {
