@@ -1,0 +1,133 @@
+/**
+ * Runs the test guest on QEMU (the reference platform): q35, TCG, intel-iommu without interrupt
+ * remapping, edu, isa-debug-exit on port 0xF4. Also a transcript parser shared by the tests.
+ *
+ *   npx tsx firmware/qemu.ts [--cm] [--aw48] [--append "skip-cm-invalidation"]
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { ensureFirmware } from "./build.ts";
+
+export const QEMU_BINARY = process.env.QEMU ?? "qemu-system-x86_64";
+
+export interface QemuRunOptions {
+  kernel: string;
+  cachingMode?: boolean;
+  /** intel-iommu aw-bits: 39 (QEMU 7.2's default) or 48. */
+  awBits?: 39 | 48;
+  /** Multiboot command line (QEMU -append). */
+  cmdline?: string;
+  timeoutMs?: number;
+}
+
+export interface GuestRun {
+  /** The code the guest wrote to port 0xF4, or null if it never did. */
+  exitCode: number | null;
+  timedOut: boolean;
+  transcript: string;
+  elapsedMs: number;
+  /** QEMU's own messages (stderr). */
+  diagnostics: string;
+}
+
+/** Why QEMU cannot be used here, or null when it can. */
+export function qemuUnavailable(): string | null {
+  const probe = spawnSync(QEMU_BINARY, ["--version"], { encoding: "utf8" });
+  if (probe.error || probe.status !== 0) return `${QEMU_BINARY} not runnable: ${probe.error?.message ?? probe.stderr}`;
+  const devices = spawnSync(QEMU_BINARY, ["-M", "q35", "-device", "help"], { encoding: "utf8" }).stdout ?? "";
+  for (const device of ["intel-iommu", "edu", "isa-debug-exit"]) {
+    if (!devices.includes(`"${device}"`)) return `${QEMU_BINARY} has no ${device} device`;
+  }
+  return null;
+}
+
+export function qemuArguments(options: QemuRunOptions): string[] {
+  const iommu = [
+    "intel-iommu",
+    "intremap=off",
+    ...(options.cachingMode ? ["caching-mode=on"] : []),
+    ...(options.awBits ? [`aw-bits=${options.awBits}`] : []),
+  ].join(",");
+  return [
+    "-M", "q35",
+    "-accel", "tcg",
+    "-device", iommu,
+    // edu clamps DMA addresses to 28 bits unless told otherwise; the beyond-MGAW check needs 2^39.
+    "-device", "edu,dma_mask=0xffffffffffffffff",
+    "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+    "-kernel", options.kernel,
+    ...(options.cmdline ? ["-append", options.cmdline] : []),
+    "-display", "none",
+    "-serial", "stdio",
+    "-no-reboot",
+    "-nodefaults",
+  ];
+}
+
+export function runOnQemu(options: QemuRunOptions): Promise<GuestRun> {
+  const started = performance.now();
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(QEMU_BINARY, qemuArguments(options), { stdio: ["ignore", "pipe", "pipe"] });
+    let transcript = "";
+    let diagnostics = "";
+    let timedOut = false;
+    child.stdout.setEncoding("utf8").on("data", (text: string) => (transcript += text));
+    child.stderr.setEncoding("utf8").on("data", (text: string) => (diagnostics += text));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, options.timeoutMs ?? 60_000);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (status) => {
+      clearTimeout(timer);
+      // isa-debug-exit turns the guest's code c into the exit status (c << 1) | 1.
+      const exitCode = !timedOut && status !== null && status % 2 === 1 ? (status - 1) / 2 : null;
+      if (exitCode === null && !timedOut) diagnostics += `\nqemu exited with status ${status} (not through port 0xF4)`;
+      resolvePromise({ exitCode, timedOut, transcript, elapsedMs: performance.now() - started, diagnostics });
+    });
+  });
+}
+
+export interface TranscriptLine {
+  kind: "RESULT" | "INFO" | "PLATFORM";
+  name: string;
+  value: string;
+}
+
+/** The transcript's lines with a kind; anything else (a stray message) is ignored. */
+export function parseTranscript(transcript: string): TranscriptLine[] {
+  const lines: TranscriptLine[] = [];
+  for (const raw of transcript.split("\n")) {
+    const match = /^(RESULT|INFO|PLATFORM) (\S+) ?(.*)$/.exec(raw.replace(/\r$/, ""));
+    if (match) lines.push({ kind: match[1] as TranscriptLine["kind"], name: match[2]!, value: match[3]! });
+  }
+  return lines;
+}
+
+export function results(transcript: string): TranscriptLine[] {
+  return parseTranscript(transcript).filter((line) => line.kind === "RESULT");
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+  const args = process.argv.slice(2);
+  const appendAt = args.indexOf("--append");
+  const why = qemuUnavailable();
+  if (why) {
+    console.error(why);
+    process.exit(2);
+  }
+  const run = await runOnQemu({
+    kernel: await ensureFirmware(),
+    cachingMode: args.includes("--cm"),
+    awBits: args.includes("--aw48") ? 48 : 39,
+    ...(appendAt >= 0 ? { cmdline: args[appendAt + 1] ?? "" } : {}),
+  });
+  process.stdout.write(run.transcript);
+  if (run.diagnostics) process.stderr.write(run.diagnostics + "\n");
+  console.error(`exit code ${run.exitCode} timed out ${run.timedOut} in ${Math.round(run.elapsedMs)} ms`);
+  process.exit(run.exitCode ?? 2);
+}

@@ -1,0 +1,48 @@
+/**
+ * The bare-metal VT-d test guest (firmware/) on the reference platform, QEMU 7.2's intel-iommu:
+ * every RESULT line must be PASS, with caching mode off and on, and with register-based
+ * invalidation. Skipped with the reason when QEMU (or gcc/ld) is missing, unless REQUIRE_QEMU=1.
+ */
+import { describe, expect, it } from "vitest";
+import { ensureFirmware, firmwareToolsMissing } from "../firmware/build.ts";
+import { qemuUnavailable, results, runOnQemu, type QemuRunOptions } from "../firmware/qemu.ts";
+
+const missing = qemuUnavailable() ?? firmwareToolsMissing();
+const required = process.env.REQUIRE_QEMU === "1";
+if (missing && !required) console.warn(`firmware-qemu.test skipped: ${missing}`);
+
+async function expectAllPass(options: Omit<QemuRunOptions, "kernel">, label: string): Promise<string> {
+  const run = await runOnQemu({ kernel: await ensureFirmware(), ...options });
+  const lines = results(run.transcript);
+  console.log(`QEMU ${label}: ${lines.length} RESULT lines, boot to exit ${run.elapsedMs.toFixed(0)} ms`);
+  expect(lines.length, `${run.transcript}\n${run.diagnostics}`).toBeGreaterThanOrEqual(35);
+  expect(lines.filter((line) => line.value !== "PASS"), run.transcript).toEqual([]);
+  expect(run.transcript).toMatch(/^INFO summary passed \d+ failed 0$/m);
+  expect({ exitCode: run.exitCode, timedOut: run.timedOut }, run.diagnostics).toEqual({ exitCode: 0, timedOut: false });
+  return run.transcript;
+}
+
+describe.skipIf(missing !== null && !required).concurrent("the VT-d test guest on QEMU 7.2", () => {
+  it("has QEMU with intel-iommu, edu and isa-debug-exit, and gcc/ld", () => {
+    expect(missing).toBeNull();
+  });
+
+  it("passes every check with caching-mode=off", async () => {
+    const transcript = await expectAllPass({ cachingMode: false }, "CM=0");
+    expect(transcript).toContain("INFO unit.caching-mode 0");
+    expect(transcript).toContain("INFO invalidation queued");
+  });
+
+  it("passes every check with caching-mode=on", async () => {
+    const transcript = await expectAllPass({ cachingMode: true }, "CM=1");
+    expect(transcript).toContain("INFO unit.caching-mode 1");
+    // CM = 1: device-selective context invalidation after the context entry, PSI after each map.
+    expect(transcript).toMatch(/^INFO count\.context-cache global 1 domain 0 device 1$/m);
+    expect(transcript).toMatch(/^INFO count\.iotlb global 1 domain 1 page [1-9]\d*$/m);
+  });
+
+  it("passes every check with register-based invalidation (no-qi, caching-mode=on)", async () => {
+    const transcript = await expectAllPass({ cachingMode: true, cmdline: "no-qi" }, "CM=1 no-qi");
+    expect(transcript).toContain("INFO invalidation register-based (option no-qi)");
+  });
+});
