@@ -101,6 +101,7 @@ describe("fault reasons, each provoked and recorded", () => {
     ["read of a not-present page", () => {}, FaultReason.ReadNotPermitted, 0x1000n, false],
     ["read of a write-only page", (m, root) => m.tables.map(root, 3, 0x1000, 0x20_0000, W), FaultReason.ReadNotPermitted, 0x1000n, false],
     ["paging entry outside RAM", (m, root) => m.ram.write64(root, 0x7000_0000n | 3n), FaultReason.PagingEntryReadError, 0x1000n, false],
+    ["SLPTPTR outside RAM", (m) => m.tables.context(SID, { did: 1, tableRoot: 0x7000_0000 }), FaultReason.ContextEntryInvalid, 0x1000n, false],
     ["root table outside RAM", (m) => { m.device.writeRegister(Reg.RTADDR, 8, 0x7000_0000n); m.device.writeRegister(Reg.GCMD, 4, 0xc000_0000n); }, FaultReason.RootTableReadError, 0x1000n, false],
     ["context table outside RAM", (m) => m.ram.write64(m.tables.root, 0x7000_0000n | 1n), FaultReason.ContextTableReadError, 0x1000n, false],
     ["root entry reserved bits", (m) => m.ram.write64(m.tables.root + 8, 1n), FaultReason.RootEntryReserved, 0x1000n, false],

@@ -119,7 +119,8 @@ export function walkPages(mem: MemoryAccess, tableRoot: number, aw: number, addr
     const lo = mem.read32(table + index * 8);
     const hi = mem.read32(table + index * 8 + 4);
     if (lo < 0 || hi < 0) {
-      out.structural = FaultReason.PagingEntryReadError;
+      // The table SLPTPTR names is part of the context entry's validity (LCT.4); deeper tables are LSS.1.
+      out.structural = level === aw + 2 ? FaultReason.ContextEntryInvalid : FaultReason.PagingEntryReadError;
       return out;
     }
     const entryPermission = lo & 3;
@@ -165,7 +166,8 @@ export function accessFault(walk: PageWalk, write: boolean): number {
     case NOT_PRESENT:
       return denied;
     case FaultReason.PagingEntryReadError:
-      return lostAt > walk.level ? denied : FaultReason.PagingEntryReadError;
+    case FaultReason.ContextEntryInvalid:
+      return lostAt > walk.level ? denied : walk.structural;
     default:
       return lostAt >= walk.level && lostAt !== 0 ? denied : walk.structural;
   }

@@ -5,13 +5,19 @@
  * Both machines have 128 MiB of RAM, the unit at its q35 place (registers from offset 0) and edu
  * devices at 00:03.0 (requester id 0x18) and 00:04.0 (0x20). On our side edu is a stand-in that
  * moves bytes with `device.dmaRead/dmaWrite` and the edu's requester id.
+ *
+ * Sections: the RegisterMachine interface; QemuMachine; OurMachine; GuestTables (guest-side
+ * table building and GCMD sequence); observation logs and their comparison; DEPARTURES (the one
+ * table of known QEMU/our differences); describeDifferential (the suite per configuration);
+ * scenario building blocks.
  */
 import {
-  CONTEXT_ENTRY_SIZE, ContextHi, ContextLo, GSTS_PERSISTENT_MASK, PAGE_SIZE, PAGING_ENTRY_SIZE, Reg, ROOT_ENTRY_SIZE,
-  Pte, setField,
+  CONTEXT_ENTRY_SIZE, Ccmd, ContextHi, ContextLo, EventControl, FRCD_OFFSET, FrcdHi, GSTS_PERSISTENT_MASK, Gsts, PAGE_SIZE,
+  Gcmd, IOTLB_OFFSET, Iotlb, PAGING_ENTRY_SIZE, Reg, ROOT_ENTRY_SIZE, Pte, fieldMask, setField,
 } from "../../src/spec/index.ts";
 import type { VtdDevice as VtdDeviceType, GuestRam as GuestRamType } from "../../src/vtd-device/index.ts";
-import { Edu, EduOnQemu, QtestClient, findEduDevices, requesterId } from "./qtest.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Edu, EduOnQemu, QtestClient, findEduDevices, probeQemu, requesterId } from "./qtest.ts";
 
 export interface MachineConfig {
   awBits: 39 | 48;
@@ -48,6 +54,8 @@ export interface RegisterMachine {
   readonly eduSids: readonly number[];
   /** Power-on state: unit and devices reset, scenario memory [SCENARIO_MEMORY_BASE, +SIZE) zeroed. */
   reset(): Promise<void>;
+  /** The unit's own reset in the middle of a scenario, memory kept (QEMU: machine reset; ours: VtdDevice.reset()). */
+  resetUnit(): Promise<void>;
   readRegister(offset: number, size: 4 | 8): Promise<bigint>;
   writeRegister(offset: number, size: 4 | 8, value: bigint): Promise<void>;
   readMemory(address: bigint, length: number): Promise<Uint8Array>;
@@ -82,6 +90,12 @@ const MSI_LINE = /^vtd_irq_generate addr 0x([0-9a-f]+) data 0x([0-9a-f]+)/;
 const MARKER_OFFSET = 0x4;
 const MARKER_LINE = `vtd_reg_read addr 0x${MARKER_OFFSET.toString(16)} size 0x4`;
 
+/**
+ * QEMU 7.2 asserts `size == 4` (and aborts) on a 64-bit write at these offsets: FECTL+FEDATA,
+ * IECTL+IEDATA and IEADDR+IEUADDR. Scenarios never do them.
+ */
+export const QEMU_ABORTING_QWORD_WRITES: readonly number[] = [Reg.FECTL, Reg.IECTL, Reg.IEADDR];
+
 export class QemuMachine implements RegisterMachine {
   readonly kind = "qemu" as const;
   private edus = new Map<number, EduOnQemu>();
@@ -96,6 +110,10 @@ export class QemuMachine implements RegisterMachine {
     readonly config: MachineConfig,
     readonly eduSids: readonly number[],
   ) {}
+
+  get running(): boolean {
+    return this.client.running;
+  }
 
   static async start(config: MachineConfig): Promise<QemuMachine> {
     const client = await QtestClient.start({
@@ -125,6 +143,11 @@ export class QemuMachine implements RegisterMachine {
   }
 
   async reset(): Promise<void> {
+    await this.resetUnit();
+    await this.client.fillMemory(BigInt(SCENARIO_MEMORY_BASE), SCENARIO_MEMORY_SIZE, 0);
+  }
+
+  async resetUnit(): Promise<void> {
     // A marker in FEDATA tells when the machine reset (ICH9 reset control, port 0xCF9) has happened.
     await this.writeRegister(Reg.FEDATA, 4, 0x5a5an);
     await this.client.outb(0xcf9, 0x6);
@@ -133,7 +156,6 @@ export class QemuMachine implements RegisterMachine {
       if (Date.now() > deadline) throw new Error("QEMU did not reset");
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
-    await this.client.fillMemory(BigInt(SCENARIO_MEMORY_BASE), SCENARIO_MEMORY_SIZE, 0);
     await this.enableEdus();
     await this.sync();
     this.pendingInterrupts = [];
@@ -148,9 +170,8 @@ export class QemuMachine implements RegisterMachine {
 
   async writeRegister(offset: number, size: 4 | 8, value: bigint): Promise<void> {
     checkRegisterAccess(offset, size);
-    if (size === 8 && (offset === Reg.FECTL || offset === Reg.IECTL)) {
-      // QEMU 7.2 asserts (and aborts) on a 64-bit write to FECTL or IECTL.
-      throw new Error(`refusing a 64-bit write to 0x${offset.toString(16)}: QEMU aborts on it`);
+    if (size === 8 && QEMU_ABORTING_QWORD_WRITES.includes(offset)) {
+      throw new Error(`refusing a 64-bit write to 0x${offset.toString(16)}: QEMU 7.2 aborts on it`);
     }
     const address = UNIT_BASE + BigInt(offset);
     if (size === 4) await this.client.writel(address, value & 0xffff_ffffn);
@@ -249,6 +270,11 @@ export class OurMachine implements RegisterMachine {
     this.interrupts = [];
   }
 
+  async resetUnit(): Promise<void> {
+    this.device.reset();
+    this.eduBuffers.clear();
+  }
+
   async readRegister(offset: number, size: 4 | 8): Promise<bigint> {
     checkRegisterAccess(offset, size);
     return this.device.readRegister(offset, size);
@@ -273,14 +299,33 @@ export class OurMachine implements RegisterMachine {
   async dma(request: DmaRequest): Promise<DmaOutcome> {
     if (!this.eduSids.includes(request.sid)) throw new Error(`no edu with requester id 0x${request.sid.toString(16)}`);
     const offset = request.bufferOffset ?? 0;
-    if (request.length <= 0 || offset < 0 || offset + request.length > Edu.BUFFER_SIZE) throw new RangeError("edu DMA outside its buffer");
+    if (request.length <= 0 || offset < 0 || offset + request.length > Edu.USABLE_BUFFER) throw new RangeError("edu DMA outside its buffer");
     let buffer = this.eduBuffers.get(request.sid);
     if (!buffer) this.eduBuffers.set(request.sid, (buffer = new Uint8Array(Edu.BUFFER_SIZE)));
-    const window = buffer.subarray(offset, offset + request.length);
-    const result = request.direction === "toDevice"
-      ? this.device.dmaRead(request.sid, request.iova, window)
-      : this.device.dmaWrite(request.sid, request.iova, window);
-    return result.ok ? { faulted: false } : { faulted: true, reason: result.reason };
+    // Like a PCIe function, the request is split at 4 KiB boundaries and every part goes out
+    // even when an earlier one faulted (QEMU's DMA API does the same). What a faulted read
+    // returns is zeros, as in QEMU.
+    const outcome: DmaOutcome = { faulted: false };
+    let done = 0;
+    while (done < request.length) {
+      const iova = request.iova + BigInt(done);
+      const chunk = Math.min(request.length - done, PAGE_SIZE - Number(iova % BigInt(PAGE_SIZE)));
+      const window = buffer.subarray(offset + done, offset + done + chunk);
+      let result;
+      if (request.direction === "toDevice") {
+        const into = new Uint8Array(chunk);
+        result = this.device.dmaRead(request.sid, iova, into);
+        window.set(result.ok ? into : new Uint8Array(chunk));
+      } else {
+        result = this.device.dmaWrite(request.sid, iova, window);
+      }
+      if (!result.ok && !outcome.faulted) {
+        outcome.faulted = true;
+        outcome.reason = result.reason;
+      }
+      done += chunk;
+    }
+    return outcome;
   }
 
   async takeInterrupts(): Promise<Msi[]> {
@@ -427,4 +472,415 @@ export class GuestTables {
     await this.m.writeRegister(Reg.GCMD, 4, value);
     return this.m.readRegister(Reg.GSTS, 4);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observations and their comparison.
+
+export type Observed = bigint | number | boolean | string | undefined;
+
+export interface Observation {
+  key: string;
+  value: Observed;
+}
+
+/** What one machine showed during one scenario, in order. */
+export class ObservationLog {
+  readonly entries: Observation[] = [];
+  private prefix = "";
+
+  /** Keys noted from now on start with `step: `. */
+  step(name: string): void {
+    this.prefix = `${name}: `;
+  }
+
+  note(key: string, value: Observed): void {
+    this.entries.push({ key: this.prefix + key, value });
+  }
+}
+
+/**
+ * A deliberate difference between QEMU 7.2 and our device. A comparison skips exactly the
+ * observations whose key matches (for numbers: only the `bits` given, when given).
+ */
+export interface Departure {
+  id: string;
+  /** What QEMU does, and what we do instead. */
+  reason: string;
+  /** VT-d specification section our behaviour follows. */
+  spec: string;
+  /** Observations it covers, matched against "scenario name | observation key". */
+  keys: RegExp;
+  /** Bits ignored in a numeric observation; without it the whole observation is skipped. */
+  bits?: bigint;
+  /** Configurations where it applies (all by default). */
+  when?: (config: MachineConfig) => boolean;
+}
+
+export interface Mismatch {
+  key: string;
+  qemu: string;
+  ours: string;
+}
+
+function show(value: Observed): string {
+  if (typeof value === "bigint") return `0x${value.toString(16)}`;
+  if (typeof value === "number") return `0x${value.toString(16)}`;
+  return String(value);
+}
+
+/** An observation a machine cannot make (QEMU does not tell the reason of a fault FPD suppressed). */
+export const UNKNOWN = "(unknown)";
+
+/** Compares two logs of the same scenario; returns every difference no departure explains. */
+export function compareLogs(
+  scenario: string,
+  qemu: ObservationLog,
+  ours: ObservationLog,
+  departures: readonly Departure[],
+  config: MachineConfig,
+): Mismatch[] {
+  const mismatches: Mismatch[] = [];
+  const length = Math.max(qemu.entries.length, ours.entries.length);
+  for (let i = 0; i < length; i++) {
+    const q = qemu.entries[i];
+    const o = ours.entries[i];
+    if (!q || !o || q.key !== o.key) {
+      mismatches.push({ key: `#${i} ${q?.key ?? "(none)"} / ${o?.key ?? "(none)"}`, qemu: show(q?.value), ours: show(o?.value) });
+      break; // the scenarios diverged: the rest cannot be paired
+    }
+    if (q.value === UNKNOWN || o.value === UNKNOWN) continue;
+    let a = q.value;
+    let b = o.value;
+    const where = `${scenario} | ${q.key}`;
+    for (const d of departures) {
+      if (!d.keys.test(where) || (d.when && !d.when(config))) continue;
+      if (d.bits !== undefined && typeof a === "bigint" && typeof b === "bigint") {
+        a &= ~d.bits;
+        b &= ~d.bits;
+      } else {
+        a = b = "(departure)";
+      }
+    }
+    if (a !== b) mismatches.push({ key: q.key, qemu: show(q.value), ours: show(o.value) });
+  }
+  return mismatches;
+}
+
+/** A machine plus its log: the scenario's view. Every read it makes is noted. */
+export class Probe {
+  readonly log = new ObservationLog();
+  readonly tables: GuestTables;
+
+  constructor(readonly m: RegisterMachine) {
+    this.tables = new GuestTables(m);
+  }
+
+  step(name: string): void {
+    this.log.step(name);
+  }
+
+  async read(name: string, offset: number, size: 4 | 8 = 4): Promise<bigint> {
+    const value = await this.m.readRegister(offset, size);
+    this.log.note(name, value);
+    return value;
+  }
+
+  write(offset: number, size: 4 | 8, value: bigint): Promise<void> {
+    return this.m.writeRegister(offset, size, value);
+  }
+
+  async dma(name: string, request: DmaRequest): Promise<DmaOutcome> {
+    const outcome = await this.m.dma(request);
+    this.log.note(`${name} faulted`, outcome.faulted);
+    this.log.note(`${name} reason`, outcome.reason ?? (outcome.faulted ? UNKNOWN : "none"));
+    return outcome;
+  }
+
+  async memory(name: string, address: bigint, length: number): Promise<Uint8Array> {
+    const bytes = await this.m.readMemory(address, length);
+    this.log.note(name, Buffer.from(bytes).toString("hex"));
+    return bytes;
+  }
+
+  async interrupts(name = "MSIs"): Promise<Msi[]> {
+    const taken = await this.m.takeInterrupts();
+    this.log.note(name, taken.map((msi) => `${show(msi.address)}:${show(msi.data)}`).join(",") || "none");
+    return taken;
+  }
+
+  /** FSTS, FECTL, FRCD0 (both qwords) and the MSIs sent so far. */
+  async faultState(name = "fault state"): Promise<void> {
+    await this.read(`${name} FSTS`, Reg.FSTS);
+    await this.read(`${name} FECTL`, Reg.FECTL);
+    await this.read(`${name} FRCD0 lo`, FRCD_OFFSET, 8);
+    await this.read(`${name} FRCD0 hi`, FRCD_OFFSET + 8, 8);
+    await this.interrupts(`${name} MSIs`);
+  }
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// DEPARTURES: the one table of known differences between QEMU 7.2 and our device.
+
+const PV_BITS = fieldMask(FrcdHi.PV);
+
+export const DEPARTURES: readonly Departure[] = [
+  {
+    id: "qemu-aborts-on-qword-writes",
+    reason: "QEMU 7.2 asserts size == 4 and aborts on a 64-bit write at 0x38 (FECTL), 0xA0 (IECTL) or 0xA8 (IEADDR); " +
+      "scenarios never do it on QEMU. We write both dwords.",
+    spec: "§11.4 (64-bit accesses to register pairs)",
+    keys: /$^/,
+  },
+  {
+    id: "qemu-iqa-reads-latched-base",
+    reason: "QEMU reads IQA back as the base latched by the last QIE enable plus QS: the written base and DW are not " +
+      "readable. We read IQA back as written.",
+    spec: "§11.4.9.3 (IQA is read-write)",
+    keys: /\| (dword 0x9[04]|qword 0x90|final qword 0x90|final dword 0x9[04]) |\| IQA$/,
+  },
+  {
+    id: "qemu-sirtp-without-interrupt-remapping",
+    reason: "QEMU acts on GCMD.SIRTP (sets GSTS.IRTPS) even with intremap=off (ECAP.IR = 0). We ignore interrupt-remapping " +
+      "commands the unit does not offer.",
+    spec: "§11.4.4 (SIRTP/IRE/CFI need ECAP.IR)",
+    keys: /GSTS/,
+    bits: Gsts.IRTPS,
+  },
+  {
+    id: "qemu-refuses-qie-off",
+    reason: "QEMU refuses to clear QIE unless the last descriptor it processed was a wait descriptor (so a queue that was " +
+      "never used cannot be disabled). We disable whenever the queue is empty (IQH = IQT).",
+    spec: "§6.5.2, §11.4.4 (QIE)",
+    keys: /GSTS after QIE off/,
+    bits: Gsts.QIES,
+  },
+  {
+    id: "qemu-domain-context-invalidation-is-global",
+    reason: "QEMU performs a domain-selective context invalidation as a global one and reports CAIG = 1; we report CAIG = 2. " +
+      "Both are allowed.",
+    spec: "§11.4.7.1 (CAIG: actual granularity)",
+    keys: /CCMD after .*domain/,
+    bits: fieldMask(Ccmd.CAIG),
+  },
+  {
+    id: "qemu-frcd-pasid-without-pp",
+    reason: "QEMU fills FRCD.PV (bits 55:40 of the high qword) with 0xFFFF when the request had no PASID (PP = 0). We leave " +
+      "PV 0; it is meaningful only with PP = 1.",
+    spec: "§11.4.11 (FRCD.PV valid only if PP)",
+    keys: /FRCD0? hi/,
+    bits: PV_BITS,
+  },
+  {
+    id: "qemu-fectl-ip-cleared-only-by-fsts-write",
+    reason: "QEMU clears FECTL.IP only when FSTS is written. We clear it as soon as no status condition is left, e.g. when " +
+      "software clears the last FRCD.F (PPF evaluates to 0).",
+    spec: "§11.4.9.2 (FECTL.IP), §7.3.1",
+    keys: /after clearing F FECTL$/,
+    bits: EventControl.IP,
+  },
+  {
+    id: "qemu-context-reserved-fault-unqualified",
+    reason: "QEMU treats fault reason 0xB (reserved bit in a context entry) as not qualified and records it behind FPD = 1. " +
+      "We suppress it: 0xB is qualified.",
+    spec: "§7.1.3 (Table 26, LCT.3)",
+    keys: /^fault: FPD=1 with a reserved context bit \(0xB\) \| (after fault|after clearing)/,
+  },
+  {
+    id: "qemu-no-negative-caching",
+    reason: "With caching mode QEMU still never caches a not-present or faulting translation, so a page mapped without an " +
+      "invalidation is used at once. We cache the fault (CM = 1 allows it) until software invalidates.",
+    spec: "§6.1 (caching mode)",
+    keys: /^a page mapped after a not-present fault, without invalidation \| (mapped, not invalidated|fault state)/,
+    when: (c) => c.cachingMode,
+  },
+  {
+    id: "qemu-iotlb-hit-skips-permission-check",
+    reason: "On an IOTLB hit QEMU returns the cached permissions without checking them: a write to a read-only page whose " +
+      "translation was cached by a read is refused but no fault is recorded. We check and record fault 5.",
+    spec: "§7.1.3 (LGN.2), §6.2.1",
+    keys: /^write to a read-only page after a cached read \| (write (faulted|reason)|fault state)/,
+  },
+  {
+    id: "qemu-aborts-on-wait-with-sw-and-if",
+    reason: "QEMU 7.2 asserts (and aborts) on a wait descriptor with both SW and IF set (fixed upstream in 2025); " +
+      "scenarios never send one to QEMU. We do both: status write, then the completion event.",
+    spec: "§6.5.2.8",
+    keys: /$^/,
+  },
+  {
+    id: "qemu-wait-fn-only-is-iqe",
+    reason: "QEMU 7.2 rejects a wait descriptor with FN but neither SW nor IF (IQE, head stays). We accept it: a fence " +
+      "with no status write and no interrupt.",
+    spec: "§6.5.2.8 (FN)",
+    keys: /^wait with FN only \| /,
+  },
+  {
+    id: "qemu-accepts-pasid-descriptors-in-legacy-mode",
+    reason: "QEMU 7.2 skips PASID-based descriptors (types 6 and 7) in legacy mode without an error. We report IQE: " +
+      "they are valid only in scalable mode (ECAP.SMTS), which the unit does not offer.",
+    spec: "§6.5.2 (descriptor types), §6.5.2.10 (IQE)",
+    keys: /^IQE: descriptor type [67] /,
+  },
+  {
+    id: "qemu-accepts-device-tlb-descriptor-without-dt",
+    reason: "QEMU processes a device-TLB invalidation descriptor although ECAP.DT = 0 (device-iotlb=off). We report IQE: " +
+      "without DT the descriptor type is invalid.",
+    spec: "§6.5.2.5, §6.5.2.10",
+    keys: /^IQE: device-TLB descriptor without ECAP\.DT/,
+  },
+  {
+    id: "qemu-register-invalidation-with-qi-on",
+    reason: "With QI enabled QEMU leaves CCMD.ICC / IOTLB.IVT set and does nothing, so a polling guest hangs. We clear " +
+      "ICC/IVT and report CAIG/IAIG = 0 (refused); software must not use the registers while QI is on.",
+    spec: "§6.5.2 (register-based invalidation not allowed with QIE), §11.4.7.1, §11.4.8.1",
+    keys: /^register-based invalidation while QI is enabled \| (CCMD|IOTLB)$/,
+  },
+];
+
+// ---------------------------------------------------------------------------------------------
+// The differential suite: one QEMU and one device per configuration, scenarios run on both.
+
+export type Scenario = (p: Probe, config: MachineConfig) => Promise<void>;
+/** Declares one scenario; `knownBug` marks a case our device gets wrong (it.fails, so a fix shows). */
+export type DefineScenario = (name: string, scenario: Scenario, knownBug?: string) => void;
+
+export function configName(c: MachineConfig): string {
+  return `aw-bits=${c.awBits}${c.cachingMode ? ",caching-mode=on" : ""}`;
+}
+
+/**
+ * Declares the suite for each configuration. Without QEMU it is skipped with the reason, unless
+ * REQUIRE_QEMU=1, which makes it fail. DIFF_VERBOSE=1 prints both logs of every scenario;
+ * DIFF_MISMATCHES=1 prints each mismatch on one line.
+ */
+export function describeDifferential(
+  title: string,
+  configs: readonly MachineConfig[],
+  body: (differential: DefineScenario, config: MachineConfig) => void,
+): void {
+  const qemu = probeQemu();
+  if (!qemu.ok) {
+    if (process.env.REQUIRE_QEMU === "1") {
+      describe(title, () => {
+        it("needs QEMU (REQUIRE_QEMU=1)", () => {
+          throw new Error(`REQUIRE_QEMU=1 but QEMU is unavailable: ${qemu.reason}`);
+        });
+      });
+    } else {
+      describe.skip(`${title} (skipped: ${qemu.reason})`, () => {
+        it("needs qemu-system-x86_64", () => {});
+      });
+    }
+    return;
+  }
+  for (const config of configs) {
+    describe(`${title} (${configName(config)})`, () => {
+      let qemuMachine: QemuMachine | undefined;
+      let ours: OurMachine | Error;
+
+      beforeAll(async () => {
+        qemuMachine = await QemuMachine.start(config);
+        ours = await OurMachine.create(config).catch((error: unknown) => (error instanceof Error ? error : new Error(String(error))));
+      });
+      afterAll(async () => {
+        await qemuMachine?.close();
+      });
+
+      const differential: DefineScenario = (name, scenario, knownBug) => {
+        const test = async () => {
+          // A QEMU that died in an earlier case (an abort is a finding of its own) is replaced.
+          if (!qemuMachine?.running) qemuMachine = await QemuMachine.start(config);
+          const qemuProbe = await runScenario(qemuMachine, scenario, config);
+          if (ours instanceof Error) throw new Error(`our device could not be created: ${ours.message}`);
+          const oursProbe = await runScenario(ours, scenario, config);
+          if (process.env.DIFF_VERBOSE === "1") {
+            console.log(`--- ${name} (${configName(config)})`);
+            for (const [i, e] of qemuProbe.log.entries.entries()) {
+              console.log(`${e.key} = qemu ${show(e.value)} / ours ${show(oursProbe.log.entries[i]?.value)}`);
+            }
+          }
+          const mismatches = compareLogs(name, qemuProbe.log, oursProbe.log, DEPARTURES, config);
+          if (process.env.DIFF_MISMATCHES === "1") {
+            for (const m of mismatches) console.log(`MISMATCH [${configName(config)}] ${name} | ${m.key} | qemu ${m.qemu} | ours ${m.ours}`);
+          }
+          expect(mismatches).toEqual([]);
+        };
+        if (knownBug) it.fails(`${name} [known device bug: ${knownBug}]`, test);
+        else it(name, test);
+      };
+      body(differential, config);
+    });
+  }
+}
+
+async function runScenario(m: RegisterMachine, scenario: Scenario, config: MachineConfig): Promise<Probe> {
+  await m.reset();
+  const probe = new Probe(m);
+  await scenario(probe, config);
+  return probe;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario building blocks: guest-side steps, the same on both machines.
+
+const EDU_SID = EDU_SIDS[0]!;
+const roots = new WeakMap<Probe, bigint>();
+
+/** The second-stage table root `enableTranslation` made for edu. */
+export async function rootOf(p: Probe): Promise<bigint> {
+  const root = roots.get(p);
+  if (root === undefined) throw new Error("no translation set up");
+  return root;
+}
+
+/** RTADDR, SRTP, global context and IOTLB invalidations, TE: the VT-d §10 enable sequence. */
+export async function startTranslation(p: Probe): Promise<void> {
+  const t = p.tables;
+  await p.write(Reg.RTADDR, 8, t.rootTable);
+  await t.command(Gcmd.SRTP);
+  await p.write(Reg.CCMD, 8, setField(fieldMask(Ccmd.ICC), Ccmd.CIRG, 1));
+  await p.write(IOTLB_OFFSET, 8, setField(fieldMask(Iotlb.IVT), Iotlb.IIRG, 1));
+  await t.command(Gcmd.TE);
+}
+
+export interface DomainOptions {
+  config: MachineConfig;
+  did?: number;
+  fpd?: boolean;
+  /** 3 (AW=1) or 4 (AW=2). */
+  levels?: number;
+}
+
+/** A context entry for edu (00:03.0) with a fresh second-stage table, and translation on. Returns the table root. */
+export async function enableTranslation(p: Probe, o: DomainOptions): Promise<bigint> {
+  const root = p.tables.newTableRoot();
+  roots.set(p, root);
+  await p.tables.setContext(EDU_SID, { tableRoot: root, aw: (o.levels ?? 3) - 2, did: o.did ?? 1, fpd: o.fpd ?? false });
+  await startTranslation(p);
+  return root;
+}
+
+/** One 4 KiB page of patterned data mapped at `iova` for edu, translation on. */
+export async function mapOnePage(
+  p: Probe,
+  o: Partial<DomainOptions> & { iova: bigint; read?: boolean; write?: boolean; extra?: bigint },
+): Promise<{ root: bigint; levels: number; data: bigint; leaf: bigint }> {
+  const levels = o.levels ?? 3;
+  const root = await enableTranslation(p, { config: o.config ?? { awBits: 39, cachingMode: false }, ...o, levels });
+  const data = p.tables.pages.page();
+  await fillPattern(p, data, Number(o.iova >> 12n));
+  const leaf = await p.tables.map(root, levels, o.iova, data, {
+    ...(o.read === undefined ? {} : { read: o.read }),
+    ...(o.write === undefined ? {} : { write: o.write }),
+    ...(o.extra === undefined ? {} : { extra: o.extra }),
+  });
+  return { root, levels, data, leaf };
+}
+
+export async function fillPattern(p: Probe, page: bigint, seed: number): Promise<void> {
+  const bytes = new Uint8Array(PAGE_SIZE);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + seed * 13 + (i >> 8)) & 0xff;
+  await p.m.writeMemory(page, bytes);
 }

@@ -274,6 +274,11 @@ export const Edu = {
   COMMAND_TO_RAM: 0x2,
   BUFFER_ADDRESS: 0x40000,
   BUFFER_SIZE: 0x1000,
+  /**
+   * QEMU 7.2's edu checks the buffer range with an off-by-one and aborts (hw_error) on a DMA
+   * that reaches the buffer's last byte: 4095 bytes are usable.
+   */
+  USABLE_BUFFER: 0xfff,
 } as const;
 
 /** Requester ids of the edu devices (function 0 of each slot) on PCI bus 0. */
@@ -309,8 +314,8 @@ export class EduOnQemu {
    * command completes either way.
    */
   async dma(direction: "toDevice" | "toMemory", iova: bigint, length: number, bufferOffset = 0): Promise<void> {
-    if (length <= 0 || bufferOffset < 0 || bufferOffset + length > Edu.BUFFER_SIZE) {
-      // edu calls hw_error (QEMU aborts) on a buffer range outside its 4 KiB.
+    if (length <= 0 || bufferOffset < 0 || bufferOffset + length > Edu.USABLE_BUFFER) {
+      // edu calls hw_error (QEMU aborts) on a buffer range outside what it accepts.
       throw new RangeError(`edu DMA of ${length} bytes at buffer offset ${bufferOffset} is outside its buffer`);
     }
     const buffer = BigInt(Edu.BUFFER_ADDRESS + bufferOffset);
