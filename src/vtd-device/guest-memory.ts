@@ -1,3 +1,5 @@
+import { readU32, writeU32 } from "./little-endian.ts";
+
 /**
  * Guest-physical memory as the unit sees it. Reads and writes outside RAM return false
  * instead of throwing, so a guest's bad pointer becomes a fault, never a host exception.
@@ -48,15 +50,10 @@ export class GuestRam implements GuestMemory {
 
   /** Little-endian helpers for tests and the in-process guest. */
   read32(address: number): number {
-    const m = this.direct;
-    return (m[address]! | (m[address + 1]! << 8) | (m[address + 2]! << 16) | (m[address + 3]! << 24)) >>> 0;
+    return readU32(this.direct, address);
   }
   write32(address: number, value: number): void {
-    const m = this.direct;
-    m[address] = value;
-    m[address + 1] = value >>> 8;
-    m[address + 2] = value >>> 16;
-    m[address + 3] = value >>> 24;
+    writeU32(this.direct, address, value);
   }
   read64(address: number): bigint {
     return (BigInt(this.read32(address + 4)) << 32n) | BigInt(this.read32(address));

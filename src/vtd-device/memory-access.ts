@@ -4,6 +4,7 @@
  * path; failures (outside RAM) are return values, never exceptions.
  */
 import type { GuestMemory } from "./guest-memory.ts";
+import { readU32, writeU32 } from "./little-endian.ts";
 
 export class MemoryAccess {
   private readonly scratch = new Uint8Array(8);
@@ -15,26 +16,23 @@ export class MemoryAccess {
     const ram = this.memory.direct;
     if (ram) {
       if (address < 0 || address + 4 > ram.length) return -1;
-      return (ram[address]! | (ram[address + 1]! << 8) | (ram[address + 2]! << 16) | (ram[address + 3]! << 24)) >>> 0;
+      return readU32(ram, address);
     }
     const s = this.scratch.subarray(0, 4);
     if (!this.memory.read(BigInt(address), s)) return -1;
-    return (s[0]! | (s[1]! << 8) | (s[2]! << 16) | (s[3]! << 24)) >>> 0;
+    return readU32(s, 0);
   }
 
   write32(address: number, value: number): boolean {
     const ram = this.memory.direct;
     if (ram) {
       if (address < 0 || address + 4 > ram.length) return false;
-      ram[address] = value;
-      ram[address + 1] = value >>> 8;
-      ram[address + 2] = value >>> 16;
-      ram[address + 3] = value >>> 24;
+      writeU32(ram, address, value);
       this.memory.afterDirectWrite?.(address, 4);
       return true;
     }
     const s = this.scratch.subarray(0, 4);
-    s[0] = value; s[1] = value >>> 8; s[2] = value >>> 16; s[3] = value >>> 24;
+    writeU32(s, 0, value);
     return this.memory.write(BigInt(address), s);
   }
 

@@ -4,6 +4,7 @@
  * applied byte by byte, so any access size covers exactly the registers it touches.
  * Reads return `value & ~writeOnly`. Bytes outside every register read 0 and ignore writes.
  */
+import { readU32, writeU32 } from "./little-endian.ts";
 import type { RegisterSpec } from "./register-table.ts";
 
 export class RegisterFile {
@@ -66,15 +67,10 @@ export class RegisterFile {
 
   /** Hardware's own view and updates (no masks), as 32-bit halves for hot paths. */
   get32(offset: number): number {
-    const m = this.value;
-    return (m[offset]! | (m[offset + 1]! << 8) | (m[offset + 2]! << 16) | (m[offset + 3]! << 24)) >>> 0;
+    return readU32(this.value, offset);
   }
   set32(offset: number, v: number): void {
-    const m = this.value;
-    m[offset] = v;
-    m[offset + 1] = v >>> 8;
-    m[offset + 2] = v >>> 16;
-    m[offset + 3] = v >>> 24;
+    writeU32(this.value, offset, v);
   }
   get64(offset: number): bigint {
     return (BigInt(this.get32(offset + 4)) << 32n) | BigInt(this.get32(offset));
