@@ -8,6 +8,7 @@ import { createReporter, type BenchReporter } from "./harness.ts";
 type Bench = (r: BenchReporter) => Promise<void> | void;
 const benches: Record<string, () => Promise<{ default: Bench }>> = {
   device: () => import("./device.bench.ts"),
+  "v86-mmio": () => import("./v86-mmio.bench.ts"),
 };
 
 const wanted = process.argv.slice(2);

@@ -16,6 +16,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { ensureFirmware, firmwareToolsMissing } from "../firmware/build.ts";
 import { parseTranscript, qemuUnavailable, runOnQemu, type GuestRun } from "../firmware/qemu.ts";
 import { runMultibootGuest, type RunGuestOptions } from "../src/v86/run-guest.ts";
+import { EDU_FULL_DMA_MASK } from "../src/devices/edu.ts";
 
 const toolsMissing = firmwareToolsMissing();
 const qemuMissing = qemuUnavailable();
@@ -37,20 +38,6 @@ const SCENARIOS: Scenario[] = [
   { name: "CM=1 skip-cm-invalidation", cachingMode: true, awBits: 39, cmdline: "skip-cm-invalidation" },
 ];
 
-/**
- * Lines the v86 platform cannot match yet, each with the exact line it gives instead and why.
- * A gap that gets fixed simply stops matching; any other difference fails the comparison.
- */
-const V86_KNOWN_GAPS = [
-  {
-    result: "fault.beyond-mgaw.record",
-    v86Line: /^RESULT fault\.beyond-mgaw\.record FAIL .* fr=0x6 .*addr=0x0 /,
-    why:
-      "v86's edu masks DMA addresses to 28 bits (QEMU edu's default dma_mask), so IOVA 2^39/2^48 reaches the unit as 0; " +
-      "the QEMU run sets dma_mask to all ones and runMultibootGuest has no option for it yet (eduDmaMask)",
-  },
-];
-
 /** Comparable lines: RESULT and INFO, without the summary (derived from the RESULT lines). */
 function comparable(transcript: string): string[] {
   return parseTranscript(transcript)
@@ -58,34 +45,20 @@ function comparable(transcript: string): string[] {
     .map((line) => `${line.kind} ${line.name}${line.value ? ` ${line.value}` : ""}`);
 }
 
-interface V86Run extends GuestRun {
-  gaps: string[];
-}
-
-async function bootOnV86(kernel: Uint8Array, scenario: Scenario): Promise<V86Run> {
-  const options: RunGuestOptions & { eduDmaMask?: bigint } = {
+async function bootOnV86(kernel: Uint8Array, scenario: Scenario): Promise<GuestRun> {
+  const options: RunGuestOptions = {
     kernel,
     vtd: { cachingMode: scenario.cachingMode, awBits: scenario.awBits },
     timeoutMs: 60_000,
-    eduDmaMask: (1n << 64n) - 1n, // as QEMU's edu,dma_mask=...; ignored until the platform takes it
+    eduDmaMask: EDU_FULL_DMA_MASK, // as QEMU's edu,dma_mask=...
     ...(scenario.cmdline ? { cmdline: scenario.cmdline } : {}),
   };
   const run = await runMultibootGuest(options);
-  const gaps = V86_KNOWN_GAPS.filter((gap) => run.transcript.split("\n").some((line) => gap.v86Line.test(line)));
-  for (const gap of gaps) console.warn(`v86 ${scenario.name}: known platform gap in ${gap.result}: ${gap.why}`);
-  return { exitCode: run.exitCode, timedOut: run.timedOut, transcript: run.transcript, elapsedMs: run.elapsedMs, diagnostics: "", gaps: gaps.map((g) => g.result) };
-}
-
-/** The v86 lines with known-gap lines replaced by what QEMU printed for the same RESULT. */
-function withoutGaps(v86: V86Run, qemuLines: string[]): string[] {
-  return comparable(v86.transcript).map((line) => {
-    const gap = V86_KNOWN_GAPS.find((g) => v86.gaps.includes(g.result) && g.v86Line.test(line));
-    return gap ? (qemuLines.find((q) => q.startsWith(`RESULT ${gap.result} `)) ?? line) : line;
-  });
+  return { exitCode: run.exitCode, timedOut: run.timedOut, transcript: run.transcript, elapsedMs: run.elapsedMs, diagnostics: "" };
 }
 
 describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit against QEMU 7.2", () => {
-  const v86 = new Map<string, V86Run>();
+  const v86 = new Map<string, GuestRun>();
   const qemu = new Map<string, Promise<GuestRun>>();
   const compareWithQemu = qemuMissing === null || required;
 
@@ -109,10 +82,10 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
   it.each(SCENARIOS)("v86 $name: every check passes and the guest exits with 0", ({ name }) => {
     const run = v86.get(name)!;
     const failures = parseTranscript(run.transcript).filter(
-      (l) => l.kind === "RESULT" && l.value !== "PASS" && l.name !== "cm.stale-fault" && !run.gaps.includes(l.name),
+      (l) => l.kind === "RESULT" && l.value !== "PASS" && l.name !== "cm.stale-fault",
     );
     expect(failures, run.transcript).toEqual([]);
-    expect({ exitCode: run.exitCode, timedOut: run.timedOut }).toEqual({ exitCode: run.gaps.length ? 1 : 0, timedOut: false });
+    expect({ exitCode: run.exitCode, timedOut: run.timedOut }).toEqual({ exitCode: 0, timedOut: false });
   });
 
   it("v86 skip-cm-invalidation: our unit under CM = 1 shows the stale not-present context entry", () => {
@@ -124,13 +97,12 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
 
   it("v86 only (QEMU has neither): CAP.RWBF = 1 and ECAP.C = 1 change what the guest flushes", async () => {
     const kernel = new Uint8Array(readFileSync(await ensureFirmware()));
-    const run = await runMultibootGuest({ kernel, vtd: { awBits: 39, rwbf: true, coherent: true }, timeoutMs: 60_000 });
-    const gaps = V86_KNOWN_GAPS.filter((gap) => run.transcript.split("\n").some((line) => gap.v86Line.test(line))).map((g) => g.result);
-    const failures = parseTranscript(run.transcript).filter((l) => l.kind === "RESULT" && l.value !== "PASS" && !gaps.includes(l.name));
+    const run = await runMultibootGuest({ kernel, vtd: { awBits: 39, rwbf: true, coherent: true }, timeoutMs: 60_000, eduDmaMask: EDU_FULL_DMA_MASK });
+    const failures = parseTranscript(run.transcript).filter((l) => l.kind === "RESULT" && l.value !== "PASS");
     expect(failures, run.transcript).toEqual([]);
     expect(run.transcript).toMatch(/^INFO count\.write-buffer-flushes [1-9]\d*$/m); // RWBF: flush after table updates
     expect(run.transcript).toContain("INFO count.table-flushes 0"); // coherent: no clflush of tables
-    expect(run.exitCode).toBe(gaps.length ? 1 : 0);
+    expect(run.exitCode).toBe(0);
   });
 
   describe.skipIf(!compareWithQemu)("compared with QEMU", () => {
@@ -138,14 +110,14 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
       const q = await qemu.get(name)!;
       expect(q.exitCode, q.transcript + q.diagnostics).toBe(0);
       const qemuLines = comparable(q.transcript);
-      expect(withoutGaps(v86.get(name)!, qemuLines)).toEqual(qemuLines);
+      expect(comparable(v86.get(name)!.transcript)).toEqual(qemuLines);
     });
 
     it("skip-cm-invalidation: the transcripts differ only in the stale-fault observation", async () => {
       const q = await qemu.get("CM=1 skip-cm-invalidation")!;
       expect(q.exitCode, q.transcript + q.diagnostics).toBe(0);
       const qemuLines = comparable(q.transcript);
-      const ourLines = withoutGaps(v86.get("CM=1 skip-cm-invalidation")!, qemuLines);
+      const ourLines = comparable(v86.get("CM=1 skip-cm-invalidation")!.transcript);
       // QEMU does not cache not-present entries: the skipped invalidation goes unnoticed there.
       expect(qemuLines).toContain("RESULT cm.stale-fault NOT-OBSERVED");
       const expectedOurs = qemuLines.flatMap((line) =>

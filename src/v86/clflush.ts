@@ -14,6 +14,9 @@ export class ClflushHook {
   /** Called with the linear address of each executed CLFLUSH. */
   listener: ((address: number) => void) | undefined;
   count = 0;
+  /** How many came through each of v86's paths. */
+  interpreted = 0;
+  compiled = 0;
   private memory: WebAssembly.Memory | undefined;
 
   /** v86's `wasm_fn` option: instantiates the patched module, wrapping the hook import. */
@@ -40,12 +43,16 @@ export class ClflushHook {
 
   /** The JIT path: code compiled after this call reports CLFLUSH here instead of raising #UD. */
   installJit(cpu: V86Cpu): void {
-    cpu.jit_imports["instr_0FAE_7_mem"] = (address: number) => this.flushed(address >>> 0);
+    cpu.jit_imports["instr_0FAE_7_mem"] = (address: number) => {
+      this.compiled++;
+      this.flushed(address >>> 0);
+    };
   }
 
   private fromInterpreter(frame: number): void {
     const memory = this.memory;
     if (!memory) return;
+    this.interpreted++;
     this.flushed(new DataView(memory.buffer).getUint32(frame + CLFLUSH_FRAME_ADDRESS_OFFSET, true));
   }
 

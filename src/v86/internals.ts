@@ -83,6 +83,8 @@ export interface V86Cpu {
   instruction_pointer: V86View;
   previous_ip: V86View;
   reg32: V86View;
+  /** Control registers CR0..CR7 (Int32Array view). */
+  cr: V86View;
   /** Exports the JIT's generated modules import; overriding an entry affects code compiled later. */
   jit_imports: Record<string, unknown>;
   /** Called between instructions by the main loop; returns ms until the next timer. */

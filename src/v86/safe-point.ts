@@ -7,11 +7,18 @@
  * Order is deterministic: actions run in the order queued; timed actions run in due-time order
  * (ties in queueing order). Time is v86's own clock (the `now` it passes its timers, in ms).
  *
- * Known limit: if the guest executes HLT in the same block after a handler queued an action,
- * clearing the forced stop also wakes it from that HLT (a spurious wake-up).
+ * v86 notices `in_hlt` only between blocks: its interpreter runs a loop that stays in one page
+ * for up to ~100k instructions, and JIT-compiled loops likewise, so a deferred action runs up to
+ * ~100k guest instructions after it was queued (a fraction of a millisecond).
+ *
+ * If the guest executes HLT after a handler forced the stop, v86 calls the timers from the HLT
+ * itself; the stop is then not cleared, so the HLT waits for an interrupt as it should. This is
+ * recognised without paging only (with paging on, the guest may see a spurious wake-up).
  */
 import type { V86Cpu } from "./internals.ts";
 import { LiveBytes } from "./wasm-views.ts";
+
+const HLT_OPCODE = 0xf4;
 
 interface TimedAction {
   due: number;
@@ -48,11 +55,13 @@ export class SafePoints {
   /** Runs `action` at the next safe point, or `delayMs` later on v86's clock. Safe from any handler. */
   defer(action: () => void, delayMs = 0): void {
     if (delayMs > 0) {
+      // Runs at the first safe point after it is due; a halted CPU is woken in time because the
+      // wrapped timers report it as their next deadline.
       this.timed.push({ due: this.clock() + delayMs, sequence: this.sequence++, action });
       this.timed.sort((a, b) => a.due - b.due || a.sequence - b.sequence);
-    } else {
-      this.pending.push(action);
+      return;
     }
+    this.pending.push(action);
     if (!this.draining) this.requestStop();
   }
 
@@ -86,7 +95,7 @@ export class SafePoints {
     }
     if (this.forcedStop) {
       this.forcedStop = false;
-      this.inHlt.bytes[0] = 0;
+      if (!this.guestJustHalted()) this.inHlt.bytes[0] = 0;
     }
     this.now = now;
     const elapsed = this.lastNow === undefined ? 0 : Math.max(0, now - this.lastNow);
@@ -98,6 +107,15 @@ export class SafePoints {
     } finally {
       this.draining = false;
     }
+  }
+
+  /** True when the last instruction executed was HLT (EIP right after a 0xF4 byte), paging off. */
+  private guestJustHalted(): boolean {
+    const cpu = this.cpu;
+    const previous = cpu.previous_ip[0]! >>> 0;
+    if (((previous + 1) >>> 0) !== cpu.instruction_pointer[0]! >>> 0) return false;
+    if (cpu.cr[0]! & 0x8000_0000) return false;
+    return previous < (cpu.memory_size[0]! >>> 0) && cpu.read_blob(previous, 1)[0] === HLT_OPCODE;
   }
 
   private drain(now: number): void {

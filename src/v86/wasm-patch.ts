@@ -120,7 +120,7 @@ export function findFunctionImport(wasm: Uint8Array, module: string, name: strin
  * Returns a patched copy of v86.wasm in which CLFLUSH calls the hook import instead of raising #UD.
  * Throws, naming the expected bytes, when the bytes at the site are not those of v86 0.5.462.
  */
-export function patchClflush(wasm: Uint8Array): Uint8Array {
+export function patchClflush(wasm: Uint8Array): Uint8Array<ArrayBuffer> {
   const { offset, before, original, after } = CLFLUSH_SITE;
   const expected = [...before, ...original, ...after];
   const start = offset - before.length;
@@ -135,7 +135,7 @@ export function patchClflush(wasm: Uint8Array): Uint8Array {
   if (hook.params.length !== 1 || hook.params[0] !== 0x7f || hook.results.length !== 0 || hook.index >= 1 << 21) {
     throw new Error(`v86.wasm: import ${CLFLUSH_HOOK_IMPORT.name} is not a function (i32) -> () with a small index`);
   }
-  const patched = wasm.slice();
+  const patched = new Uint8Array(wasm);
   // local.get 1; call <hook> with a 3-byte LEB128 function index: 2 + 1 + 3 = 6 bytes, the size of the call it replaces.
   patched.set([0x20, 0x01, 0x10, (hook.index & 0x7f) | 0x80, ((hook.index >> 7) & 0x7f) | 0x80, (hook.index >> 14) & 0x7f], offset);
   return patched;

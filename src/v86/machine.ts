@@ -1,0 +1,197 @@
+/**
+ * A v86 machine for this project: created without a BIOS for multiboot guests (or with one,
+ * given its bytes), ACPI on (LAPIC/IOAPIC), CLFLUSH enabled, safe points installed, port 0xF4
+ * as exit port, serial output as text. Runs until the guest exits, halts for good, crashes
+ * v86, or a timeout; stops cleanly and at once. No node: imports here (usable from a page):
+ * the caller passes the patched, compiled v86 module (v86-wasm.node.ts in Node).
+ */
+import { V86 } from "v86";
+import { ClflushHook } from "./clflush.ts";
+import { installExitPort } from "./exit-port.ts";
+import { assertInternals, type V86Cpu, type V86Emulator } from "./internals.ts";
+import { SafePoints } from "./safe-point.ts";
+import { V86GuestMemory } from "./v86-guest-memory.ts";
+
+export interface MachineOptions {
+  /** v86.wasm with the CLFLUSH patch (patchClflush), compiled. */
+  wasmModule: WebAssembly.Module;
+  /** RAM in bytes (v86 rounds up to 128 KiB). Default 64 MiB. */
+  memoryBytes?: number;
+  /** A multiboot image, loaded by v86 before the guest runs (no BIOS). */
+  multiboot?: Uint8Array;
+  cmdline?: string;
+  /** SeaBIOS and VGA BIOS images for BIOS boots. */
+  bios?: Uint8Array;
+  vgaBios?: Uint8Array;
+  /** Run v86's interpreter only. Default false (JIT on). */
+  disableJit?: boolean;
+}
+
+export type StopReason = "exit" | "timeout" | "halted";
+
+export interface MachineOutcome {
+  reason: StopReason;
+  exitCode: number | null;
+  elapsedMs: number;
+  instructions: number;
+}
+
+export const DEFAULT_MEMORY_BYTES = 64 << 20;
+export const MAX_MEMORY_BYTES = 2048 * 2 ** 20;
+
+function arrayBuffer(bytes: Uint8Array): ArrayBuffer {
+  return bytes.slice().buffer as ArrayBuffer; // own copy: Node's small Buffers share a pool
+}
+
+export class Machine {
+  readonly cpu: V86Cpu;
+  readonly safePoints: SafePoints;
+  readonly memory: V86GuestMemory;
+  exitCode: number | null = null;
+  private readonly decoder = new TextDecoder();
+  private readonly serialListeners: ((text: string) => void)[] = [];
+  private finish: ((reason: StopReason) => void) | undefined;
+  private fail: ((error: Error) => void) | undefined;
+  private crashed: Error | undefined;
+  private stopped = false;
+  private instructionTotal = 0;
+  private lastCounter = 0;
+
+  private constructor(
+    readonly emulator: V86Emulator,
+    readonly clflush: ClflushHook,
+  ) {
+    this.cpu = assertInternals(emulator);
+    clflush.installJit(this.cpu);
+    this.memory = new V86GuestMemory(this.cpu);
+    this.safePoints = new SafePoints(this.cpu);
+    this.safePoints.onTick(() => this.countInstructions());
+    installExitPort(this.cpu.io, (code) => this.guestExited(code));
+    emulator.add_listener("serial0-output-byte", (byte) => {
+      const text = this.decoder.decode(new Uint8Array([byte as number]), { stream: true });
+      if (text) for (const listener of this.serialListeners) listener(text);
+    });
+    emulator.add_listener("cpu-event-halt", () => this.finish?.("halted"));
+    this.catchWasmCrashes();
+  }
+
+  static async create(options: MachineOptions): Promise<Machine> {
+    const memoryBytes = options.memoryBytes ?? DEFAULT_MEMORY_BYTES;
+    if (!Number.isInteger(memoryBytes) || memoryBytes < 2 << 20 || memoryBytes > MAX_MEMORY_BYTES) {
+      throw new RangeError(`machine memory: expected 2 MiB..2 GiB, got ${memoryBytes} bytes`);
+    }
+    const clflush = new ClflushHook();
+    const settings: Record<string, unknown> = {
+      wasm_fn: clflush.wasmFn(options.wasmModule),
+      memory_size: memoryBytes,
+      vga_memory_size: 2 << 20,
+      autostart: false,
+      acpi: true,
+      disable_keyboard: true,
+      disable_mouse: true,
+      disable_speaker: true,
+      net_device: { type: "none" },
+      disable_jit: options.disableJit ?? false,
+    };
+    if (options.multiboot) settings.multiboot = { buffer: arrayBuffer(options.multiboot) };
+    if (options.cmdline !== undefined) settings.cmdline = options.cmdline;
+    if (options.bios) settings.bios = { buffer: arrayBuffer(options.bios) };
+    if (options.vgaBios) settings.vga_bios = { buffer: arrayBuffer(options.vgaBios) };
+    const emulator = new V86(settings as ConstructorParameters<typeof V86>[0]) as unknown as V86Emulator;
+    await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
+    return new Machine(emulator, clflush);
+  }
+
+  /** Receives the guest's serial output (COM1) as text. */
+  onSerial(listener: (text: string) => void): void {
+    this.serialListeners.push(listener);
+  }
+
+  /** Guest instructions executed so far (v86's 32-bit counter, unwrapped). */
+  get instructions(): number {
+    this.countInstructions();
+    return this.instructionTotal;
+  }
+
+  /**
+   * Runs the guest until it writes the exit port, halts with interrupts off, or `timeoutMs`
+   * passes; then stops the machine. Rejects if v86 itself fails (e.g. a guest exception before
+   * it has an IDT ends v86's wasm with `unreachable`).
+   */
+  async run(timeoutMs: number): Promise<MachineOutcome> {
+    if (this.stopped) throw new Error("machine: already stopped");
+    const started = performance.now();
+    this.lastCounter = this.cpu.instruction_counter[0]! >>> 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const reason = await new Promise<StopReason>((resolve, reject) => {
+        this.finish = resolve;
+        this.fail = reject;
+        if (this.exitCode !== null) resolve("exit");
+        timer = setTimeout(() => resolve("timeout"), timeoutMs);
+        void this.emulator.run();
+      });
+      const elapsedMs = performance.now() - started;
+      await this.stop();
+      return { reason, exitCode: this.exitCode, elapsedMs, instructions: this.instructions };
+    } catch (error) {
+      await this.stop();
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      this.finish = undefined;
+      this.fail = undefined;
+    }
+  }
+
+  /** Stops the CPU now (not at v86's next tick) and frees the emulator. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.countInstructions();
+    this.safePoints.freeze();
+    const v86 = this.emulator.v86;
+    if (this.crashed || !v86.running) {
+      v86.running = false;
+      return;
+    }
+    const stopped = this.emulator.stop();
+    v86.next_tick(0);
+    await stopped;
+    await this.emulator.destroy();
+  }
+
+  private guestExited(code: number): void {
+    if (this.exitCode !== null) return;
+    this.exitCode = code;
+    this.safePoints.freeze();
+    this.finish?.("exit");
+  }
+
+  private countInstructions(): void {
+    const counter = this.cpu.instruction_counter[0]! >>> 0;
+    this.instructionTotal += (counter - this.lastCounter) >>> 0;
+    this.lastCounter = counter;
+  }
+
+  /** v86 runs the CPU from a setImmediate callback: a wasm trap there would kill the process. */
+  private catchWasmCrashes(): void {
+    const v86 = this.emulator.v86;
+    const doTick = v86.do_tick.bind(v86);
+    v86.do_tick = () => {
+      if (this.crashed) return;
+      try {
+        doTick();
+      } catch (error) {
+        const eip = this.cpu.previous_ip[0]! >>> 0;
+        this.crashed = new Error(
+          `v86 stopped: ${error instanceof Error ? error.message : String(error)} near EIP 0x${eip.toString(16)}. ` +
+            "A guest exception before the guest has set up an IDT (or a triple fault) ends v86's wasm this way.",
+          { cause: error },
+        );
+        v86.running = false;
+        if (this.fail) this.fail(this.crashed);
+      }
+    };
+  }
+}

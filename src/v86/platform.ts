@@ -1,0 +1,80 @@
+/**
+ * The project's platform on a v86 machine: the VT-d unit at 0xFED90000 with its interrupts
+ * delivered to the LAPIC, the PCI bus with the unit as DMA translator, the edu device at 00:04.0,
+ * and the DMAR table handed to the guest (in RAM for BIOS-less boots, through fw_cfg for SeaBIOS).
+ */
+import { buildDmar, type PciEndpoint } from "../acpi/dmar.ts";
+import { buildMadt } from "../acpi/madt.ts";
+import { EduDevice, eduPciIdentity } from "../devices/edu.ts";
+import { Cap, getField, Reg } from "../spec/index.ts";
+import { VtdDevice, type VtdOptions } from "../vtd-device/index.ts";
+import { installAcpiTablesInRam, serveFwCfgAcpiTables } from "./acpi-install.ts";
+import { deliverMsiToLapic } from "./lapic-msi.ts";
+import type { Machine } from "./machine.ts";
+import { V86PciBus } from "./pci-bus.ts";
+import { mapVtdUnit, VTD_UNIT_BASE } from "./unit-mmio.ts";
+
+/** Free in v86 (it uses slots 0, 1, 5, 7, 0x12, 0x1e and 6/0xa/0xb/0xc for virtio). */
+export const EDU_PCI_SLOT = 4;
+/** Where QEMU's SeaBIOS put edu's BAR0; below the VGA BIOS block at 0xFEB00000. */
+export const EDU_BAR0_ADDRESS = 0xfea0_0000;
+
+export interface PlatformOptions {
+  vtd?: Omit<VtdOptions, "memory" | "onInterrupt">;
+  eduDmaDelayMs?: number;
+  /** edu's DMA mask applied to bus addresses. Default (1 << 28) - 1, as QEMU's edu. */
+  eduDmaMask?: bigint;
+  /** BIOS-less boot: write RSDP/RSDT/MADT/DMAR to 0xE0000. Default true. */
+  acpiInRam?: boolean;
+  /** Multiboot information structure to reserve the ACPI area in (EBX at the guest's entry). */
+  multibootInfoAddress?: number;
+  /** SeaBIOS boot: serve the DMAR as fw_cfg item 0x8000. Default false. */
+  acpiThroughFwCfg?: boolean;
+}
+
+export interface Platform {
+  device: VtdDevice;
+  edu: EduDevice;
+  bus: V86PciBus;
+  dmar: Uint8Array;
+  /** MSIs that could not be delivered (bad address, unsupported delivery mode, vector < 16). */
+  undeliveredMsis: number;
+}
+
+export function installPlatform(machine: Machine, options: PlatformOptions = {}): Platform {
+  const { cpu, safePoints, memory } = machine;
+  let undelivered = 0;
+  const deliver = (address: bigint, data: number) => {
+    if (deliverMsiToLapic(cpu, address, data) !== "delivered") undelivered++;
+  };
+  const device = new VtdDevice({
+    ...options.vtd,
+    memory,
+    // The unit raises its events from register writes, i.e. inside MMIO handlers: defer them.
+    onInterrupt: (address, data) => safePoints.defer(() => deliver(address, data)),
+  });
+  safePoints.onTick((elapsedMs) => device.advanceTime(elapsedMs));
+  mapVtdUnit(cpu.io, device, VTD_UNIT_BASE);
+
+  const bus = new V86PciBus(cpu, safePoints, memory, device, deliver);
+  const edu = bus.attach({ name: "edu", device: EDU_PCI_SLOT, identity: eduPciIdentity(EDU_BAR0_ADDRESS) }, (port) =>
+    new EduDevice({ port, dmaDelayMs: options.eduDmaDelayMs ?? 0, ...(options.eduDmaMask !== undefined ? { dmaMask: options.eduDmaMask } : {}) }),
+  );
+
+  const endpoints: PciEndpoint[] = [{ bus: 0, dev: EDU_PCI_SLOT, fn: 0 }];
+  const mgaw = Number(getField(device.readRegister(Reg.CAP, 8), Cap.MGAW)) + 1;
+  const dmar = buildDmar({ hostAddressWidth: mgaw, unitBase: VTD_UNIT_BASE, deviceScopes: endpoints });
+  if (options.acpiInRam ?? true) installAcpiTablesInRam(memory, [buildMadt(), dmar], options.multibootInfoAddress);
+  if (options.acpiThroughFwCfg) serveFwCfgAcpiTables(cpu, [dmar]);
+
+  const platform: Platform = {
+    device,
+    edu: edu.device,
+    bus,
+    dmar,
+    get undeliveredMsis() {
+      return undelivered;
+    },
+  };
+  return platform;
+}
