@@ -9,6 +9,7 @@ type Bench = (r: BenchReporter) => Promise<void> | void;
 const benches: Record<string, () => Promise<{ default: Bench }>> = {
   device: () => import("./device.bench.ts"),
   "v86-mmio": () => import("./v86-mmio.bench.ts"),
+  "guest-driver": () => import("./guest-driver.bench.ts"),
 };
 
 const wanted = process.argv.slice(2);

@@ -1,0 +1,23 @@
+/** A domain: a domain id, its second-stage page tables, its IOVA space and the devices attached to it. */
+import type { DomainPageTables, Translation } from "./domain-page-tables.ts";
+import type { IovaAllocator } from "./iova-allocator.ts";
+
+export class Domain {
+  readonly devices = new Set<number>();
+  /** Devices attached with a device-TLB (context TT = 1): unmaps also invalidate their ATS caches. */
+  readonly deviceTlbDevices = new Set<number>();
+
+  constructor(
+    readonly did: number,
+    /** Context AW: 1 = 39-bit, 2 = 48-bit. */
+    readonly aw: number,
+    readonly widthBits: number,
+    readonly tables: DomainPageTables,
+    readonly iovas: IovaAllocator,
+  ) {}
+
+  /** What the tables map at `iova` now (not what the unit may still have cached). */
+  lookup(iova: number): Translation | undefined {
+    return this.tables.lookup(iova);
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Invalidation requests, as the driver thinks of them, and the two ways to carry them out:
+ * queued invalidation (VT-d §6.5.2) and the register interface (VT-d §6.5.1). Both take a batch
+ * and either wait by polling (`run`) or return a Promise (`runAsync`).
+ */
+import type { DriverCounters } from "./counters.ts";
+import type { UnitCapabilities } from "./discovery.ts";
+
+export type InvalidationRequest =
+  | { kind: "context-global" }
+  | { kind: "context-domain"; did: number }
+  /** Device-selective; `did` is the domain the entry had (0 for a not-present entry under CM = 1). */
+  | { kind: "context-device"; did: number; sid: number; fm: number }
+  | { kind: "iotlb-global" }
+  | { kind: "iotlb-domain"; did: number }
+  /** 2^am pages at `address` (aligned to them); ih: only leaf entries changed. */
+  | { kind: "iotlb-page"; did: number; address: number; am: number; ih: boolean }
+  /** `address` in the ATS encoding: with `size`, the lowest clear bit from 12 up gives the extent. */
+  | { kind: "device-tlb"; sid: number; address: bigint; size: boolean };
+
+export interface Invalidator {
+  readonly kind: "queued" | "register";
+  /** Carries out the batch and returns when the unit reports it complete (polling). */
+  run(requests: readonly InvalidationRequest[]): void;
+  /** Carries out the batch; the Promise resolves on completion, without busy-waiting where the unit allows. */
+  runAsync(requests: readonly InvalidationRequest[]): Promise<void>;
+}
+
+const PAGE = 4096;
+
+/** The mask (AM) of the smallest aligned block of 2^AM pages containing [start, start + length). */
+export function addressMask(start: number, length: number): { address: number; am: number } {
+  const first = Math.floor(start / PAGE);
+  const last = Math.floor((start + length - 1) / PAGE);
+  let am = 0;
+  let block = 1;
+  while (Math.floor(first / block) !== Math.floor(last / block)) {
+    am++;
+    block *= 2;
+  }
+  return { address: Math.floor(first / block) * block * PAGE, am };
+}
+
+/**
+ * One invalidation for a contiguous range: page-selective with the covering mask, or
+ * domain-selective when the unit has no PSI or the mask is above CAP.MAMV.
+ */
+export function iotlbRange(caps: UnitCapabilities, counters: DriverCounters, did: number, start: number, length: number, leafOnly: boolean): InvalidationRequest {
+  const { address, am } = addressMask(start, length);
+  if (!caps.pageSelective || am > caps.mamv) {
+    counters.pageSelectiveFallbacks++;
+    return { kind: "iotlb-domain", did };
+  }
+  return { kind: "iotlb-page", did, address, am, ih: leafOnly };
+}
+
+/** A device-TLB invalidation of the range, in the ATS size encoding (PCIe ATS §3.1.2). */
+export function deviceTlbRange(sid: number, start: number, length: number): InvalidationRequest {
+  const { address, am } = addressMask(start, length);
+  if (am === 0) return { kind: "device-tlb", sid, address: BigInt(address), size: false };
+  if (am >= 52) return deviceTlbEverything(sid);
+  const sizeBits = BigInt(2 ** (am - 1) - 1) << 12n;
+  return { kind: "device-tlb", sid, address: BigInt(address) | sizeBits, size: true };
+}
+
+/** Every translation the endpoint holds: bits 62:12 set, bit 63 clear (a 2^64-byte extent). */
+export function deviceTlbEverything(sid: number): InvalidationRequest {
+  return { kind: "device-tlb", sid, address: 0x7fff_ffff_ffff_f000n, size: true };
+}
+
+export function countRequests(counters: DriverCounters, requests: readonly InvalidationRequest[]): void {
+  for (const r of requests) {
+    switch (r.kind) {
+      case "context-global": counters.contextInvalidations.global++; break;
+      case "context-domain": counters.contextInvalidations.domain++; break;
+      case "context-device": counters.contextInvalidations.device++; break;
+      case "iotlb-global": counters.iotlbInvalidations.global++; break;
+      case "iotlb-domain": counters.iotlbInvalidations.domain++; break;
+      case "iotlb-page": counters.iotlbInvalidations.page++; break;
+      case "device-tlb": counters.deviceTlbInvalidations++; break;
+    }
+  }
+}
+
+export function describeRequest(r: InvalidationRequest): string {
+  switch (r.kind) {
+    case "context-global": return "global context-cache invalidation";
+    case "context-domain": return `context-cache invalidation of domain ${r.did}`;
+    case "context-device": return `context-cache invalidation of device ${r.sid.toString(16)} (DID ${r.did})`;
+    case "iotlb-global": return "global IOTLB invalidation";
+    case "iotlb-domain": return `IOTLB invalidation of domain ${r.did}`;
+    case "iotlb-page": return `page-selective IOTLB invalidation of domain ${r.did} at 0x${r.address.toString(16)}, AM ${r.am}`;
+    case "device-tlb": return `device-TLB invalidation of device ${r.sid.toString(16)} at 0x${r.address.toString(16)}${r.size ? " (sized)" : ""}`;
+  }
+}
