@@ -26,34 +26,34 @@ static bool table_ok(const u8 *t) {
 
 static void parse_units(const u8 *dmar, struct dmar_info *out) {
   u32 length = rd32(dmar + 4);
-  for (u32 off = VTD_DMAR_STRUCTURES_OFFSET; off + 4 <= length;) {
+  for (u32 off = VTD_DMAR_TABLE_STRUCTURES; off + 4 <= length;) {
     const u8 *s = dmar + off;
     u16 type = rd16(s), slen = rd16(s + 2);
     if (slen < 4 || off + slen > length) break;
-    if (type == VTD_DMAR_STRUCTURE_DRHD && out->unit_count < DMAR_MAX_UNITS) {
+    if (type == VTD_REMAPPING_STRUCTURE_TYPE_DRHD && out->unit_count < DMAR_MAX_UNITS) {
       struct dmar_unit *u = &out->units[out->unit_count++];
-      u->flags = s[VTD_DRHD_FLAGS_OFFSET];
-      u->segment = rd16(s + VTD_DRHD_SEGMENT_OFFSET);
-      u->base = rd64(s + VTD_DRHD_BASE_OFFSET);
-      for (u32 so = VTD_DRHD_SCOPES_OFFSET; so + 6 <= slen;) {
+      u->flags = s[VTD_DRHD_FLAGS];
+      u->segment = rd16(s + VTD_DRHD_SEGMENT);
+      u->base = rd64(s + VTD_DRHD_REGISTER_BASE);
+      for (u32 so = VTD_DRHD_DEVICE_SCOPES; so + 6 <= slen;) {
         const u8 *d = s + so;
-        u8 dlen = d[VTD_DEVICE_SCOPE_LENGTH_OFFSET];
+        u8 dlen = d[VTD_DEVICE_SCOPE_LENGTH];
         if (dlen < 6 || so + dlen > slen) break;
         if (u->scope_count < DMAR_MAX_SCOPES) {
           struct dmar_scope *sc = &u->scopes[u->scope_count++];
-          sc->type = d[VTD_DEVICE_SCOPE_TYPE_OFFSET];
-          sc->enumeration_id = d[VTD_DEVICE_SCOPE_ENUMERATION_ID_OFFSET];
-          sc->start_bus = d[VTD_DEVICE_SCOPE_START_BUS_OFFSET];
-          u32 pairs = (dlen - VTD_DEVICE_SCOPE_PATH_OFFSET) / 2;
+          sc->type = d[VTD_DEVICE_SCOPE_TYPE];
+          sc->enumeration_id = d[VTD_DEVICE_SCOPE_ENUMERATION_ID];
+          sc->start_bus = d[VTD_DEVICE_SCOPE_START_BUS];
+          u32 pairs = (dlen - VTD_DEVICE_SCOPE_PATH) / 2;
           sc->path_length = (u8)(pairs > DMAR_MAX_PATH ? DMAR_MAX_PATH : pairs);
           for (u32 i = 0; i < sc->path_length; i++) {
-            sc->path[i][0] = d[VTD_DEVICE_SCOPE_PATH_OFFSET + 2 * i];
-            sc->path[i][1] = d[VTD_DEVICE_SCOPE_PATH_OFFSET + 2 * i + 1];
+            sc->path[i][0] = d[VTD_DEVICE_SCOPE_PATH + 2 * i];
+            sc->path[i][1] = d[VTD_DEVICE_SCOPE_PATH + 2 * i + 1];
           }
         }
         so += dlen;
       }
-    } else if (type != VTD_DMAR_STRUCTURE_DRHD) {
+    } else if (type != VTD_REMAPPING_STRUCTURE_TYPE_DRHD) {
       out->other_structures++;
     }
     off += slen;
@@ -97,8 +97,8 @@ bool acpi_find_dmar(struct dmar_info *out, const char **why) {
       return false;
     }
     out->table = (u32)t;
-    out->haw_minus_one = t[VTD_DMAR_HAW_OFFSET];
-    out->flags = t[VTD_DMAR_FLAGS_OFFSET];
+    out->haw_minus_one = t[VTD_DMAR_TABLE_HOST_ADDRESS_WIDTH];
+    out->flags = t[VTD_DMAR_TABLE_FLAGS];
     parse_units(t, out);
     return true;
   }
@@ -107,7 +107,7 @@ bool acpi_find_dmar(struct dmar_info *out, const char **why) {
 }
 
 bool dmar_unit_covers(const struct dmar_unit *unit, struct pci_function f) {
-  if (unit->flags & VTD_DRHD_FLAG_INCLUDE_PCI_ALL) return true;
+  if (unit->flags & VTD_DRHD_FLAGS_INCLUDE_PCI_ALL) return true;
   for (u32 i = 0; i < unit->scope_count; i++) {
     const struct dmar_scope *s = &unit->scopes[i];
     if (s->type != VTD_DEVICE_SCOPE_TYPE_PCI_ENDPOINT || s->path_length == 0) continue;

@@ -15,50 +15,6 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as spec from "../src/spec/index.ts";
 
-/**
- * Facts the guest needs that src/spec does not hold yet (ACPI DMAR layout, VT-d §8). They belong
- * in src/spec; until the lead moves them there they live here, clearly separate.
- */
-export const LOCAL_FACTS_NOT_YET_IN_SPEC = {
-  /** DMAR table (VT-d §8.1): byte offsets in the table. */
-  Dmar: {
-    HAW_OFFSET: 36,
-    FLAGS_OFFSET: 37,
-    STRUCTURES_OFFSET: 48,
-    FLAG_INTR_REMAP: 0x1,
-  },
-  /** Remapping structure types (VT-d §8.2). */
-  DmarStructure: {
-    DRHD: 0,
-    RMRR: 1,
-    ATSR: 2,
-    RHSA: 3,
-    ANDD: 4,
-    SATC: 5,
-  },
-  /** DRHD layout (VT-d §8.3): offsets from the structure's start. */
-  Drhd: {
-    FLAGS_OFFSET: 4,
-    SEGMENT_OFFSET: 6,
-    BASE_OFFSET: 8,
-    SCOPES_OFFSET: 16,
-    FLAG_INCLUDE_PCI_ALL: 0x1,
-  },
-  /** Device scope entry (VT-d §8.3.1). */
-  DeviceScope: {
-    TYPE_OFFSET: 0,
-    LENGTH_OFFSET: 1,
-    ENUMERATION_ID_OFFSET: 4,
-    START_BUS_OFFSET: 5,
-    PATH_OFFSET: 6,
-    TYPE_PCI_ENDPOINT: 1,
-    TYPE_PCI_SUB_HIERARCHY: 2,
-    TYPE_IOAPIC: 3,
-    TYPE_MSI_HPET: 4,
-    TYPE_ACPI_NAMESPACE: 5,
-  },
-} as const;
-
 const PREFIX = "VTD_";
 
 function macroName(name: string): string {
@@ -146,10 +102,6 @@ export function generateHeader(): string {
     "#define FIELD_PREP(F, x) ((((unsigned long long)(x)) << F##_SHIFT) & F##_MASK)",
     "",
     ...section("From src/spec/index.ts", spec as unknown as Record<string, unknown>),
-    ...section(
-      "LOCAL: facts not yet in src/spec (firmware/gen-header.ts LOCAL_FACTS_NOT_YET_IN_SPEC)",
-      LOCAL_FACTS_NOT_YET_IN_SPEC,
-    ),
     "#endif /* VTD_SPEC_H */",
     "",
   ];

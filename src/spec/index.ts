@@ -4,3 +4,4 @@ export * from "./registers.ts";
 export * from "./fault-reasons.ts";
 export * from "./entries.ts";
 export * from "./descriptors.ts";
+export * from "./dmar.ts";
