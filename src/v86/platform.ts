@@ -30,6 +30,13 @@ export interface PlatformOptions {
   multibootInfoAddress?: number;
   /** SeaBIOS boot: serve the DMAR as fw_cfg item 0x8000. Default false. */
   acpiThroughFwCfg?: boolean;
+  /**
+   * Sees every MSI (the unit's and the devices') before the LAPIC does; returning true consumes
+   * it. A host-side driver (the guest driver's v86 platform) registers its handlers here.
+   */
+  msiListener?: (address: bigint, data: number) => boolean;
+  /** Attaches more PCI functions of this project; returns their endpoints for the DMAR's DRHD scope. */
+  attachDevices?: (bus: V86PciBus) => PciEndpoint[];
 }
 
 export interface Platform {
@@ -45,6 +52,7 @@ export function installPlatform(machine: Machine, options: PlatformOptions = {})
   const { cpu, safePoints, memory } = machine;
   let undelivered = 0;
   const deliver = (address: bigint, data: number) => {
+    if (options.msiListener?.(address, data)) return;
     if (deliverMsiToLapic(cpu, address, data) !== "delivered") undelivered++;
   };
   const device = new VtdDevice({
@@ -61,7 +69,7 @@ export function installPlatform(machine: Machine, options: PlatformOptions = {})
     new EduDevice({ port, dmaDelayMs: options.eduDmaDelayMs ?? 0, ...(options.eduDmaMask !== undefined ? { dmaMask: options.eduDmaMask } : {}) }),
   );
 
-  const endpoints: PciEndpoint[] = [{ bus: 0, dev: EDU_PCI_SLOT, fn: 0 }];
+  const endpoints: PciEndpoint[] = [{ bus: 0, dev: EDU_PCI_SLOT, fn: 0 }, ...(options.attachDevices?.(bus) ?? [])];
   const mgaw = Number(getField(device.readRegister(Reg.CAP, 8), Cap.MGAW)) + 1;
   const dmar = buildDmar({ hostAddressWidth: mgaw, unitBase: VTD_UNIT_BASE, deviceScopes: endpoints });
   if (options.acpiInRam ?? true) installAcpiTablesInRam(memory, [buildMadt(), dmar], options.multibootInfoAddress);
