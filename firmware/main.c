@@ -6,6 +6,9 @@
  * Command line (multiboot): `skip-cm-invalidation` leaves out the CM = 1 invalidation after the
  * context entry becomes present, once, and reports whether a stale fault is then seen;
  * `no-qi` uses register-based invalidation even when queued invalidation is offered.
+ * `translation-off` never enables translation: only the untranslated DMA and the workload run
+ * (the baseline of the boot-to-exit benchmark). `dma-rounds=N` adds a workload of N edu DMA
+ * round trips (to the device and back, 2 KiB each way), translated unless `translation-off`.
  */
 #include "acpi.h"
 #include "console.h"
@@ -44,7 +47,8 @@ extern const u8 __image_end[];
 
 static struct edu edu;
 static struct dmar_info dmar;
-static bool option_skip_cm, option_no_qi;
+static bool option_skip_cm, option_no_qi, option_translation_off;
+static u32 option_dma_rounds;
 static u32 ram_top_below_4g; /* end of the RAM region that holds 1 MiB */
 
 /* ---- helpers ---- */
@@ -69,6 +73,20 @@ static bool has_word(const char *s, const char *word) {
     if (start && memcmp(p, word, n) == 0 && (p[n] == 0 || p[n] == ' ')) return true;
   }
   return false;
+}
+
+/* The decimal value of `key=` in the command line, or 0. */
+static u32 word_value(const char *s, const char *key) {
+  u32 n = 0;
+  while (key[n]) n++;
+  for (const char *p = s; *p; p++) {
+    if ((p == s || p[-1] == ' ') && memcmp(p, key, n) == 0) {
+      u32 v = 0;
+      for (p += n; *p >= '0' && *p <= '9'; p++) v = v * 10 + (u32)(*p - '0');
+      return v;
+    }
+  }
+  return 0;
 }
 
 static u32 fsts_errors(void) {
@@ -126,9 +144,13 @@ static void read_multiboot(u32 magic, const u32 *mbi) {
     const char *cmdline = (const char *)mbi[4];
     option_skip_cm = has_word(cmdline, "skip-cm-invalidation");
     option_no_qi = has_word(cmdline, "no-qi");
+    option_translation_off = has_word(cmdline, "translation-off");
+    option_dma_rounds = word_value(cmdline, "dma-rounds=");
   }
   info("option.skip-cm-invalidation %u", option_skip_cm);
   info("option.no-qi %u", option_no_qi);
+  info("option.translation-off %u", option_translation_off);
+  info("option.dma-rounds %u", option_dma_rounds);
   u32 total_kib = 0;
   if (flags & (1u << 6)) {
     for (u32 p = mbi[12]; p < mbi[12] + mbi[11];) {
@@ -426,6 +448,19 @@ static void test_wait_descriptors(void) {
   vtd_write32(VTD_REG_IECTL, (u32)VTD_EVENT_CONTROL_IM);
 }
 
+/* The benchmark workload: round trips between two buffers, through `src` and `dst` addresses. */
+static void run_dma_rounds(u64 src, u64 dst) {
+  if (option_dma_rounds == 0) return;
+  fill(buf_a, sizeof(buf_a), 0x55);
+  memset(buf_b, 0, sizeof(buf_b));
+  u32 done = 0;
+  while (done < option_dma_rounds && edu_dma(&edu, EDU_TO_DEVICE, src, 0, DMA_SIZE) &&
+         edu_dma(&edu, EDU_TO_RAM, dst, 0, DMA_SIZE))
+    done++;
+  check("workload.dma-rounds", done == option_dma_rounds && fsts_errors() == 0 && memcmp(buf_a, buf_b, DMA_SIZE) == 0,
+        "%u of %u rounds, fsts=0x%08x", done, option_dma_rounds, fsts_errors());
+}
+
 static void report_counts(void) {
   const struct vtd_counts *c = &unit.counts;
   info("count.context-cache global %u domain %u device %u", c->context_global, c->context_domain, c->context_device);
@@ -451,6 +486,10 @@ _Noreturn void guest_main(u32 magic, const u32 *mbi) {
     report_unit();
     test_untranslated();
     vtd_clear_faults();
+  }
+  if (dmar_unit && option_translation_off) {
+    run_dma_rounds((u32)buf_a, (u32)buf_b);
+  } else if (dmar_unit) {
     setup_invalidation();
     tables_init(edu.pci);
     check("root.set", vtd_set_root_table(tables_root()), "root table not taken");
@@ -468,6 +507,7 @@ _Noreturn void guest_main(u32 magic, const u32 *mbi) {
     if (superpages) test_superpage();
     test_faults();
     test_unmap();
+    run_dma_rounds(IOVA_A, IOVA_B);
     test_wait_descriptors();
     report_counts();
   }

@@ -36,7 +36,11 @@ const SCENARIOS: Scenario[] = [
   { name: "CM=1", cachingMode: true, awBits: 39 },
   { name: "CM=1 aw-bits=48", cachingMode: true, awBits: 48 },
   { name: "CM=1 skip-cm-invalidation", cachingMode: true, awBits: 39, cmdline: "skip-cm-invalidation" },
+  // The boot benchmark's two guests (bench/v86-boot.bench.ts), with a short workload.
+  { name: "CM=1 dma-rounds=5", cachingMode: true, awBits: 39, cmdline: "dma-rounds=5" },
+  { name: "CM=1 translation-off dma-rounds=5", cachingMode: true, awBits: 39, cmdline: "translation-off dma-rounds=5" },
 ];
+const SKIP_CM = "CM=1 skip-cm-invalidation";
 
 /** Comparable lines: RESULT and INFO, without the summary (derived from the RESULT lines). */
 function comparable(transcript: string): string[] {
@@ -89,10 +93,17 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
   });
 
   it("v86 skip-cm-invalidation: our unit under CM = 1 shows the stale not-present context entry", () => {
-    const transcript = v86.get("CM=1 skip-cm-invalidation")!.transcript;
+    const transcript = v86.get(SKIP_CM)!.transcript;
     expect(transcript).toContain("RESULT cm.stale-fault OBSERVED");
     expect(transcript).toContain("INFO cm.stale-fault reason 0x2"); // context entry not present
     expect(transcript).toContain("INFO count.cm-invalidations-skipped 1");
+  });
+
+  it("v86 translation-off: the unit is never enabled, the workload runs on physical addresses", () => {
+    const run = v86.get("CM=1 translation-off dma-rounds=5")!;
+    expect(run.transcript).toContain("RESULT workload.dma-rounds PASS");
+    expect(run.transcript).not.toContain("te.enable");
+    expect(v86.get("CM=1 dma-rounds=5")!.transcript).toContain("RESULT workload.dma-rounds PASS");
   });
 
   it("v86 only (QEMU has neither): CAP.RWBF = 1 and ECAP.C = 1 change what the guest flushes", async () => {
@@ -106,7 +117,7 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
   });
 
   describe.skipIf(!compareWithQemu)("compared with QEMU", () => {
-    it.each(SCENARIOS.filter((s) => !s.cmdline))("$name: transcripts are identical except PLATFORM lines", async ({ name }) => {
+    it.each(SCENARIOS.filter((s) => s.name !== SKIP_CM))("$name: transcripts are identical except PLATFORM lines", async ({ name }) => {
       const q = await qemu.get(name)!;
       expect(q.exitCode, q.transcript + q.diagnostics).toBe(0);
       const qemuLines = comparable(q.transcript);
@@ -114,10 +125,10 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
     });
 
     it("skip-cm-invalidation: the transcripts differ only in the stale-fault observation", async () => {
-      const q = await qemu.get("CM=1 skip-cm-invalidation")!;
+      const q = await qemu.get(SKIP_CM)!;
       expect(q.exitCode, q.transcript + q.diagnostics).toBe(0);
       const qemuLines = comparable(q.transcript);
-      const ourLines = comparable(v86.get("CM=1 skip-cm-invalidation")!.transcript);
+      const ourLines = comparable(v86.get(SKIP_CM)!.transcript);
       // QEMU does not cache not-present entries: the skipped invalidation goes unnoticed there.
       expect(qemuLines).toContain("RESULT cm.stale-fault NOT-OBSERVED");
       const expectedOurs = qemuLines.flatMap((line) =>
