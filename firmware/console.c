@@ -18,8 +18,11 @@ void console_init(void) {
 }
 
 static void console_putc(char c) {
-  /* Bounded wait for the transmitter; an emulated UART is always ready at once. */
-  for (u32 i = 0; i < 100000 && !(inb(COM1 + 5) & 0x20); i++) {
+  /*
+   * Bounded wait for the transmitter. An emulated UART is usually ready at once, but QEMU keeps
+   * THRE clear while its host side is busy (a loaded machine): 100k polls once lost a character.
+   */
+  for (u32 i = 0; i < 20000000 && !(inb(COM1 + 5) & 0x20); i++) {
   }
   outb(COM1, (u8)c);
 }

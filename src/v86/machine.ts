@@ -23,11 +23,18 @@ export interface MachineOptions {
   /** SeaBIOS and VGA BIOS images for BIOS boots. */
   bios?: Uint8Array;
   vgaBios?: Uint8Array;
+  /**
+   * A Linux bzImage, booted by SeaBIOS through v86's option ROM (needs `bios`), with `cmdline`.
+   * v86 loads `initrd` at 64 MiB: memoryBytes must leave room above it.
+   */
+  bzImage?: Uint8Array;
+  initrd?: Uint8Array;
   /** Run v86's interpreter only. Default false (JIT on). */
   disableJit?: boolean;
 }
 
-export type StopReason = "exit" | "timeout" | "halted";
+/** exit port written; timeout; HLT with interrupts off; `requestStop` called by the host. */
+export type StopReason = "exit" | "timeout" | "halted" | "requested";
 
 export interface MachineOutcome {
   reason: StopReason;
@@ -38,6 +45,8 @@ export interface MachineOutcome {
 
 export const DEFAULT_MEMORY_BYTES = 64 << 20;
 export const MAX_MEMORY_BYTES = 2048 * 2 ** 20;
+/** Where v86 puts an initrd (its bzImage loader, fixed). */
+export const INITRD_ADDRESS = 64 << 20;
 
 function arrayBuffer(bytes: Uint8Array): ArrayBuffer {
   return bytes.slice().buffer as ArrayBuffer; // own copy: Node's small Buffers share a pool
@@ -97,6 +106,17 @@ export class Machine {
     if (options.cmdline !== undefined) settings.cmdline = options.cmdline;
     if (options.bios) settings.bios = { buffer: arrayBuffer(options.bios) };
     if (options.vgaBios) settings.vga_bios = { buffer: arrayBuffer(options.vgaBios) };
+    if (options.bzImage) {
+      if (!options.bios) throw new Error("machine: a bzImage boots through a BIOS (option bios)");
+      settings.bzimage = { buffer: arrayBuffer(options.bzImage) };
+    }
+    if (options.initrd) {
+      if (!options.bzImage) throw new Error("machine: option initrd needs option bzImage");
+      if (memoryBytes < INITRD_ADDRESS + options.initrd.length) {
+        throw new RangeError(`machine memory: ${memoryBytes} bytes do not hold the initrd v86 loads at 64 MiB (${options.initrd.length} bytes)`);
+      }
+      settings.initrd = { buffer: arrayBuffer(options.initrd) };
+    }
     const emulator = new V86(settings as ConstructorParameters<typeof V86>[0]) as unknown as V86Emulator;
     await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
     return new Machine(emulator, clflush);
@@ -142,6 +162,12 @@ export class Machine {
       this.finish = undefined;
       this.fail = undefined;
     }
+  }
+
+  /** Ends a `run` in progress (e.g. the host saw a kernel panic on the console): it resolves with "requested". */
+  requestStop(): void {
+    this.safePoints.freeze();
+    this.finish?.("requested");
   }
 
   /** Stops the CPU now (not at v86's next tick) and frees the emulator. */

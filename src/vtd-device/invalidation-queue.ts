@@ -241,8 +241,7 @@ export class InvalidationQueue {
         if (reserved(DEVICE_TLB_RESERVED, w0, w1, w2, w3)) return "device-TLB descriptor with reserved bits set";
         const sid = w1 & 0xffff;
         const { start, end } = deviceTlbRange(w3 * TWO_POW_32 + ((w2 & 0xffff_f000) >>> 0), (w2 & 1) !== 0);
-        this.stats.deviceIotlbInvalidations++;
-        if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "device-iotlb", granularity: `${end - start} bytes`, source: "queue", sid, address: BigInt(start) });
+        this.invalidation.deviceTlb(sid, start, end, "queue");
         this.pendingDeviceTlb.push({
           sid, start, end,
           completesAt: this.now + this.options.deviceIotlbLatencyMs,

@@ -1,7 +1,7 @@
 /**
  * The cache operations every invalidation ends in, whichever interface asked for it: the
  * context-command and IOTLB registers (VT-d §6.5.1) or the invalidation queue (VT-d §6.5.2).
- * One path, so counting, tracing and (later) notifiers hook in one place.
+ * One path, so counting, tracing and the notifiers hook in one place.
  */
 import type { ContextCache } from "./context-cache.ts";
 import type { Iotlb } from "./iotlb.ts";
@@ -10,7 +10,29 @@ import type { Tracer } from "./trace.ts";
 
 export type InvalidationSource = "register" | "queue";
 
+/**
+ * Told of every invalidation after the caches dropped their entries (the IOMMU notifiers,
+ * notifiers.ts). Called only while `active`, so nobody listening costs one field check.
+ */
+export interface InvalidationListener {
+  readonly active: boolean;
+  contextGlobal(): void;
+  contextDomain(did: number): void;
+  contextDevice(sid: number, functionMask: number): void;
+  iotlbGlobal(): void;
+  iotlbDomain(did: number): void;
+  /** `span` bytes at `address` (aligned to the span). */
+  iotlbPages(did: number, address: number, span: number): void;
+  /** A device-TLB invalidation of [start, end) sent to endpoint `sid`. */
+  deviceTlb(sid: number, start: number, end: number): void;
+  /** Root table or translation enable changed, or reset. */
+  everything(): void;
+}
+
 export class Invalidation {
+  /** The notifiers (set by the device). */
+  listener: InvalidationListener | undefined;
+
   constructor(
     private readonly contextCache: ContextCache,
     private readonly iotlb: Iotlb,
@@ -21,12 +43,14 @@ export class Invalidation {
   contextGlobal(source: InvalidationSource): void {
     this.stats.contextInvalidations.global++;
     this.contextCache.invalidateAll();
+    if (this.listener?.active) this.listener.contextGlobal();
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "context", granularity: "global", source });
   }
 
   contextDomain(did: number, source: InvalidationSource): void {
     this.stats.contextInvalidations.domain++;
     this.contextCache.invalidateDomain(did);
+    if (this.listener?.active) this.listener.contextDomain(did);
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "context", granularity: "domain", source, did });
   }
 
@@ -34,18 +58,21 @@ export class Invalidation {
   contextDevice(sid: number, functionMask: number, did: number, source: InvalidationSource): void {
     this.stats.contextInvalidations.device++;
     this.contextCache.invalidateDevice(sid, functionMask);
+    if (this.listener?.active) this.listener.contextDevice(sid, functionMask);
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "context", granularity: "device", source, sid, fm: functionMask, did });
   }
 
   iotlbGlobal(source: InvalidationSource): void {
     this.stats.iotlbInvalidations.global++;
     this.iotlb.invalidateAll();
+    if (this.listener?.active) this.listener.iotlbGlobal();
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "iotlb", granularity: "global", source });
   }
 
   iotlbDomain(did: number, source: InvalidationSource): void {
     this.stats.iotlbInvalidations.domain++;
     this.iotlb.invalidateDomain(did);
+    if (this.listener?.active) this.listener.iotlbDomain(did);
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "iotlb", granularity: "domain", source, did });
   }
 
@@ -55,6 +82,7 @@ export class Invalidation {
     const span = 2 ** (12 + am);
     const base = address - (address % span);
     this.iotlb.invalidatePages(did, base, am);
+    if (this.listener?.active) this.listener.iotlbPages(did, base, span);
     if (this.tracer.active) {
       this.tracer.emit({ type: "vtd_inv", cache: "iotlb", granularity: "page", source, did, address: BigInt(base), am, ih: invalidationHint });
     }
@@ -64,5 +92,13 @@ export class Invalidation {
   everything(): void {
     this.contextCache.invalidateAll();
     this.iotlb.invalidateAll();
+    if (this.listener?.active) this.listener.everything();
+  }
+
+  /** A device-TLB invalidation of [start, end) sent to endpoint `sid` (VT-d §6.5.2.5); the endpoint answers later. */
+  deviceTlb(sid: number, start: number, end: number, source: InvalidationSource): void {
+    this.stats.deviceIotlbInvalidations++;
+    if (this.listener?.active) this.listener.deviceTlb(sid, start, end);
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "device-iotlb", granularity: `${end - start} bytes`, source, sid, address: BigInt(start) });
   }
 }
