@@ -35,6 +35,7 @@ async function main(argv: string[]): Promise<number> {
   console.error(`booting ${kernelPath} (caching mode ${args.cachingMode ? "on" : "off"}, ${args.awBits}-bit address width)`);
   const run = await runMultibootGuest({
     kernel: new Uint8Array(readFileSync(kernelPath)),
+    cmdline: args.cmdline,
     vtd: { cachingMode: args.cachingMode, awBits: args.awBits },
     timeoutMs: args.timeoutSeconds * 1000,
     // The test guest provokes a fault beyond MGAW: edu must not clip its bus addresses to 28 bits.

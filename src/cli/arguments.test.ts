@@ -3,14 +3,15 @@ import { parseArguments } from "./arguments.ts";
 
 describe("npm start arguments", () => {
   it("defaults to caching mode on, 48-bit, the firmware kernel, 60 s", () => {
-    expect(parseArguments([])).toEqual({ cachingMode: true, awBits: 48, kernel: undefined, timeoutSeconds: 60, help: false });
+    expect(parseArguments([])).toEqual({ cachingMode: true, awBits: 48, kernel: undefined, cmdline: "", timeoutSeconds: 60, help: false });
   });
 
   it("takes every option, as two words or with =", () => {
-    expect(parseArguments(["--caching-mode", "off", "--aw-bits=39", "--kernel", "g.elf", "--timeout", "2.5"])).toEqual({
+    expect(parseArguments(["--caching-mode", "off", "--aw-bits=39", "--kernel", "g.elf", "--cmdline", "no-qi dma-rounds=3", "--timeout", "2.5"])).toEqual({
       cachingMode: false,
       awBits: 39,
       kernel: "g.elf",
+      cmdline: "no-qi dma-rounds=3",
       timeoutSeconds: 2.5,
       help: false,
     });
@@ -23,6 +24,8 @@ describe("npm start arguments", () => {
     expect(() => parseArguments(["--timeout", "-1"])).toThrow(/--timeout: expected a number of seconds/);
     expect(() => parseArguments(["--kernel"])).toThrow(/--kernel needs a value/);
     expect(() => parseArguments(["--kernel", "--help"])).toThrow(/--kernel needs a value/);
+    expect(() => parseArguments(["--cmdline"])).toThrow(/--cmdline needs a value/);
+    expect(parseArguments(["--cmdline=--x"]).cmdline).toBe("--x");
     expect(() => parseArguments(["--verbose"])).toThrow(/unknown option --verbose/);
     expect(() => parseArguments(["kernel.elf"])).toThrow(/unknown option kernel.elf \(options start with --\)/);
   });

@@ -3,6 +3,8 @@ export interface MainArguments {
   cachingMode: boolean;
   awBits: 39 | 48;
   kernel: string | undefined;
+  /** The guest's (multiboot) command line. */
+  cmdline: string;
   timeoutSeconds: number;
   help: boolean;
 }
@@ -21,13 +23,15 @@ options:
   --aw-bits 39|48         guest address width (default 48)
   --kernel <file>         multiboot ELF to boot (default ${DEFAULT_KERNEL},
                           built by npm run build:firmware when missing)
+  --cmdline "<text>"      the guest's command line; the test guest knows
+                          skip-cm-invalidation, no-qi, translation-off, dma-rounds=N
   --timeout <seconds>     wall-clock limit (default ${DEFAULT_TIMEOUT_SECONDS})
   --help                  this text`;
 
 export class ArgumentError extends Error {}
 
 export function parseArguments(argv: readonly string[]): MainArguments {
-  const parsed: MainArguments = { cachingMode: true, awBits: 48, kernel: undefined, timeoutSeconds: DEFAULT_TIMEOUT_SECONDS, help: false };
+  const parsed: MainArguments = { cachingMode: true, awBits: 48, kernel: undefined, cmdline: "", timeoutSeconds: DEFAULT_TIMEOUT_SECONDS, help: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const [name, inline] = arg.startsWith("--") && arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
@@ -56,6 +60,13 @@ export function parseArguments(argv: readonly string[]): MainArguments {
       case "--kernel":
         parsed.kernel = value();
         break;
+      case "--cmdline": {
+        // Not value(): a guest option may itself start with "--".
+        const v = inline ?? argv[++i];
+        if (v === undefined) throw new ArgumentError("option --cmdline needs a value");
+        parsed.cmdline = v;
+        break;
+      }
       case "--timeout": {
         const v = value();
         const seconds = Number(v);
