@@ -1,43 +1,23 @@
 /**
  * Each invalidation rule, kept and broken: the correct driver's device works; with the rule
- * suppressed (test-only switch) the unit shows why the rule exists.
+ * suppressed (test-only switch) the unit shows why the rule exists. The CM = 1 scenarios live in
+ * testing.ts: test/guest-driver-v86.test.ts runs them on v86.
  */
 import { describe, expect, it } from "vitest";
-import { FaultReason } from "../spec/fault-reasons.ts";
 import type { DriverRule } from "./options.ts";
-import { deviceRead, readTag, SID_A, SID_B, tag, testMachine, unflushedTableLines, type TestMachine } from "./testing.ts";
-
-const IOVA = 0x1000_0000;
-const PHYS_1 = 0x40_0000, PHYS_2 = 0x50_0000;
-
-function tagsAt(m: TestMachine): void {
-  tag(m.platform, PHYS_1, 0x1111);
-  tag(m.platform, PHYS_2, 0x2222);
-}
-
-/** What the device reads at `iova`: the tag, or "fault <reason>". */
-function seen(m: TestMachine, iova = IOVA): number | string {
-  const r = deviceRead(m.platform, SID_A, iova);
-  return r.ok ? readTag(r.bytes) : `fault ${FaultReason[r.reason] ?? r.reason}`;
-}
+import {
+  cmContextScenario, cmMapScenario, ruleTags, RULE_IOVA as IOVA, RULE_PHYS_1 as PHYS_1, RULE_PHYS_2 as PHYS_2, seen, SID_A, SID_B, testMachine,
+  unflushedTableLines, type TestMachine,
+} from "./testing.ts";
 
 function machine(vtd: Parameters<typeof testMachine>[0], suppress: DriverRule[] = [], mode: "strict" | "lazy" = "strict"): TestMachine {
   const m = testMachine(vtd, { mode, testOnly: { suppress } });
-  tagsAt(m);
+  ruleTags(m);
   return m;
 }
 
 describe("CM = 1: context entry not-present -> present", () => {
-  const scenario = (suppress: DriverRule[]) => {
-    const m = machine({ cachingMode: true }, suppress);
-    m.driver.attach(SID_B, m.driver.createDomain()); // bus 0's context table exists
-    // The device tries DMA before it is attached: under CM the unit caches "not present" (DID 0).
-    expect(seen(m)).toBe("fault ContextEntryNotPresent");
-    const d = m.driver.createDomain();
-    m.driver.map(d, IOVA, PHYS_1, 4096, "r");
-    m.driver.attach(SID_A, d);
-    return seen(m);
-  };
+  const scenario = (suppress: DriverRule[]) => cmContextScenario(expect, machine({ cachingMode: true }, suppress));
 
   it("kept: device-selective context invalidation (DID 0) then domain-selective IOTLB: the device works", () => {
     expect(scenario([])).toBe(0x1111);
@@ -61,15 +41,7 @@ describe("CM = 1: context entry not-present -> present", () => {
 });
 
 describe("CM = 1: a page-selective invalidation after every map", () => {
-  const scenario = (suppress: DriverRule[]) => {
-    const m = machine({ cachingMode: true }, suppress);
-    const d = m.driver.createDomain();
-    m.driver.attach(SID_A, d);
-    expect(seen(m)).toBe("fault ReadNotPermitted"); // not mapped yet: cached as a negative entry
-    const page = m.platform.device.stats.iotlbInvalidations.page;
-    m.driver.map(d, IOVA, PHYS_1, 4096, "r");
-    return { seen: seen(m), psi: m.platform.device.stats.iotlbInvalidations.page - page };
-  };
+  const scenario = (suppress: DriverRule[]) => cmMapScenario(expect, machine({ cachingMode: true }, suppress));
 
   it("kept: the new mapping is invalidated, the device reads it", () => {
     expect(scenario([])).toEqual({ seen: 0x1111, psi: 1 });

@@ -206,6 +206,7 @@ export class Machine {
     const doTick = v86.do_tick.bind(v86);
     v86.do_tick = () => {
       if (this.crashed) return;
+      this.safePoints.inGuestSlice = true;
       try {
         doTick();
       } catch (error) {
@@ -217,6 +218,8 @@ export class Machine {
         );
         v86.running = false;
         if (this.fail) this.fail(this.crashed);
+      } finally {
+        this.safePoints.inGuestSlice = false;
       }
     };
   }

@@ -11,6 +11,11 @@
  * for up to ~100k instructions, and JIT-compiled loops likewise, so a deferred action runs up to
  * ~100k guest instructions after it was queued (a fraction of a millisecond).
  *
+ * Only an action queued while v86 runs a slice of guest code (from a handler) forces the stop.
+ * One queued from outside (host code between slices, e.g. a host-side driver) just waits for the
+ * next safe point: forcing `in_hlt` then, with the guest's IF clear, made v86 take the CPU for
+ * dead (HLT with interrupts off) and stop for good.
+ *
  * If the guest executes HLT after a handler forced the stop, v86 calls the timers from the HLT
  * itself; the stop is then not cleared, so the HLT waits for an interrupt as it should. This is
  * recognised without paging only (with paging on, the guest may see a spurious wake-up).
@@ -38,6 +43,8 @@ export class SafePoints {
   private readonly tickListeners: ((elapsedMs: number, now: number) => void)[] = [];
   /** Guest time as v86 sees it: the latest `now` passed to its timers (ms). */
   now = 0;
+  /** True while v86 runs a slice of guest code (set by the machine around v86's tick). */
+  inGuestSlice = false;
 
   constructor(
     private readonly cpu: V86Cpu,
@@ -81,7 +88,7 @@ export class SafePoints {
   }
 
   private requestStop(): void {
-    if (this.frozen || this.forcedStop) return;
+    if (this.frozen || this.forcedStop || !this.inGuestSlice) return;
     // Only a running CPU can have called us from a handler; a halted one is woken by the timers.
     if (this.inHlt.bytes[0] !== 0) return;
     this.forcedStop = true;
