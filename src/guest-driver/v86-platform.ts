@@ -32,9 +32,9 @@
  * interrupted. Between driver calls (whenever the host awaits), v86 runs its slices back to back;
  * the guest must keep running for safe points, time, interrupts and timers to happen. Any guest
  * that leaves the allocator's range alone will do; src/v86/idle-guest.ts is a tiny one that spins
- * with interrupts off and exits on request. So driver calls always run between v86's slices, in
- * the host's event loop, never inside v86's main loop; asynchronous completions reach the driver
- * through v86's own path (unit -> deferred MSI -> safe point -> msiListener -> handler).
+ * (interrupts on, all PIC lines masked) and exits on request. So driver calls always run between
+ * v86's slices, in the host's event loop, never inside v86's main loop; asynchronous completions
+ * reach the driver through v86's own path (unit -> deferred MSI -> safe point -> msiListener -> handler).
  *
  * No node: imports (usable from a page).
  */
