@@ -1,8 +1,9 @@
 /**
- * Our PCI functions on v86's bus 0: config space with a write rule, fixed memory BARs mapped by
- * the function itself (no BIOS assigns BARs), INTx through the PIIX3 routing registers, MSI
- * injected into the local APIC, and DMA through the bus's translator (the IOMMU) as the
- * function's requester id. Every interrupt is raised at a safe point, never inside a handler.
+ * Our PCI functions on v86's bus 0: config space with a write rule, memory BARs that decode where
+ * the guest (or SeaBIOS) puts them while Memory Space is enabled (at their reset address for a
+ * BIOS-less guest), INTx through the PIIX3 routing registers, MSI injected into the local APIC,
+ * and DMA through the bus's translator (the IOMMU) as the function's requester id. Every
+ * interrupt is raised at a safe point, never inside a handler.
  */
 import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "../vtd-device/dma-result.ts";
 import type { GuestMemory } from "../vtd-device/guest-memory.ts";
@@ -10,6 +11,7 @@ import type { DmaHandle, MmioRegion, PciFunctionPort, PciInterrupts } from "../d
 import { buildConfigSpace, PciConfigSpace, type PciFunctionIdentity } from "../devices/pci-config.ts";
 import type { V86Cpu, V86Pci } from "./internals.ts";
 import { isInterruptAddress } from "./lapic-msi.ts";
+import { MmioWindow, MmioWindows } from "./mmio-windows.ts";
 import type { SafePoints } from "./safe-point.ts";
 
 /** What translates a function's DMA: the VT-d unit (VtdDevice has this shape). */
@@ -21,7 +23,6 @@ export interface DmaTranslator {
 /** PIIX3 PIRQA-D routing (config 0x60-0x63) when no BIOS programmed it: SeaBIOS's choice for PIIX. */
 export const PIRQ_ROUTE_REGISTER = 0x60;
 export const DEFAULT_PIRQ_ROUTING = [10, 10, 11, 11] as const;
-const MMIO_BLOCK = 0x2_0000;
 
 export interface PciFunctionSpec {
   name: string;
@@ -36,12 +37,18 @@ export interface AttachedPciFunction<T> {
   readonly device: T;
 }
 
+interface AttachedFunction {
+  config: PciConfigSpace;
+  bars: { index: number; window: MmioWindow }[];
+}
+
 export class V86PciBus {
   private readonly pci: V86Pci;
-  private readonly functions = new Map<number, PciConfigSpace>();
+  private readonly functions = new Map<number, AttachedFunction>();
+  private readonly windows: MmioWindows;
 
   constructor(
-    private readonly cpu: V86Cpu,
+    cpu: V86Cpu,
     private readonly safePoints: SafePoints,
     private readonly memory: GuestMemory,
     private readonly translator: DmaTranslator | undefined,
@@ -49,6 +56,7 @@ export class V86PciBus {
     private readonly deliverMsi: (address: bigint, data: number) => void,
   ) {
     this.pci = cpu.devices.pci;
+    this.windows = new MmioWindows(cpu);
     this.routePirqsIfUnprogrammed();
     this.filterConfigWrites();
   }
@@ -67,15 +75,21 @@ export class V86PciBus {
       pci_bars: spec.identity.bars.map((bar) => ({ size: bar.size })),
     });
     const config = new PciConfigSpace(new Uint8Array(live.buffer, live.byteOffset, 256), writable, spec.identity);
-    this.functions.set(bdf, config);
     if (config.interruptPin !== 0) config.setInterruptLine(this.routedIrq(bdf, config.interruptPin));
     const device = create({
       dma: this.dmaHandle(bdf, config),
       interrupts: this.interrupts(bdf, config),
       scheduler: { after: (delayMs, action) => this.safePoints.defer(action, delayMs) },
     });
-    for (const bar of spec.identity.bars) this.mapBar(bar.address, bar.size, config, device);
+    const attached = { config, bars: spec.identity.bars.map((bar) => ({ index: bar.index, window: new MmioWindow(bar.size, device) })) };
+    this.functions.set(bdf, attached);
+    this.decodeBars(attached);
     return { bdf, config, device };
+  }
+
+  /** Where a function's BAR decodes now (undefined: Memory Space off, or not mapped). */
+  barWindow(bdf: number, index: number): number | undefined {
+    return this.functions.get(bdf)?.bars.find((b) => b.index === index)?.window.address;
   }
 
   /** The IRQ the PIIX3 routes a function's pin to (v86's formula: PIRQ (pin - 1 + slot - 1) mod 4). */
@@ -93,9 +107,10 @@ export class V86PciBus {
     const pci = this.pci;
     const original = { 1: pci.pci_write8.bind(pci), 2: pci.pci_write16.bind(pci), 4: pci.pci_write32.bind(pci) };
     const route = (size: 1 | 2 | 4) => (address: number, value: number) => {
-      const config = this.functions.get((address >> 8) & 0xffff);
-      if (config) config.write(address & 0xff, size, value);
-      else original[size](address, value);
+      const fn = this.functions.get((address >> 8) & 0xffff);
+      if (!fn) return original[size](address, value);
+      fn.config.write(address & 0xff, size, value);
+      this.decodeBars(fn); // a BAR or the command register may have changed
     };
     pci.pci_write8 = route(1);
     pci.pci_write16 = route(2);
@@ -152,30 +167,9 @@ export class V86PciBus {
     };
   }
 
-  private mapBar(address: number, size: number, config: PciConfigSpace, region: MmioRegion): void {
-    if (address % MMIO_BLOCK !== 0) throw new RangeError(`PCI BAR at 0x${address.toString(16)}: v86 maps MMIO in 128 KiB blocks`);
-    const mapped = Math.ceil(size / MMIO_BLOCK) * MMIO_BLOCK;
-    const offsetOf = (addr: number) => (addr - address) | 0;
-    const decodes = (offset: number) => offset >= 0 && offset < size && config.memorySpace;
-    this.cpu.io.mmap_register(
-      address,
-      mapped,
-      (addr) => {
-        const offset = offsetOf(addr);
-        return decodes(offset) ? Number(region.readMmio(offset, 1) & 0xffn) : 0xff;
-      },
-      (addr, value) => {
-        const offset = offsetOf(addr);
-        if (decodes(offset)) region.writeMmio(offset, 1, BigInt(value & 0xff));
-      },
-      (addr) => {
-        const offset = offsetOf(addr);
-        return decodes(offset) ? Number(region.readMmio(offset, 4) & 0xffff_ffffn) | 0 : -1;
-      },
-      (addr, value) => {
-        const offset = offsetOf(addr);
-        if (decodes(offset)) region.writeMmio(offset, 4, BigInt(value >>> 0));
-      },
-    );
+  /** PCI 3.0 §6.2.2: memory BARs decode at their programmed address while Memory Space is on. */
+  private decodeBars(fn: AttachedFunction): void {
+    const on = fn.config.memorySpace;
+    for (const bar of fn.bars) this.windows.place(bar.window, on ? fn.config.barAddress(bar.index) : undefined);
   }
 }

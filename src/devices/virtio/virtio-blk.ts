@@ -1,0 +1,279 @@
+/**
+ * A virtio block device (Virtio 1.2 §5.2) on the modern PCI transport, backed by a RAM disk the
+ * embedder gives. It offers VIRTIO_F_VERSION_1 and VIRTIO_F_ACCESS_PLATFORM, so a Linux driver
+ * maps every ring and buffer through the DMA API and therefore through the IOMMU; the device
+ * reaches them only through its DMA handle (its requester id, translated by the unit).
+ *
+ * Offered: SEG_MAX (queue size - 2: a request's header and status descriptors plus its data fit
+ * one queue without indirect descriptors), BLK_SIZE (512), FLUSH (answered at once: the disk is
+ * RAM), RO when asked. Not offered: INDIRECT_DESC, EVENT_IDX, MQ, discard, write zeroes.
+ * Requests: IN, OUT, FLUSH, GET_ID. A request the device cannot serve (a short header, data not
+ * in whole sectors, a range past the end, a write to a read-only disk, a readable descriptor
+ * after a writable one) completes with VIRTIO_BLK_S_IOERR; an unknown type with
+ * VIRTIO_BLK_S_UNSUPP. A DMA fault anywhere stops the device (DEVICE_NEEDS_RESET).
+ */
+import type { MmioRegion, PciFunctionPort } from "../bus.ts";
+import type { PciFunctionIdentity } from "../pci-config.ts";
+import { virtioPciIdentity } from "./pci-layout.ts";
+import { VirtioPciTransport, type VirtioTransportStats } from "./pci-transport.ts";
+import { DescriptorChain, type SplitVirtqueue } from "./split-virtqueue.ts";
+import {
+  BLK_ID_BYTES,
+  BLK_SECTOR_SIZE,
+  BlkConfig,
+  BlkFeature,
+  BlkReqHeader,
+  BlkReqType,
+  BlkStatus,
+  Feature,
+  featureBit,
+  VIRTQ_MAX_SIZE,
+  VirtioDeviceType,
+} from "./virtio-spec.ts";
+
+/**
+ * Free in v86 (it uses slots 0, 1, 5, 7, 0x12, 0x1e and 6/0xa/0xb/0xc for virtio; edu is at 4).
+ * Pin INTA# of slot 9 routes to PIRQA (IRQ 10 in SeaBIOS's PIIX routing), not edu's IRQ 11.
+ */
+export const VIRTIO_BLK_PCI_SLOT = 9;
+/** At most 128: SeaBIOS's virtio driver refuses bigger queues. */
+export const VIRTIO_BLK_DEFAULT_QUEUE_SIZE = 128;
+export const VIRTIO_BLK_DEFAULT_SERIAL = "v86-vtd-virtio-blk";
+/** PCI class: mass storage controller (0x01), other (0x80). */
+const MASS_STORAGE_OTHER = 0x018000;
+
+/** The PCI identity of a virtio-blk function with BAR0 (16 KiB) at `bar0Address`. */
+export function virtioBlkPciIdentity(bar0Address: number): PciFunctionIdentity {
+  return virtioPciIdentity({ deviceType: VirtioDeviceType.BLOCK, classCode: MASS_STORAGE_OTHER, deviceConfigLength: BlkConfig.SIZE, queueCount: 1 }, bar0Address);
+}
+
+export interface VirtioBlkOptions {
+  port: PciFunctionPort;
+  /** The disk's bytes (a whole number of 512-byte sectors); IN reads them, OUT writes them in place. */
+  disk: Uint8Array;
+  /** Offer VIRTIO_BLK_F_RO and refuse writes. Default false. */
+  readOnly?: boolean;
+  /** The GET_ID string: printable ASCII, at most 20 bytes. Default "v86-vtd-virtio-blk". */
+  serial?: string;
+  /** The queue's maximum size: a power of two in 4..32768. Default 128. */
+  queueSize?: number;
+}
+
+export interface VirtioBlkStats extends Omit<VirtioTransportStats, "lastQueueFailure"> {
+  /** Descriptor chains completed (any type, any status). */
+  requests: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  getIds: number;
+  /** Bytes the device wrote to guest memory for IN requests. */
+  bytesRead: number;
+  /** Bytes the device took from guest memory for OUT requests. */
+  bytesWritten: number;
+  ioErrors: number;
+  unsupported: number;
+  /** Chains without a device-writable byte for the status: completed with length 0. */
+  malformed: number;
+}
+
+type BlkCounters = Omit<VirtioBlkStats, keyof Omit<VirtioTransportStats, "lastQueueFailure">>;
+
+/** Where a request's parts are: the readable part is [0, firstWritable), the writable part the rest. */
+interface RequestLayout {
+  firstWritable: number;
+  readableBytes: number;
+  writableBytes: number;
+  ordered: boolean;
+}
+
+export class VirtioBlkDevice implements MmioRegion {
+  readonly transport: VirtioPciTransport;
+  readonly config = new Uint8Array(BlkConfig.SIZE);
+  private readonly port: PciFunctionPort;
+  private readonly disk: Uint8Array;
+  private readonly readOnly: boolean;
+  private readonly id = new Uint8Array(BLK_ID_BYTES);
+  private readonly chain: DescriptorChain;
+  private readonly header = new Uint8Array(BlkReqHeader.SIZE);
+  private readonly headerView = new DataView(this.header.buffer);
+  private readonly statusByte = new Uint8Array(1);
+  private readonly layout: RequestLayout = { firstWritable: 0, readableBytes: 0, writableBytes: 0, ordered: true };
+  private readonly counters: BlkCounters = {
+    requests: 0, reads: 0, writes: 0, flushes: 0, getIds: 0, bytesRead: 0, bytesWritten: 0, ioErrors: 0, unsupported: 0, malformed: 0,
+  };
+  private currentQueue: SplitVirtqueue | undefined;
+
+  constructor(options: VirtioBlkOptions) {
+    const { disk } = options;
+    if (!(disk instanceof Uint8Array)) throw new TypeError("VirtioBlkDevice option disk: expected a Uint8Array");
+    if (disk.length === 0 || disk.length % BLK_SECTOR_SIZE !== 0) {
+      throw new RangeError(`VirtioBlkDevice option disk: ${disk.length} bytes is not a whole, non-zero number of 512-byte sectors`);
+    }
+    const queueSize = options.queueSize ?? VIRTIO_BLK_DEFAULT_QUEUE_SIZE;
+    if (!Number.isInteger(queueSize) || queueSize < 4 || queueSize > VIRTQ_MAX_SIZE || (queueSize & (queueSize - 1)) !== 0) {
+      throw new RangeError(`VirtioBlkDevice option queueSize: ${queueSize} is not a power of two in 4..${VIRTQ_MAX_SIZE}`);
+    }
+    const serial = options.serial ?? VIRTIO_BLK_DEFAULT_SERIAL;
+    if (typeof serial !== "string" || serial.length > BLK_ID_BYTES || !/^[\x20-\x7e]*$/.test(serial)) {
+      throw new RangeError(`VirtioBlkDevice option serial: ${JSON.stringify(serial)} is not printable ASCII of at most ${BLK_ID_BYTES} bytes`);
+    }
+    this.port = options.port;
+    this.disk = disk;
+    this.readOnly = options.readOnly ?? false;
+    for (let i = 0; i < serial.length; i++) this.id[i] = serial.charCodeAt(i);
+    this.chain = new DescriptorChain(queueSize);
+
+    let features = featureBit(Feature.VERSION_1) | featureBit(Feature.ACCESS_PLATFORM);
+    features |= featureBit(BlkFeature.SEG_MAX) | featureBit(BlkFeature.BLK_SIZE) | featureBit(BlkFeature.FLUSH);
+    if (this.readOnly) features |= featureBit(BlkFeature.RO);
+    const view = new DataView(this.config.buffer);
+    view.setBigUint64(BlkConfig.CAPACITY, BigInt(disk.length / BLK_SECTOR_SIZE), true);
+    view.setUint32(BlkConfig.SEG_MAX, queueSize - 2, true);
+    view.setUint32(BlkConfig.BLK_SIZE, BLK_SECTOR_SIZE, true);
+
+    this.transport = new VirtioPciTransport({ port: options.port, deviceFeatures: features, queueCount: 1, queueMaxSize: queueSize });
+    this.transport.bind({ config: this.config, processQueue: (queue) => this.processQueue(queue), reset: () => {} });
+  }
+
+  /** A snapshot of the device's counters. */
+  get stats(): VirtioBlkStats {
+    const { lastQueueFailure: _, ...transport } = this.transport.stats;
+    return { ...transport, ...this.counters };
+  }
+
+  readMmio(offset: number, size: 1 | 2 | 4 | 8): bigint {
+    return this.transport.readMmio(offset, size);
+  }
+
+  writeMmio(offset: number, size: 1 | 2 | 4 | 8, value: bigint): void {
+    this.transport.writeMmio(offset, size, value);
+  }
+
+  /** Serves every available request, then publishes them and interrupts (once per batch). */
+  private processQueue(queue: SplitVirtqueue): void {
+    const chain = this.chain;
+    this.currentQueue = queue;
+    let completed = 0;
+    for (;;) {
+      const popped = queue.pop(chain);
+      if (popped === "empty") break;
+      if (popped === "failed") return this.transport.queueFailed(queue);
+      const written = this.serve(chain);
+      if (written < 0) return; // a DMA fault: the transport has set DEVICE_NEEDS_RESET
+      if (!queue.pushUsed(chain.head, written)) return this.transport.queueFailed(queue);
+      completed++;
+    }
+    if (completed > 0) this.transport.completeQueue(queue);
+  }
+
+  /** Serves one request; returns the bytes written to device-writable buffers, or -1 after a DMA fault. */
+  private serve(chain: DescriptorChain): number {
+    this.counters.requests++;
+    const layout = this.measure(chain);
+    if (layout.writableBytes === 0) {
+      this.counters.malformed++;
+      return 0;
+    }
+    const dataIn = layout.writableBytes - 1; // the last writable byte is the status
+    if (!layout.ordered || layout.readableBytes < BlkReqHeader.SIZE) return this.finish(chain, BlkStatus.IOERR, 0);
+    if (!this.transfer(chain, 0, 0, this.header, false)) return -1;
+    const type = this.headerView.getUint32(BlkReqHeader.TYPE, true);
+    const sector = this.headerView.getBigUint64(BlkReqHeader.SECTOR, true);
+    switch (type) {
+      case BlkReqType.IN: {
+        this.counters.reads++;
+        const start = this.diskRange(sector, dataIn);
+        if (start < 0) return this.finish(chain, BlkStatus.IOERR, 0);
+        if (!this.transfer(chain, layout.firstWritable, 0, this.disk.subarray(start, start + dataIn), true)) return -1;
+        this.counters.bytesRead += dataIn;
+        return this.finish(chain, BlkStatus.OK, dataIn);
+      }
+      case BlkReqType.OUT: {
+        this.counters.writes++;
+        const length = layout.readableBytes - BlkReqHeader.SIZE;
+        const start = this.diskRange(sector, length);
+        if (start < 0 || this.readOnly) return this.finish(chain, BlkStatus.IOERR, 0);
+        if (!this.transfer(chain, 0, BlkReqHeader.SIZE, this.disk.subarray(start, start + length), false)) return -1;
+        this.counters.bytesWritten += length;
+        return this.finish(chain, BlkStatus.OK, 0);
+      }
+      case BlkReqType.FLUSH:
+        this.counters.flushes++;
+        return this.finish(chain, BlkStatus.OK, 0);
+      case BlkReqType.GET_ID: {
+        this.counters.getIds++;
+        const length = Math.min(dataIn, BLK_ID_BYTES);
+        if (!this.transfer(chain, layout.firstWritable, 0, this.id.subarray(0, length), true)) return -1;
+        return this.finish(chain, BlkStatus.OK, length);
+      }
+      default:
+        return this.finish(chain, BlkStatus.UNSUPP, 0);
+    }
+  }
+
+  /** Byte offset of `length` bytes at `sector`, or -1 when not whole sectors or past the end. */
+  private diskRange(sector: bigint, length: number): number {
+    if (length % BLK_SECTOR_SIZE !== 0) return -1;
+    const capacity = BigInt(this.disk.length / BLK_SECTOR_SIZE);
+    const sectors = BigInt(length / BLK_SECTOR_SIZE);
+    if (sector > capacity || sectors > capacity - sector) return -1;
+    return Number(sector) * BLK_SECTOR_SIZE;
+  }
+
+  /** Writes the status byte (the chain's last writable byte); returns the bytes written, -1 after a DMA fault. */
+  private finish(chain: DescriptorChain, status: number, dataBytes: number): number {
+    if (status === BlkStatus.IOERR) this.counters.ioErrors++;
+    if (status === BlkStatus.UNSUPP) this.counters.unsupported++;
+    this.statusByte[0] = status;
+    if (!this.transfer(chain, this.layout.firstWritable, this.layout.writableBytes - 1, this.statusByte, true)) return -1;
+    return dataBytes + 1;
+  }
+
+  private measure(chain: DescriptorChain): RequestLayout {
+    const layout = this.layout;
+    layout.firstWritable = chain.count;
+    layout.readableBytes = layout.writableBytes = 0;
+    layout.ordered = true;
+    for (let i = 0; i < chain.count; i++) {
+      if (chain.writable[i]) {
+        if (layout.firstWritable === chain.count) layout.firstWritable = i;
+        layout.writableBytes += chain.lengths[i]!;
+      } else {
+        if (layout.firstWritable !== chain.count) layout.ordered = false; // Virtio 1.2 §2.7.4.2
+        layout.readableBytes += chain.lengths[i]!;
+      }
+    }
+    return layout;
+  }
+
+  /**
+   * Copies between `bytes` and the chain's buffers from descriptor `first` on, skipping `skip`
+   * bytes of them: into the device-writable buffers when `toGuest`, else out of the readable
+   * ones (the other kind is passed over). False after a DMA fault.
+   */
+  private transfer(chain: DescriptorChain, first: number, skip: number, bytes: Uint8Array, toGuest: boolean): boolean {
+    const dma = this.port.dma;
+    const kind = toGuest ? 1 : 0;
+    let done = 0;
+    for (let i = first; i < chain.count && done < bytes.length; i++) {
+      if (chain.writable[i] !== kind) continue;
+      const length = chain.lengths[i]!;
+      if (skip >= length) {
+        skip -= length;
+        continue;
+      }
+      const n = Math.min(length - skip, bytes.length - done);
+      const address = chain.addresses[i]! + BigInt(skip);
+      const piece = bytes.subarray(done, done + n);
+      const result = toGuest ? dma.write(address, piece) : dma.read(address, piece);
+      if (!result.ok) {
+        const what = `request from head ${chain.head}: ${toGuest ? "write to" : "read of"} buffer ${i}`;
+        this.transport.dmaFailed(this.currentQueue!, { kind: "dma", what, address, result });
+        return false;
+      }
+      done += n;
+      skip = 0;
+    }
+    return true;
+  }
+}
