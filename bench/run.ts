@@ -11,6 +11,8 @@ const benches: Record<string, () => Promise<{ default: Bench }>> = {
   "v86-mmio": () => import("./v86-mmio.bench.ts"),
   "v86-boot": () => import("./v86-boot.bench.ts"),
   "guest-driver": () => import("./guest-driver.bench.ts"),
+  notifiers: () => import("./notifiers.bench.ts"),
+  "virtio-blk": () => import("./virtio-blk.bench.ts"),
 };
 
 const wanted = process.argv.slice(2);

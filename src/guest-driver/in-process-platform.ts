@@ -95,6 +95,7 @@ export class InProcessPlatform implements Platform {
     this.cpuCache = new CpuCacheModel(this.bytes, this.coherent);
     this.device = new VtdDevice({
       ...options.vtd,
+      ...withCpuView(options.vtd?.checker, this.cpuCache),
       memory: this.cpuCache.unitView(),
       onInterrupt: (address, data) => this.receiveMsi(address, data),
     });
@@ -374,3 +375,14 @@ export class InProcessPlatform implements Platform {
   }
 }
 
+/**
+ * The strict checker, when asked for, learns the CPU's view of memory from the CPU cache model,
+ * so it can report table stores the driver did not flush (ECAP.C = 0). A view the embedder gave wins.
+ */
+function withCpuView(checker: VtdOptions["checker"], cache: CpuCacheModel): Pick<VtdOptions, "checker"> {
+  if (!checker) return {};
+  const cpuView = { read32: (address: number) => cache.read32(address), lineSize: LINE };
+  if (checker === true) return { checker: { cpuView } };
+  if (typeof checker !== "object" || checker.cpuView !== undefined) return { checker };
+  return { checker: { ...checker, cpuView } };
+}

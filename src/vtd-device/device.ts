@@ -6,6 +6,7 @@ import { FaultReason } from "../spec/fault-reasons.ts";
 import { Gcmd, Gsts, IOTLB_OFFSET, Reg, FRCD_OFFSET, FRCD_SIZE } from "../spec/registers.ts";
 import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, TranslationType } from "../spec/entries.ts";
 import { walkConfig, type WalkConfig } from "./capabilities.ts";
+import { DriverChecker } from "./checker.ts";
 import { ContextCache } from "./context-cache.ts";
 import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "./dma-result.ts";
 import { FaultRecording } from "./fault-recording.ts";
@@ -15,6 +16,7 @@ import { InvalidationQueue } from "./invalidation-queue.ts";
 import { DeviceTlbs } from "./device-tlb.ts";
 import { Iotlb } from "./iotlb.ts";
 import { MemoryAccess } from "./memory-access.ts";
+import { IommuNotifiers } from "./notifiers.ts";
 import { resolveOptions, type ResolvedOptions, type VtdOptions } from "./options.ts";
 import { RegisterFile } from "./register-file.ts";
 import { RegisterInvalidation } from "./register-invalidation.ts";
@@ -56,6 +58,10 @@ export class VtdDevice {
   private readonly queue: InvalidationQueue;
   /** The endpoints' own translation caches (ATS), for context entries with TT = 1. */
   readonly deviceTlbs = new DeviceTlbs();
+  /** The strict checker of guest drivers (option `checker`): its reports and counts. Undefined when off. */
+  readonly checker: DriverChecker | undefined;
+  /** IOMMU notifiers per requester id (the VFIO path): `notifiers.addressSpace(sid).register(...)`. */
+  readonly notifiers: IommuNotifiers;
 
   /** Latched by SRTP. */
   private rootTable = 0;
@@ -79,23 +85,46 @@ export class VtdDevice {
     this.contextCache = new ContextCache(o.contextCacheEntries);
     this.iotlb = new Iotlb(o.iotlbEntries);
     this.invalidation = new Invalidation(this.contextCache, this.iotlb, this.stats, this.trace);
+    this.notifiers = new IommuNotifiers(o, this.memory, this.cfg, () => (this.translationEnabled ? this.rootTable : -1));
+    this.invalidation.listener = this.notifiers;
     this.registerInvalidation = new RegisterInvalidation(this.regs, this.invalidation);
     const send = (source: "fault" | "completion", address: bigint, data: number) => this.sendInterrupt(source, address, data);
     this.faultEvent = new InterruptEvent(this.regs, "fault", Reg.FECTL, Reg.FEDATA, Reg.FEADDR, Reg.FEUADDR, send);
     this.completionEvent = new InterruptEvent(this.regs, "completion", Reg.IECTL, Reg.IEDATA, Reg.IEADDR, Reg.IEUADDR, send);
     this.faults = new FaultRecording(this.regs, o.faultRecords, this.faultEvent, this.trace, this.stats);
     this.queue = new InvalidationQueue(o, this.regs, this.memory, this.invalidation, this.faults, this.completionEvent, this.deviceTlbs, this.trace, this.stats, this.cfg);
+    this.checker = o.checker ? this.installChecker(o.checker) : undefined;
+  }
+
+  /**
+   * The checker inspects each request before the unit translates it. It is installed on this
+   * instance only (an own `translate`), so a unit without it runs the translation code unchanged.
+   */
+  private installChecker(settings: NonNullable<ResolvedOptions["checker"]>): DriverChecker {
+    const o = this.options;
+    const checker = new DriverChecker({
+      memory: o.memory, cfg: this.cfg, cachingMode: o.cachingMode, coherent: o.coherent,
+      contextCache: this.contextCache, iotlb: this.iotlb, deviceTlbs: this.deviceTlbs, now: () => this.now,
+    }, settings);
+    const translate = this.translate;
+    this.translate = (sid: number, address: number, write: boolean): number => {
+      if (this.translationEnabled) checker.inspect(sid, address, write, this.rootTable);
+      return translate.call(this, sid, address, write);
+    };
+    return checker;
   }
 
   /** Power-on reset: every register to its reset value, caches and internal state cleared. */
   reset(): void {
     this.regs.reset();
+    this.rootTable = 0;
+    this.translationEnabled = false;
+    // After the state above: notifiers re-sync against the reset unit (TE off).
     this.invalidation.everything();
     this.faults.reset();
     this.queue.reset();
     this.deviceTlbs.clear();
-    this.rootTable = 0;
-    this.translationEnabled = false;
+    this.checker?.reset();
   }
 
   // ---- register interface (the guest CPU) ----

@@ -4,6 +4,7 @@
  */
 import { MAX_FAULT_RECORDS } from "../spec/registers.ts";
 import type { GuestMemory } from "./guest-memory.ts";
+import { resolveCheckerOptions, type CheckerOptions, type ResolvedCheckerOptions } from "./checker-options.ts";
 
 export interface VtdOptions {
   /** Guest-physical memory the unit reads tables from and DMA goes to. */
@@ -41,6 +42,16 @@ export interface VtdOptions {
   deviceIotlbLatencyMs?: number;
   /** An endpoint that has not answered a device-TLB invalidation after this long raises ITE. Default 60000 (ATS). */
   deviceIotlbTimeoutMs?: number;
+  /**
+   * The strict checker of guest drivers (checker.ts): reports stale cache entries, missing CM = 1
+   * invalidations and (given `cpuView`, ECAP.C = 0) unflushed table writes. Default off, at no cost.
+   */
+  checker?: boolean | CheckerOptions;
+  /**
+   * UNSAFE, for demonstrations: lets MAP notifiers register while CAP.CM = 0. The guest then
+   * need not invalidate new mappings, so a shadow fed by notifiers misses them. Default false.
+   */
+  allowMapNotifiersWithoutCachingMode?: boolean;
 }
 
 export interface ResolvedOptions {
@@ -60,6 +71,9 @@ export interface ResolvedOptions {
   queueDescriptorTimeMs: number;
   deviceIotlbLatencyMs: number;
   deviceIotlbTimeoutMs: number;
+  /** undefined: the checker is off. */
+  checker: ResolvedCheckerOptions | undefined;
+  allowMapNotifiersWithoutCachingMode: boolean;
 }
 
 /** The ATS completion time-out: a device-TLB invalidation may legally take up to a minute. */
@@ -123,5 +137,7 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     queueDescriptorTimeMs: milliseconds("queueDescriptorTimeMs", options.queueDescriptorTimeMs, 0, 1000),
     deviceIotlbLatencyMs: milliseconds("deviceIotlbLatencyMs", options.deviceIotlbLatencyMs, 0, ATS_TIMEOUT_MS),
     deviceIotlbTimeoutMs: milliseconds("deviceIotlbTimeoutMs", options.deviceIotlbTimeoutMs, ATS_TIMEOUT_MS, 10 * ATS_TIMEOUT_MS),
+    checker: resolveCheckerOptions(options.checker),
+    allowMapNotifiersWithoutCachingMode: flag("allowMapNotifiersWithoutCachingMode", options.allowMapNotifiersWithoutCachingMode, false),
   };
 }

@@ -1,0 +1,59 @@
+/**
+ * Device assignment the way QEMU's VFIO does it behind a vIOMMU: a MAP | UNMAP notifier on the
+ * device's address space turns every MAP into a host IOMMU map (read-only when the guest gave
+ * no write permission) and every UNMAP into a host unmap; a replay at assignment copies what
+ * the guest mapped before. Needs CAP.CM = 1 (registration is refused otherwise, unless the unit
+ * was built with the unsafe `allowMapNotifiersWithoutCachingMode`).
+ */
+import type { VtdDevice } from "../vtd-device/device.ts";
+import type { GuestMemory } from "../vtd-device/guest-memory.ts";
+import type { IommuAddressSpace } from "../vtd-device/address-space.ts";
+import { NotifierFlag, type IommuEvent, type NotifierRange } from "../vtd-device/notifier-types.ts";
+import { AssignedDevice } from "./assigned-device.ts";
+import { HostIommu } from "./host-iommu.ts";
+
+export interface AssignOptions {
+  /** Memory the device's DMA reaches. Default: the unit's (guest RAM as DMA sees it). */
+  memory?: GuestMemory;
+  /** IOVA range to shadow. Default: the whole address width. */
+  range?: NotifierRange;
+}
+
+export class VfioAssignment {
+  readonly hostIommu = new HostIommu();
+  readonly device: AssignedDevice;
+  readonly space: IommuAddressSpace;
+  /** Events received, by type (MAP, UNMAP). */
+  readonly events = { map: 0, unmap: 0 };
+  private released = false;
+
+  constructor(unit: VtdDevice, readonly sid: number, options: AssignOptions = {}) {
+    this.space = unit.notifiers.addressSpace(sid);
+    this.device = new AssignedDevice(sid, this.hostIommu, options.memory ?? unit.options.memory);
+    this.space.register(this.notify, { events: NotifierFlag.MAP | NotifierFlag.UNMAP, ...(options.range ? { range: options.range } : {}) });
+    this.space.replay(this.notify);
+  }
+
+  /** The notifier: one host IOMMU call per event. */
+  readonly notify = (event: IommuEvent): void => {
+    if (event.type === NotifierFlag.MAP) {
+      this.events.map++;
+      this.hostIommu.map(event.iova, event.addressMask + 1, event.translatedAddress, event.permission);
+    } else if (event.type === NotifierFlag.UNMAP) {
+      this.events.unmap++;
+      this.hostIommu.unmap(event.iova, event.addressMask + 1);
+    }
+  };
+
+  /** Unassigns: the notifier goes, the host mappings stay as they were (as after a VFIO close, before teardown). */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.space.unregister(this.notify);
+  }
+}
+
+/** Assigns requester id `sid` behind `unit`: the returned device's DMA goes only through the shadow. */
+export function assignDevice(unit: VtdDevice, sid: number, options: AssignOptions = {}): VfioAssignment {
+  return new VfioAssignment(unit, sid, options);
+}

@@ -1,0 +1,185 @@
+/**
+ * One requester id's DMA address space as notifiers see it (QEMU's VTDAddressSpace with its
+ * IOMMU memory region): the notifiers registered on it, the context it was last synced with,
+ * and (while a MAP notifier listens) the record of every mapping reported, which the
+ * invalidations keep in step with the guest's tables (see page-walk-sync.ts).
+ */
+import {
+  bdf, NotifierError, NotifierFlag, type IommuEvent, type IommuNotifier, type NotifierEventType, type RegisterOptions,
+} from "./notifier-types.ts";
+import { forEachLeaf, RecordNode, type SyncSink } from "./page-walk-sync.ts";
+
+const MAP = NotifierFlag.MAP, UNMAP = NotifierFlag.UNMAP;
+
+/** How the space translates, as of its last context sync. */
+export const SpaceMode = {
+  /** No usable context (not present, invalid): nothing is reachable. */
+  None: 0,
+  /** TE off, or a pass-through context: every IOVA is its own address. */
+  Identity: 1,
+  /** Second-stage tables. */
+  Translated: 2,
+} as const;
+export type SpaceMode = (typeof SpaceMode)[keyof typeof SpaceMode];
+
+interface Registration {
+  readonly notifier: IommuNotifier;
+  readonly events: number;
+  readonly start: number;
+  readonly end: number;
+}
+
+/** What the address space needs from the registry it belongs to. */
+export interface SpaceOwner {
+  readonly awBits: number;
+  /** Refuses MAP notifiers while CAP.CM = 0 unless the unsafe option is set. */
+  checkMapAllowed(space: IommuAddressSpace): void;
+  /** Registration changed: the space may start or stop needing syncs. */
+  listenersChanged(space: IommuAddressSpace, before: number, after: number): void;
+  counted(type: NotifierEventType): void;
+  reportError(space: IommuAddressSpace, notifier: IommuNotifier, event: IommuEvent, error: unknown): void;
+}
+
+export class IommuAddressSpace implements SyncSink {
+  /** bus:device.function of the requester id. */
+  readonly name: string;
+  private registrations: readonly Registration[] = [];
+  /** Union of the registered notifiers' event flags. */
+  flags = 0;
+
+  // The context as of the last context sync (what the unit's context cache would hold).
+  mode: SpaceMode = SpaceMode.None;
+  did = 0;
+  tableRoot = 0;
+  levels = 0;
+  /** First IOVA beyond the space. */
+  inputLimit = 0;
+
+  /** While a MAP notifier listens: what was reported from the tables. */
+  record: RecordNode | undefined;
+  /** While a MAP notifier listens: the identity mapping of a Identity space was reported. */
+  identityReported = false;
+
+  constructor(readonly sid: number, private readonly owner: SpaceOwner) {
+    this.name = bdf(sid);
+  }
+
+  get notifierCount(): number {
+    return this.registrations.length;
+  }
+
+  /**
+   * Registers `notifier` for `options.events` (NotifierFlag bits) over `options.range`. A MAP
+   * notifier needs CAP.CM = 1 (QEMU: "device 00:04.0 requires caching mode"); it learns what is
+   * mapped already only through `replay`.
+   */
+  register(notifier: IommuNotifier, options: RegisterOptions): void {
+    if (typeof notifier !== "function") throw new NotifierError("bad-argument", `device ${this.name}: a notifier must be a function, got ${typeof notifier}`);
+    const events = options?.events;
+    if (typeof events !== "number" || !Number.isInteger(events) || events <= 0 || (events & ~7) !== 0) {
+      throw new NotifierError("bad-events", `device ${this.name}: events must be a non-empty combination of NotifierFlag.MAP | UNMAP | DEVIOTLB_UNMAP (1, 2, 4), got ${String(events)}`);
+    }
+    if (this.find(notifier) >= 0) throw new NotifierError("already-registered", `device ${this.name}: this notifier is already registered (unregister it first)`);
+    const { start, end } = this.checkRange(options.range);
+    if (events & MAP) this.owner.checkMapAllowed(this);
+    const before = this.flags;
+    this.registrations = [...this.registrations, { notifier, events, start, end }];
+    this.flags = before | events;
+    this.owner.listenersChanged(this, before, this.flags);
+  }
+
+  unregister(notifier: IommuNotifier): void {
+    const index = this.find(notifier);
+    if (index < 0) throw new NotifierError("not-registered", `device ${this.name}: unregister of a notifier that is not registered here`);
+    const before = this.flags;
+    this.registrations = this.registrations.filter((_, i) => i !== index);
+    this.flags = this.registrations.reduce((flags, r) => flags | r.events, 0);
+    this.owner.listenersChanged(this, before, this.flags);
+  }
+
+  /**
+   * Tells `notifier` alone every mapping the space has now (MAP events within its range), as
+   * QEMU's replay does after VFIO registers. Returns the number of events delivered; 0 for a
+   * notifier without MAP.
+   */
+  replay(notifier: IommuNotifier): number {
+    const index = this.find(notifier);
+    if (index < 0) throw new NotifierError("not-registered", `device ${this.name}: replay for a notifier that is not registered here`);
+    const r = this.registrations[index]!;
+    if ((r.events & MAP) === 0) return 0;
+    let delivered = 0;
+    const visit = (iova: number, size: number, output: number, permission: number) => {
+      if (iova >= r.end || iova + size <= r.start) return;
+      delivered++;
+      const event: IommuEvent = { type: MAP, sid: this.sid, iova, translatedAddress: output, addressMask: size - 1, permission };
+      try {
+        r.notifier(event);
+      } catch (error) {
+        this.owner.reportError(this, r.notifier, event, error);
+      }
+    };
+    if (this.identityReported) visit(0, 2 ** this.owner.awBits, 0, 3);
+    else if (this.record && this.mode === SpaceMode.Translated) forEachLeaf(this.record, this.levels, 0, r.start, r.end, visit);
+    return delivered;
+  }
+
+  /** The mappings reported so far (MAP notifiers only), in IOVA order: for tests and debugging. Allocates. */
+  reported(): { iova: number; size: number; translatedAddress: number; permission: number }[] {
+    const out: { iova: number; size: number; translatedAddress: number; permission: number }[] = [];
+    if (this.identityReported) out.push({ iova: 0, size: 2 ** this.owner.awBits, translatedAddress: 0, permission: 3 });
+    else if (this.record && this.mode === SpaceMode.Translated) {
+      forEachLeaf(this.record, this.levels, 0, 0, Infinity, (iova, size, translatedAddress, permission) => out.push({ iova, size, translatedAddress, permission }));
+    }
+    return out;
+  }
+
+  // ---- SyncSink: differences found by a walk ----
+
+  map(iova: number, size: number, output: number, permission: number): void {
+    this.emit(MAP, iova, size, output, permission);
+  }
+
+  unmap(iova: number, size: number, output: number): void {
+    this.emit(UNMAP, iova, size, output, 0);
+  }
+
+  /** Delivers one event to every notifier registered for its type whose range it touches. */
+  emit(type: NotifierEventType, iova: number, size: number, output: number, permission: number): void {
+    this.owner.counted(type);
+    const registrations = this.registrations;
+    let event: IommuEvent | undefined;
+    for (let i = 0; i < registrations.length; i++) {
+      const r = registrations[i]!;
+      if ((r.events & type) === 0 || iova >= r.end || iova + size <= r.start) continue;
+      event ??= { type, sid: this.sid, iova, translatedAddress: output, addressMask: size - 1, permission };
+      try {
+        r.notifier(event);
+      } catch (error) {
+        this.owner.reportError(this, r.notifier, event, error);
+      }
+    }
+  }
+
+  private find(notifier: IommuNotifier): number {
+    return this.registrations.findIndex((r) => r.notifier === notifier);
+  }
+
+  private checkRange(range: RegisterOptions["range"]): { start: number; end: number } {
+    const limit = 2 ** this.owner.awBits;
+    if (range === undefined) return { start: 0, end: limit };
+    const number = (name: string, value: unknown): number => {
+      const v = typeof value === "bigint" ? Number(value) : value;
+      if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+        throw new NotifierError("bad-range", `device ${this.name}: range ${name} must be a whole number of bytes, got ${String(value)}`);
+      }
+      return v;
+    };
+    const start = number("start", range.start), end = number("end", range.end);
+    if (end <= start) throw new NotifierError("bad-range", `device ${this.name}: empty range [0x${start.toString(16)}, 0x${end.toString(16)})`);
+    if (end > limit) {
+      throw new NotifierError("bad-range",
+        `device ${this.name}: range [0x${start.toString(16)}, 0x${end.toString(16)}) goes beyond the unit's ${this.owner.awBits}-bit address width (end at most 0x${limit.toString(16)})`);
+    }
+    return { start, end };
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * The strict checker's views of guest memory and its comparison of translations. Each request is
+ * reduced to what decides its outcome: the context entry (or that there is none) and, for its
+ * 4 KiB page, the output page and the read / write permission (nothing accessible when the walk
+ * ends in a not-present or faulting entry). Two views that agree on that agree on the request,
+ * whatever the shape of the tables (a 2 MiB leaf and the 4 KiB table that replaces it are equal).
+ */
+import { TranslationType } from "../spec/entries.ts";
+import type { CpuView } from "./checker-options.ts";
+import type { GuestMemory } from "./guest-memory.ts";
+import { MemoryAccess } from "./memory-access.ts";
+import { LEVEL_SIZE, type ContextWalk, type PageWalk } from "./translation.ts";
+
+/** The unit's view (memory), remembering the address of every dword a walk reads, in order. */
+export class RecordingAccess extends MemoryAccess {
+  readonly reads: number[] = [];
+
+  override read32(address: number): number {
+    this.reads.push(address);
+    return super.read32(address);
+  }
+}
+
+/** The CPU's view, through its caches. Outside RAM, or when the view throws, reads fail as the unit's do. */
+export class CpuViewAccess extends MemoryAccess {
+  constructor(memory: GuestMemory, private readonly view: CpuView) {
+    super(memory);
+  }
+
+  override read32(address: number): number {
+    if (!(address >= 0 && address + 4 <= this.memory.size)) return -1;
+    try {
+      const value = this.view.read32(address);
+      return typeof value === "number" && Number.isFinite(value) ? value >>> 0 : -1;
+    } catch {
+      return -1;
+    }
+  }
+}
+
+/** What a request's 4 KiB page translates to: permission bits (1 read, 2 write) and the output page. */
+export class PageOutcome {
+  permission = 0;
+  output = 0;
+
+  /** From a walk (permission 0 unless a leaf was reached). */
+  fromWalk(walk: PageWalk, address: number): this {
+    if (walk.structural !== 0) return this.set(0, 0);
+    const size = LEVEL_SIZE[walk.level]!;
+    return this.set(walk.permission, walk.pageOutput + (address % size) - (address % 4096));
+  }
+
+  set(permission: number, output: number): this {
+    this.permission = permission;
+    this.output = permission === 0 ? 0 : output;
+    return this;
+  }
+
+  equals(other: PageOutcome): boolean {
+    return this.permission === other.permission && this.output === other.output;
+  }
+}
+
+/** Two context walks lead to the same place: both fault, or both give the same entry. */
+export function sameContext(a: ContextWalk, b: ContextWalk): boolean {
+  if (a.reason !== 0 || b.reason !== 0) return a.reason !== 0 && b.reason !== 0;
+  return a.did === b.did && a.tableRoot === b.tableRoot && a.aw === b.aw &&
+    a.translationType === b.translationType && a.faultProcessingDisable === b.faultProcessingDisable;
+}
+
+/**
+ * First input address beyond what a context entry translates: the rule VtdDevice.translateSlow
+ * applies when it fills the context cache (2^HAW for pass-through, else 2^min(MGAW, AGAW)).
+ */
+export function contextInputLimit(walk: ContextWalk, awBits: number): number {
+  return 2 ** (walk.translationType === TranslationType.PassThrough ? awBits : Math.min(awBits, 30 + 9 * walk.aw));
+}

@@ -1,0 +1,300 @@
+/**
+ * The strict checker (option `checker`): the unit as a checker of guest drivers. Before the unit
+ * translates a DMA request, the checker compares what the unit is about to use with what the
+ * guest's tables say, and reports the differences a correct driver never lets a device meet:
+ *
+ * - stale-cache: the context cache, the IOTLB or the endpoint's device-TLB holds a present entry
+ *   for the request that the tables no longer give: another output page, other permissions, or
+ *   nothing (VT-d §6.5: present entries changed without the invalidation that covers them).
+ * - missing-cm-invalidation: with CM = 1 the unit holds a not-present or faulting entry (a
+ *   negative entry, DID 0 for contexts) and the tables now give an accessible one: the driver made
+ *   an entry present without the invalidation CM requires (VT-d §6.1).
+ * - unflushed-table-write: with ECAP.C = 0 and a platform that gives the CPU's view of memory
+ *   (`checker.cpuView`), the tables as the unit reads them (memory) and as the CPU sees them (its
+ *   caches) translate the request differently: an entry on the request's walk was stored and not
+ *   flushed (CLFLUSH) yet. Checked on every request, whether or not the unit then walks; the
+ *   entry named is the first on the unit's walk whose bytes differ between the two views.
+ *
+ * What "differs" means: the outcome for the request's 4 KiB page (output page and read / write
+ * permission, nothing when not present or faulting) and, for contexts, the entry's fields; two
+ * faulting results are equal. So a 2 MiB leaf replaced by an equivalent 4 KiB table is no bug.
+ * Only what the unit really holds is compared: an entry evicted from a cache is not reported
+ * (the IOTLB holds 4096 entries by default, the context cache 256).
+ *
+ * Deduplication: a bug is reported once per (kind, entry, value used, value in the tables);
+ * for the IOTLB the entry is (DID, leaf), shared by every device of the domain. Later requests
+ * meeting the same pair are counted in `duplicates`; a new value is a new report. After
+ * `reportLimit` reports, more are counted in `dropped`. A unit reset forgets what was reported.
+ *
+ * Not checked: CAP.RWBF write-buffer flushes (the model's write buffer is always empty, so a
+ * missing WBF changes nothing the unit reads), the invalidation hint (IH) and paging-structure
+ * caches (the unit caches leaves only), interrupt remapping. A device that keeps using a buffer
+ * after its unmap, inside a lazy driver's flush-queue window, meets a stale IOTLB entry and is
+ * reported too: the driver accepted that window, the device should not use it.
+ *
+ * The checker reads memory only; it changes nothing the unit or the guest sees, and never throws
+ * on guest input (a throwing listener or CPU view is ignored). It is installed only when asked
+ * for: a unit without it runs the translation code unchanged.
+ */
+import { TranslationType } from "../spec/entries.ts";
+import type { WalkConfig } from "./capabilities.ts";
+import { CpuViewAccess, contextInputLimit, PageOutcome, RecordingAccess, sameContext } from "./checker-walks.ts";
+import type { ResolvedCheckerOptions } from "./checker-options.ts";
+import {
+  hex, reportMessage, sourceIdText, type ContextView, type DriverBugKind, type DriverBugReport, type EntryView, type MissingAction,
+  type RawEntryView, type TranslationView,
+} from "./checker-report.ts";
+import type { ContextCache } from "./context-cache.ts";
+import type { DeviceTlbs } from "./device-tlb.ts";
+import type { GuestMemory } from "./guest-memory.ts";
+import type { Iotlb } from "./iotlb.ts";
+import { MemoryAccess } from "./memory-access.ts";
+import { ContextWalk, NOT_PRESENT, PageWalk, PERMISSION_READ, PERMISSION_WRITE, walkContext, walkPages } from "./translation.ts";
+
+/** What the checker reads of the unit: its memory, walk configuration and caches (never changed). */
+export interface CheckedUnit {
+  memory: GuestMemory;
+  cfg: WalkConfig;
+  cachingMode: boolean;
+  coherent: boolean;
+  contextCache: ContextCache;
+  iotlb: Iotlb;
+  deviceTlbs: DeviceTlbs;
+  now(): number;
+}
+
+const PASS_THROUGH: number = TranslationType.PassThrough;
+const DEVICE_TLB: number = TranslationType.DeviceTlb;
+
+export class DriverChecker {
+  /** Every report made (up to reportLimit), oldest first. */
+  readonly reports: DriverBugReport[] = [];
+  /** Requests that met a bug already reported. */
+  duplicates = 0;
+  /** Reports past reportLimit (counted, not kept or delivered). */
+  dropped = 0;
+  /** Requests inspected. */
+  inspected = 0;
+
+  private readonly seen = new Set<string>();
+  private readonly memory: MemoryAccess;
+  private readonly recording: RecordingAccess;
+  private readonly cpu: CpuViewAccess | undefined;
+  private readonly lineSize: number;
+  private readonly context = new ContextWalk();
+  private readonly cpuContext = new ContextWalk();
+  private readonly pages = new PageWalk();
+  private readonly cpuPages = new PageWalk();
+  private readonly reference = new PageOutcome();
+  private readonly used = new PageOutcome();
+
+  constructor(private readonly unit: CheckedUnit, private readonly settings: ResolvedCheckerOptions) {
+    this.memory = new MemoryAccess(unit.memory);
+    this.recording = new RecordingAccess(unit.memory);
+    const view = settings.cpuView;
+    this.cpu = view && !unit.coherent ? new CpuViewAccess(unit.memory, view) : undefined;
+    this.lineSize = view?.lineSize ?? 64;
+  }
+
+  /** A unit reset: what was reported is forgotten (the reports stay readable). */
+  reset(): void {
+    this.seen.clear();
+  }
+
+  /** Called for each request while translation is enabled, before the unit translates it. */
+  inspect(sid: number, address: number, write: boolean, rootTable: number): void {
+    this.inspected++;
+    if (!Number.isSafeInteger(address)) return; // not a whole address below 2^53: beyond every address width
+    this.checkCaches(sid, address, write, rootTable);
+    if (this.cpu) this.checkFlushes(sid, address, write, rootTable, this.cpu);
+  }
+
+  // ---- stale-cache and missing-cm-invalidation ----
+
+  private checkCaches(sid: number, address: number, write: boolean, rootTable: number): void {
+    const { cfg, contextCache: cc } = this.unit;
+    const current = walkContext(this.memory, rootTable, sid, cfg, this.context);
+    const slot = cc.lookup(sid);
+    if (slot >= 0) {
+      const cached = this.cachedContextView(slot);
+      const same = cached.present
+        ? current.reason === 0 && current.did === cached.did && current.tableRoot === Number(cached.tableRoot) && current.aw === cached.aw &&
+          current.translationType === cached.translationType && current.faultProcessingDisable === cached.fpd
+        : current.reason !== 0;
+      if (!same) {
+        const kind: DriverBugKind = cached.present ? "stale-cache" : "missing-cm-invalidation";
+        const did = cached.present ? cached.did : 0;
+        // What Linux does: a changed entry flushes the old domain; a CM negative entry (DID 0) is followed by the new domain's.
+        const then = cached.present || current.reason !== 0 ? did : current.did;
+        const missing: MissingAction = {
+          action: "context-cache-invalidation", granularity: "device", sid, did,
+          text: `device-selective context-cache invalidation SID ${sourceIdText(sid)} DID ${did}, then a domain-selective IOTLB invalidation DID ${then}`,
+        };
+        const now = contextView(current);
+        this.report(kind, sid, address, write, cached, now, missing, `context|${sid}|${JSON.stringify(cached, bigints)}|${JSON.stringify(now, bigints)}`);
+      }
+      // A negative entry: the unit faults with it, nothing more is used.
+      if (!same || !cached.present) return;
+    } else if (current.reason !== 0) {
+      return; // the unit walks too and faults the same way
+    }
+    const tt = current.translationType;
+    if (tt === PASS_THROUGH || address >= contextInputLimit(current, cfg.awBits)) return;
+
+    walkPages(this.memory, current.tableRoot, current.aw, address, cfg, this.pages);
+    const reference = this.reference.fromWalk(this.pages, address);
+    const page = address - (address % 4096);
+    if (tt === DEVICE_TLB) {
+      const entry = this.unit.deviceTlbs.lookup(sid, address);
+      // The endpoint uses its device-TLB when it permits the access; otherwise it asks the unit.
+      if (entry && (entry.permission & (write ? PERMISSION_WRITE : PERMISSION_READ)) !== 0) {
+        const used = this.used.set(entry.permission, entry.pageOutput);
+        if (!used.equals(reference)) {
+          const missing: MissingAction = {
+            action: "device-tlb-invalidation", sid, address: BigInt(page), size: false,
+            text: `device-TLB invalidation SID ${sourceIdText(sid)} addr ${hex(page)} S 0`,
+          };
+          this.report("stale-cache", sid, address, write, translationView("device-tlb-entry", used, 1), this.walkView(reference),
+            missing, `devtlb|${sid}|${page}|${used.permission}@${used.output}|${reference.permission}@${reference.output}`);
+        }
+        return;
+      }
+    }
+    const tlb = this.unit.iotlb;
+    if (!tlb.lookup(current.did, address)) return; // a miss: the unit walks what the reference walked
+    const level = tlb.hitLevel, base = tlb.hitInputBase;
+    const used = this.used.set(tlb.hitReason === 0 ? tlb.hitPermission : 0, tlb.hitOutput + (page - base));
+    if (used.equals(reference)) return;
+    const kind: DriverBugKind = used.permission === 0 && this.unit.cachingMode ? "missing-cm-invalidation" : "stale-cache";
+    const am = 9 * (level - 1);
+    const missing: MissingAction = {
+      action: "iotlb-invalidation", granularity: "page", did: current.did, address: BigInt(base), am,
+      text: `page-selective IOTLB invalidation DID ${current.did} addr ${hex(base)} AM ${am}`,
+    };
+    const cached = translationView("iotlb-entry", used, level, tlb.hitReason);
+    // Keyed by the cached leaf and what the tables map at its start (so one stale 2 MiB leaf is one report).
+    const leaf = `${used.permission}@${used.permission === 0 ? 0 : used.output - (page - base)}`;
+    const implied = `${reference.permission}@${reference.permission === 0 ? 0 : reference.output - (page - base)}`;
+    this.report(kind, sid, address, write, cached, this.walkView(reference), missing, `iotlb|${current.did}|${level}|${base}|${leaf}|${implied}`);
+  }
+
+  private cachedContextView(slot: number): ContextView {
+    const cc = this.unit.contextCache;
+    const reason = cc.reason[slot]!;
+    if (reason !== 0) return notPresentContext(reason, cc.did[slot]!, cc.faultProcessingDisable[slot] === 1);
+    return {
+      structure: "context-entry",
+      present: true,
+      did: cc.did[slot]!,
+      tableRoot: BigInt(cc.tableRoot[slot]!),
+      aw: cc.aw[slot]!,
+      translationType: cc.translationType[slot]!,
+      fpd: cc.faultProcessingDisable[slot] === 1,
+    };
+  }
+
+  private walkView(outcome: PageOutcome): TranslationView {
+    const walk = this.pages;
+    return translationView("paging-entries", outcome, walk.level, walk.structural === 0 || walk.structural === NOT_PRESENT ? 0 : walk.structural);
+  }
+
+  // ---- unflushed-table-write ----
+
+  private checkFlushes(sid: number, address: number, write: boolean, rootTable: number, cpu: CpuViewAccess): void {
+    const { cfg } = this.unit;
+    const rec = this.recording;
+    rec.reads.length = 0;
+    const unitContext = walkContext(rec, rootTable, sid, cfg, this.context);
+    const cpuContext = walkContext(cpu, rootTable, sid, cfg, this.cpuContext);
+    let differs = !sameContext(unitContext, cpuContext);
+    if (!differs && unitContext.reason === 0 && unitContext.translationType !== PASS_THROUGH && address < contextInputLimit(unitContext, cfg.awBits)) {
+      const unitPage = this.reference.fromWalk(walkPages(rec, unitContext.tableRoot, unitContext.aw, address, cfg, this.pages), address);
+      const cpuPage = this.used.fromWalk(walkPages(cpu, cpuContext.tableRoot, cpuContext.aw, address, cfg, this.cpuPages), address);
+      differs = !unitPage.equals(cpuPage);
+    }
+    if (!differs) return;
+    // The first entry on the unit's walk whose bytes the CPU holds otherwise (walk order: root, context, paging entries).
+    const reads = rec.reads;
+    for (let i = 0; i < reads.length; ) {
+      const table = i < 4 ? "root" : i < 8 ? "context" : "paging";
+      const dwords = table === "paging" ? 2 : 4;
+      const at = reads[i]!;
+      let unitValue = 0n, cpuValue = 0n;
+      for (let d = 0; d < dwords && i + d < reads.length; d++) {
+        unitValue |= BigInt(Math.max(0, this.memory.read32(at + 4 * d))) << BigInt(32 * d);
+        cpuValue |= BigInt(Math.max(0, cpu.read32(at + 4 * d))) << BigInt(32 * d);
+      }
+      if (unitValue !== cpuValue) {
+        const level = table === "paging" ? unitContext.aw + 2 - ((i - 8) >> 1) : undefined;
+        const entry = (value: bigint): RawEntryView => ({ structure: "table-entry", table, address: BigInt(at), ...(level ? { level } : {}), value });
+        const line = at - (at % this.lineSize);
+        const what = table === "paging" ? `level-${level} paging` : table;
+        const missing: MissingAction = {
+          action: "cache-line-flush", line: BigInt(line),
+          text: `CLFLUSH of the line at ${hex(line)} after the store to the ${what} entry at ${hex(at)} (ECAP.C = 0: the unit does not snoop CPU caches)`,
+        };
+        this.report("unflushed-table-write", sid, address, write, entry(unitValue), entry(cpuValue), missing, `unflushed|${at}|${unitValue}|${cpuValue}`);
+        return;
+      }
+      i += dwords;
+    }
+  }
+
+  // ---- reports ----
+
+  /** `key` names the entry and both values (see Deduplication above). */
+  private report(kind: DriverBugKind, sid: number, address: number, write: boolean, cached: EntryView, current: EntryView, missing: MissingAction, key: string): void {
+    key = `${kind}|${key}`;
+    if (this.seen.has(key)) {
+      this.duplicates++;
+      return;
+    }
+    if (this.reports.length >= this.settings.reportLimit) {
+      this.dropped++;
+      return;
+    }
+    this.seen.add(key);
+    const fields = { kind, sid, device: sourceIdText(sid), iova: BigInt(address), write, cached, current, missing, time: this.unit.now() };
+    const report: DriverBugReport = { ...fields, message: reportMessage(fields) };
+    this.reports.push(report);
+    try {
+      this.settings.onReport?.(report);
+    } catch {
+      // A user's listener must not break the unit.
+    }
+  }
+}
+
+function bigints(_key: string, value: unknown): unknown {
+  return typeof value === "bigint" ? value.toString(16) : value;
+}
+
+/** A not-present or invalid context entry: only the fault, the DID it is tagged with (0 under CM) and FPD. */
+function notPresentContext(fault: number, did: number, fpd: boolean): ContextView {
+  return { structure: "context-entry", present: false, fault, did, tableRoot: 0n, aw: 0, translationType: 0, fpd };
+}
+
+function contextView(walk: ContextWalk): ContextView {
+  if (walk.reason !== 0) return notPresentContext(walk.reason, 0, walk.faultProcessingDisable);
+  return {
+    structure: "context-entry",
+    present: true,
+    did: walk.did,
+    tableRoot: BigInt(walk.tableRoot),
+    aw: walk.aw,
+    translationType: walk.translationType,
+    fpd: walk.faultProcessingDisable,
+  };
+}
+
+function translationView(structure: TranslationView["structure"], outcome: PageOutcome, level: number, fault = 0): TranslationView {
+  return {
+    structure,
+    present: outcome.permission !== 0,
+    ...(fault !== 0 ? { fault } : {}),
+    level,
+    output: BigInt(outcome.output),
+    read: (outcome.permission & PERMISSION_READ) !== 0,
+    write: (outcome.permission & PERMISSION_WRITE) !== 0,
+  };
+}

@@ -1,0 +1,296 @@
+/**
+ * IOMMU notifiers (the VFIO path, see docs: QEMU's intel-iommu notifiers): per requester id an
+ * address space on which an embedder registers MAP / UNMAP / DEVIOTLB_UNMAP notifiers, and the
+ * registry that turns the unit's invalidations into events for them.
+ *
+ * - Page-selective IOTLB invalidation: the spaces of that domain walk only the range.
+ * - Domain-selective or global IOTLB invalidation: the spaces walk the whole domain against the
+ *   record of what was reported: unchanged mappings give no event, changed ones UNMAP then MAP,
+ *   removed ones UNMAP once.
+ * - Context-cache invalidation (global, domain, device), SRTP, TE on or off, reset: the spaces
+ *   concerned unmap everything (one UNMAP of the whole address width) and replay (MAP of every
+ *   mapping the tables hold now). With TE off, or a pass-through context, a space is reported as
+ *   one identity MAP of the whole address width.
+ * - Device-TLB invalidation: DEVIOTLB_UNMAP of the range, to that requester id's listeners.
+ * Spaces with only UNMAP listeners get UNMAP of every invalidated range, without a walk.
+ * Nothing at all happens while nobody listens (`active` is false: the invalidation path checks
+ * one field).
+ *
+ * IOTLB invalidations use the context as of the space's last context sync, as hardware uses its
+ * context cache: a context entry changed without a context-cache invalidation is not seen.
+ */
+import { TranslationType } from "../spec/entries.ts";
+import { IommuAddressSpace, SpaceMode, type SpaceOwner } from "./address-space.ts";
+import type { WalkConfig } from "./capabilities.ts";
+import type { InvalidationListener } from "./invalidation.ts";
+import type { MemoryAccess } from "./memory-access.ts";
+import { NotifierError, NotifierFlag, type IommuEvent, type IommuNotifier, type NotifierErrorReport, type NotifierEventType } from "./notifier-types.ts";
+import type { ResolvedOptions } from "./options.ts";
+import { hasLeaf, PageWalkSync, RecordNode } from "./page-walk-sync.ts";
+import { ContextWalk, walkContext } from "./translation.ts";
+
+const MAP = NotifierFlag.MAP, UNMAP = NotifierFlag.UNMAP, DEVIOTLB_UNMAP = NotifierFlag.DEVIOTLB_UNMAP;
+const SYNCED = MAP | UNMAP;
+
+/** What the notifier machinery did: for tests, benchmarks and the summary. */
+export class NotifierStats {
+  /** Address-space syncs by cause (one per space synced). */
+  pageSyncs = 0;
+  domainSyncs = 0;
+  globalSyncs = 0;
+  /** Unmap-everything-and-replay, for context invalidations, SRTP, TE and reset. */
+  contextSyncs = 0;
+  /** Paging entries read by sync walks. */
+  entriesWalked = 0;
+  /** Entries a walk found unusable (reserved bits, outside RAM): reported as not mapped. */
+  badEntries = 0;
+  mapEvents = 0;
+  unmapEvents = 0;
+  deviceIotlbUnmapEvents = 0;
+  /** Notifiers that threw. */
+  notifierErrors = 0;
+}
+
+export class IommuNotifiers implements InvalidationListener, SpaceOwner {
+  /** True while any address space has a notifier: the invalidation path checks only this. */
+  active = false;
+  readonly stats = new NotifierStats();
+  readonly awBits: number;
+  /** Called when an address space gets its first notifier (QEMU: notify_flag_changed from none). */
+  onFirstListener: ((space: IommuAddressSpace) => void) | undefined;
+  /** Called when an address space loses its last notifier. */
+  onLastListener: ((space: IommuAddressSpace) => void) | undefined;
+  /** A notifier threw; the unit went on. Without a handler the error is only counted. */
+  onNotifierError: ((report: NotifierErrorReport) => void) | undefined;
+
+  private readonly spaces = new Map<number, IommuAddressSpace>();
+  /** Spaces with a MAP or UNMAP notifier: the ones invalidations sync. Replaced, never mutated. */
+  private synced: readonly IommuAddressSpace[] = [];
+  private listening = 0;
+  private readonly walker: PageWalkSync;
+  private readonly contextWalk = new ContextWalk();
+  /** A notifier made the unit invalidate again while a sync ran: that work waits its turn. */
+  private busy = false;
+  private readonly pending: (() => void)[] = [];
+
+  constructor(
+    private readonly options: ResolvedOptions,
+    private readonly memory: MemoryAccess,
+    private readonly cfg: WalkConfig,
+    /** The latched root table while translation is enabled; -1 while TE is off. */
+    private readonly translationRoot: () => number,
+  ) {
+    this.awBits = cfg.awBits;
+    this.walker = new PageWalkSync(memory, cfg, this.stats);
+  }
+
+  /** The address space of requester id `sid` (bus << 8 | dev << 3 | fn). */
+  addressSpace(sid: number): IommuAddressSpace {
+    if (!Number.isInteger(sid) || sid < 0 || sid > 0xffff) throw new NotifierError("bad-argument", `address space: requester id ${String(sid)} is not in 0..0xffff`);
+    let space = this.spaces.get(sid);
+    if (!space) this.spaces.set(sid, (space = new IommuAddressSpace(sid, this)));
+    return space;
+  }
+
+  /** Address spaces with at least one notifier. */
+  listeningSpaces(): IommuAddressSpace[] {
+    return [...this.spaces.values()].filter((s) => s.notifierCount > 0);
+  }
+
+  // ---- SpaceOwner ----
+
+  checkMapAllowed(space: IommuAddressSpace): void {
+    if (this.options.cachingMode || this.options.allowMapNotifiersWithoutCachingMode) return;
+    throw new NotifierError("caching-mode-required",
+      `device ${space.name} requires caching mode: a MAP notifier can only mirror the guest's mappings when CAP.CM = 1 makes the guest ` +
+      "invalidate every new one (VtdDevice option cachingMode: true; allowMapNotifiersWithoutCachingMode: true forces it, for demonstrations only)");
+  }
+
+  listenersChanged(space: IommuAddressSpace, before: number, after: number): void {
+    if (!(before & SYNCED) && after & SYNCED) {
+      this.synced = [...this.synced, space];
+      this.readContext(space);
+    } else if (before & SYNCED && !(after & SYNCED)) {
+      this.synced = this.synced.filter((s) => s !== space);
+    }
+    if (!(before & MAP) && after & MAP) {
+      // The record starts as what the tables hold now; the notifier learns it through replay.
+      this.readContext(space);
+      this.startRecord(space, false);
+    } else if (before & MAP && !(after & MAP)) {
+      space.record = undefined;
+      space.identityReported = false;
+    }
+    if (before === 0 && after !== 0) this.listening++;
+    if (before !== 0 && after === 0) this.listening--;
+    this.active = this.listening > 0;
+    if (before === 0 && after !== 0) this.onFirstListener?.(space);
+    if (before !== 0 && after === 0) this.onLastListener?.(space);
+  }
+
+  counted(type: NotifierEventType): void {
+    if (type === MAP) this.stats.mapEvents++;
+    else if (type === UNMAP) this.stats.unmapEvents++;
+    else this.stats.deviceIotlbUnmapEvents++;
+  }
+
+  reportError(space: IommuAddressSpace, notifier: IommuNotifier, event: IommuEvent, error: unknown): void {
+    this.stats.notifierErrors++;
+    const handler = this.onNotifierError;
+    if (!handler) return;
+    try {
+      handler({ sid: space.sid, notifier, event, error });
+    } catch {
+      // The embedder's error handler must not break the unit either.
+    }
+  }
+
+  // ---- InvalidationListener: called by Invalidation only while `active` ----
+
+  iotlbPages(did: number, address: number, span: number): void {
+    if (this.busy) return void this.pending.push(() => this.iotlbPages(did, address, span));
+    this.busy = true;
+    try {
+      for (const space of this.synced) {
+        if (space.mode !== SpaceMode.Translated || space.did !== did) continue;
+        this.stats.pageSyncs++;
+        this.syncRange(space, address, address + span);
+      }
+    } finally {
+      this.finish();
+    }
+  }
+
+  iotlbDomain(did: number): void {
+    if (this.busy) return void this.pending.push(() => this.iotlbDomain(did));
+    this.busy = true;
+    try {
+      for (const space of this.synced) {
+        if (space.mode !== SpaceMode.Translated || space.did !== did) continue;
+        this.stats.domainSyncs++;
+        this.syncRange(space, 0, space.inputLimit);
+      }
+    } finally {
+      this.finish();
+    }
+  }
+
+  iotlbGlobal(): void {
+    if (this.busy) return void this.pending.push(() => this.iotlbGlobal());
+    this.busy = true;
+    try {
+      for (const space of this.synced) {
+        if (space.mode !== SpaceMode.Translated) continue;
+        this.stats.globalSyncs++;
+        this.syncRange(space, 0, space.inputLimit);
+      }
+    } finally {
+      this.finish();
+    }
+  }
+
+  contextGlobal(): void {
+    this.resync(() => true);
+  }
+
+  contextDomain(did: number): void {
+    this.resync((space) => space.did === did);
+  }
+
+  /** Source-ids matching `sid` under the function mask (as the context cache matches them, VT-d §11.4.7.1). */
+  contextDevice(sid: number, functionMask: number): void {
+    const ignore = functionMask === 0 ? 0 : ((1 << functionMask) - 1) << (3 - functionMask);
+    const want = sid & ~ignore;
+    this.resync((space) => (space.sid & ~ignore) === want);
+  }
+
+  everything(): void {
+    this.resync(() => true);
+  }
+
+  deviceTlb(sid: number, start: number, end: number): void {
+    const space = this.spaces.get(sid);
+    if (!space || !(space.flags & DEVIOTLB_UNMAP)) return;
+    const limit = 2 ** this.awBits;
+    if (start >= limit) return;
+    space.emit(DEVIOTLB_UNMAP, start, Math.min(end, limit) - start, 0, 0);
+  }
+
+  // ---- syncing ----
+
+  private finish(): void {
+    this.busy = false;
+    while (this.pending.length > 0) this.pending.shift()!();
+  }
+
+  private resync(matches: (space: IommuAddressSpace) => boolean): void {
+    if (this.busy) return void this.pending.push(() => this.resync(matches));
+    this.busy = true;
+    try {
+      for (const space of this.synced) {
+        if (!matches(space)) continue;
+        this.stats.contextSyncs++;
+        this.unmapAllAndReplay(space);
+      }
+    } finally {
+      this.finish();
+    }
+  }
+
+  /** [start, end) of a translated space, against the record (MAP listeners) or as one UNMAP (UNMAP listeners only). */
+  private syncRange(space: IommuAddressSpace, start: number, end: number): void {
+    if (end > space.inputLimit) end = space.inputLimit;
+    if (start >= end) return;
+    if (space.flags & MAP) this.walker.sync(space.record!, space.tableRoot, space.levels, start, end, space);
+    else space.emit(UNMAP, start, end - start, 0, 0);
+  }
+
+  private unmapAllAndReplay(space: IommuAddressSpace): void {
+    const reachable = space.flags & MAP ? space.identityReported || (space.record !== undefined && hasLeaf(space.record)) : space.mode !== SpaceMode.None;
+    if (reachable) space.emit(UNMAP, 0, 2 ** this.awBits, 0, 0);
+    this.readContext(space);
+    if (space.flags & MAP) this.startRecord(space, true);
+  }
+
+  /** A fresh record of what the space maps now, reported as MAP events when `report`. */
+  private startRecord(space: IommuAddressSpace, report: boolean): void {
+    const record = new RecordNode();
+    space.record = record;
+    space.identityReported = space.mode === SpaceMode.Identity;
+    if (space.mode === SpaceMode.Identity) {
+      if (report) space.emit(MAP, 0, 2 ** this.awBits, 0, 3);
+    } else if (space.mode === SpaceMode.Translated) {
+      this.walker.sync(record, space.tableRoot, space.levels, 0, space.inputLimit, report ? space : undefined);
+    }
+  }
+
+  /** The space's context as the unit would load it now (a pure walk: no fault is recorded). */
+  private readContext(space: IommuAddressSpace): void {
+    const root = this.translationRoot();
+    const fullWidth = 2 ** this.awBits;
+    space.did = 0;
+    space.tableRoot = 0;
+    space.levels = 0;
+    if (root < 0) {
+      space.mode = SpaceMode.Identity;
+      space.inputLimit = fullWidth;
+      return;
+    }
+    const walk = walkContext(this.memory, root, space.sid, this.cfg, this.contextWalk);
+    if (walk.reason !== 0) {
+      space.mode = SpaceMode.None;
+      space.inputLimit = 0;
+      return;
+    }
+    space.did = walk.did;
+    if (walk.translationType === TranslationType.PassThrough) {
+      space.mode = SpaceMode.Identity;
+      space.inputLimit = fullWidth;
+      return;
+    }
+    space.mode = SpaceMode.Translated;
+    space.tableRoot = walk.tableRoot;
+    space.levels = walk.aw + 2;
+    space.inputLimit = 2 ** Math.min(this.awBits, 30 + 9 * walk.aw);
+  }
+}
