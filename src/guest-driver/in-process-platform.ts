@@ -10,9 +10,10 @@ import { buildDmar, type PciEndpoint } from "../acpi/dmar.ts";
 import { Iqa, Reg } from "../spec/registers.ts";
 import { GuestRam } from "../vtd-device/guest-memory.ts";
 import { CpuCacheModel, LINE } from "./cpu-cache-model.ts";
+import { rangePageAllocator, type RangePageAllocator } from "./page-allocator.ts";
 import { VtdDevice } from "../vtd-device/device.ts";
 import type { VtdOptions } from "../vtd-device/options.ts";
-import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PageAllocator, PhysicalMemory, Platform } from "./platform.ts";
+import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PhysicalMemory, Platform } from "./platform.ts";
 
 const PAGE = 4096;
 /** Where QEMU and the v86 platform put the unit. */
@@ -52,7 +53,7 @@ export class InProcessPlatform implements Platform {
   readonly coherent: boolean;
   readonly memory: PhysicalMemory;
   readonly mmio: Mmio;
-  readonly allocator: PageAllocator & { readonly pagesInUse: number; readonly base: number; readonly limit: number };
+  readonly allocator: RangePageAllocator;
   readonly cache: CpuCache & {
     /** CLFLUSH count (lines). */
     readonly flushes: number;
@@ -337,41 +338,7 @@ export class InProcessPlatform implements Platform {
     const base = this.options.allocatorBase ?? 0x10_0000;
     const limit = base + (this.options.allocatorBytes ?? Math.max(PAGE, Math.floor(this.bytes.length / 2 / PAGE) * PAGE - base));
     if (base % PAGE !== 0 || limit > this.bytes.length || limit <= base) throw new RangeError("InProcessPlatform: allocator range outside RAM or unaligned");
-    let next = base;
-    let inUse = 0;
-    const free: { address: number; count: number }[] = [];
-    const zero = (address: number, count: number) => this.cpuCache.zero(address, count * PAGE);
-    return {
-      base,
-      limit,
-      get pagesInUse() {
-        return inUse;
-      },
-      allocatePages: (count) => {
-        if (!Number.isInteger(count) || count <= 0) throw new RangeError(`allocatePages: bad count ${count}`);
-        let address = -1;
-        const i = free.findIndex((f) => f.count >= count);
-        if (i >= 0) {
-          const f = free[i]!;
-          address = f.address;
-          f.address += count * PAGE;
-          f.count -= count;
-          if (f.count === 0) free.splice(i, 1);
-        } else if (next + count * PAGE <= limit) {
-          address = next;
-          next += count * PAGE;
-        } else {
-          throw new RangeError(`InProcessPlatform: out of driver memory (${count} pages wanted, ${inUse} in use)`);
-        }
-        inUse += count;
-        zero(address, count);
-        return address;
-      },
-      freePages: (address, count) => {
-        inUse -= count;
-        free.push({ address, count });
-      },
-    };
+    return rangePageAllocator("InProcessPlatform", base, limit, (address, bytes) => this.cpuCache.zero(address, bytes));
   }
 }
 

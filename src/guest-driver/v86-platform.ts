@@ -46,8 +46,9 @@ import { VTD_UNIT_BASE } from "../v86/unit-mmio.ts";
 import { VGA_HOLE_END, VGA_HOLE_START } from "../v86/v86-guest-memory.ts";
 import type { GuestMemory } from "../vtd-device/guest-memory.ts";
 import type { VtdDevice } from "../vtd-device/device.ts";
-import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PageAllocator, PhysicalMemory, Platform } from "./platform.ts";
+import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PhysicalMemory, Platform } from "./platform.ts";
 import { findAcpiTable } from "./v86-acpi.ts";
+import { rangePageAllocator, type RangePageAllocator } from "./page-allocator.ts";
 
 const PAGE = 4096;
 const LINE = 64;
@@ -96,7 +97,7 @@ export class V86DriverPlatform implements Platform {
   readonly ramBytes: number;
   readonly memory: PhysicalMemory;
   readonly mmio: Mmio;
-  readonly allocator: PageAllocator & { readonly pagesInUse: number; readonly base: number; readonly limit: number };
+  readonly allocator: RangePageAllocator;
   readonly cache: CpuCache & {
     /** CLFLUSH count (lines). */
     readonly flushes: number;
@@ -414,43 +415,9 @@ export class V86DriverPlatform implements Platform {
   }
 
   private pageAllocator(base: number, limit: number): V86DriverPlatform["allocator"] {
-    let next = base;
-    let inUse = 0;
-    const free: { address: number; count: number }[] = [];
-    const zero = (address: number, count: number) => {
-      for (let at = address; at < address + count * PAGE; at += 4) this.cpu.write32(at, 0);
-      this.stored(address, count * PAGE);
-    };
-    return {
-      base,
-      limit,
-      get pagesInUse() {
-        return inUse;
-      },
-      allocatePages: (count) => {
-        if (!Number.isInteger(count) || count <= 0) throw new RangeError(`allocatePages: bad count ${count}`);
-        let address: number;
-        const i = free.findIndex((f) => f.count >= count);
-        if (i >= 0) {
-          const f = free[i]!;
-          address = f.address;
-          f.address += count * PAGE;
-          f.count -= count;
-          if (f.count === 0) free.splice(i, 1);
-        } else if (next + count * PAGE <= limit) {
-          address = next;
-          next += count * PAGE;
-        } else {
-          throw new RangeError(`V86DriverPlatform: out of driver memory (${count} pages wanted, ${inUse} in use)`);
-        }
-        inUse += count;
-        zero(address, count);
-        return address;
-      },
-      freePages: (address, count) => {
-        inUse -= count;
-        free.push({ address, count });
-      },
-    };
+    return rangePageAllocator("V86DriverPlatform", base, limit, (address, bytes) => {
+      for (let at = address; at < address + bytes; at += 4) this.cpu.write32(at, 0);
+      this.stored(address, bytes);
+    });
   }
 }
