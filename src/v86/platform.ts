@@ -11,7 +11,7 @@ import { VtdDevice, type VtdOptions } from "../vtd-device/index.ts";
 import { installAcpiTablesInRam, serveFwCfgAcpiTables } from "./acpi-install.ts";
 import { deliverMsiToLapic } from "./lapic-msi.ts";
 import type { Machine } from "./machine.ts";
-import { V86PciBus } from "./pci-bus.ts";
+import { V86PciBus, type DmaTranslator } from "./pci-bus.ts";
 import { mapVtdUnit, VTD_UNIT_BASE } from "./unit-mmio.ts";
 
 /** Free in v86 (it uses slots 0, 1, 5, 7, 0x12, 0x1e and 6/0xa/0xb/0xc for virtio). */
@@ -37,6 +37,11 @@ export interface PlatformOptions {
   msiListener?: (address: bigint, data: number) => boolean;
   /** Attaches more PCI functions of this project; returns their endpoints for the DMAR's DRHD scope. */
   attachDevices?: (bus: V86PciBus) => PciEndpoint[];
+  /**
+   * Puts something between the PCI functions and the unit: every DMA of every function goes to
+   * what this returns (given the unit). Tests use it for a second DMA path (a VFIO-like shadow).
+   */
+  interposeDma?: (unit: VtdDevice) => DmaTranslator;
 }
 
 export interface Platform {
@@ -64,7 +69,7 @@ export function installPlatform(machine: Machine, options: PlatformOptions = {})
   safePoints.onTick((elapsedMs) => device.advanceTime(elapsedMs));
   mapVtdUnit(cpu.io, device, VTD_UNIT_BASE);
 
-  const bus = new V86PciBus(cpu, safePoints, memory, device, deliver);
+  const bus = new V86PciBus(cpu, safePoints, memory, options.interposeDma ? options.interposeDma(device) : device, deliver);
   const edu = bus.attach({ name: "edu", device: EDU_PCI_SLOT, identity: eduPciIdentity(EDU_BAR0_ADDRESS) }, (port) =>
     new EduDevice({ port, dmaDelayMs: options.eduDmaDelayMs ?? 0, ...(options.eduDmaMask !== undefined ? { dmaMask: options.eduDmaMask } : {}) }),
   );

@@ -1,0 +1,126 @@
+/**
+ * `npm run bench:linux`: the Linux guest's cost of the IOMMU. The same kernel boots with
+ * intel_iommu=off (the baseline: the unit is present but Linux leaves it off, so DMA is not
+ * translated) and with the unit translating in each mode of the matrix; the modes take turns
+ * within each round so host load affects them alike. Figures: boot-to-init (host wall time and
+ * guest instructions, the latter independent of host load) and the workload's throughput.
+ * Not part of `npm run bench` (it boots Linux ~10 times: a few minutes).
+ *
+ *   npm run bench:linux [-- --rounds N (default 2) --workload-mib N (default 32)]
+ */
+import { readFileSync } from "node:fs";
+import { ensureLinuxGuest } from "../firmware/linux/build.ts";
+import { bootLinux, lastConsoleLines, type LinuxRun } from "../src/linux/boot.ts";
+import { linuxFigures } from "../src/linux/summary.ts";
+import { totalInvalidations } from "../src/linux/unit-counts.ts";
+import { createReporter, type BenchReporter } from "./harness.ts";
+
+interface Mode {
+  name: string;
+  cmdline: string;
+  cachingMode: boolean;
+}
+
+const BASELINE: Mode = { name: "intel_iommu=off", cmdline: "intel_iommu=off", cachingMode: false };
+const MODES: Mode[] = [
+  BASELINE,
+  { name: "intel_iommu=on (lazy)", cmdline: "intel_iommu=on", cachingMode: false },
+  { name: "intel_iommu=on,strict", cmdline: "intel_iommu=on,strict", cachingMode: false },
+  { name: "CM + intel_iommu=on,strict", cmdline: "intel_iommu=on,strict", cachingMode: true },
+  { name: "intel_iommu=on iommu=pt", cmdline: "intel_iommu=on iommu=pt", cachingMode: false },
+];
+
+interface Sample {
+  initMs: number;
+  initInstructions: number;
+  writeMiBps: number;
+  readMiBps: number;
+  invalidationsPerMiB: number;
+  translationsPerMiB: number;
+  /** Guest instructions from the start of the write to the end of the read, per MiB transferred. */
+  instructionsPerMiB: number;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function sample(run: LinuxRun, mode: Mode): Sample {
+  const f = linuxFigures(run);
+  if (run.outcome !== "completed" || !f.workload || f.writeMs === undefined || f.readMs === undefined || !f.workloadUnit || !run.marks.init) {
+    throw new Error(`bench:linux: the ${mode.name} boot ended with ${run.outcome}:\n${lastConsoleLines(run.console)}`);
+  }
+  if (f.workload.patternSha256 !== f.workload.readbackSha256) throw new Error(`bench:linux: ${mode.name}: the data read back differs from the data written`);
+  return {
+    initMs: run.marks.init.hostMs,
+    initInstructions: run.marks.init.instructions,
+    writeMiBps: (f.workload.mib * 1000) / f.writeMs,
+    readMiBps: (f.workload.mib * 1000) / f.readMs,
+    invalidationsPerMiB: totalInvalidations(f.workloadUnit) / f.transferredMiB,
+    translationsPerMiB: f.workloadUnit.translations / f.transferredMiB,
+    instructionsPerMiB: (run.marks["read-end"]!.instructions - run.marks["write-start"]!.instructions) / f.transferredMiB,
+  };
+}
+
+function option(argv: string[], name: string, fallback: number): number {
+  const at = argv.indexOf(name);
+  if (at < 0) return fallback;
+  const value = Number(argv[at + 1]);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`bench:linux option ${name}: expected a positive integer, got "${argv[at + 1]}"`);
+  return value;
+}
+
+export default async function linuxBench(r: BenchReporter, argv: string[] = []): Promise<void> {
+  const rounds = option(argv, "--rounds", 2);
+  const workloadMiB = option(argv, "--workload-mib", 32);
+  // Big enough that dd's start-up and the console marks are small beside the transfer.
+  const diskMiB = workloadMiB + 16;
+  const memoryMiB = 64 + 2 * workloadMiB + 64;
+  const files = await ensureLinuxGuest();
+  const bzImage = new Uint8Array(readFileSync(files.bzImage));
+  const initrd = new Uint8Array(readFileSync(files.initrd));
+  const samples = new Map<string, Sample[]>(MODES.map((m) => [m.name, []]));
+  // A first boot warms up V8 (the unit's and the device's code) and is not counted.
+  const boot = (mode: Mode) => bootLinux({ bzImage, initrd, cmdline: mode.cmdline, vtd: { cachingMode: mode.cachingMode }, workloadMiB, diskMiB, memoryMiB, timeoutMs: 300_000 });
+  sample(await boot(MODES[1]!), MODES[1]!);
+  for (let round = 0; round < rounds; round++) {
+    // Rotate the order each round so no mode always follows the same one.
+    const order = MODES.map((_, i) => MODES[(i + round) % MODES.length]!);
+    for (const mode of order) {
+      const s = sample(await boot(mode), mode);
+      samples.get(mode.name)!.push(s);
+      console.error(`  round ${round + 1}/${rounds} ${mode.name}: init ${(s.initMs / 1000).toFixed(2)} s, write ${s.writeMiBps.toFixed(2)} MiB/s, read ${s.readMiBps.toFixed(2)} MiB/s`);
+    }
+  }
+  const med = (name: string, key: keyof Sample) => median(samples.get(name)!.map((s) => s[key]));
+  const base = BASELINE.name;
+  r.section(`boot to init (median of ${rounds}; baseline: the same kernel with ${base})`);
+  for (const mode of MODES) {
+    if (mode === BASELINE) continue;
+    r.figure(`${mode.name}: host wall time`, med(mode.name, "initMs"), "ms", { baseline: med(base, "initMs"), baselineName: base });
+    r.figure(`${mode.name}: guest instructions`, med(mode.name, "initInstructions") / 1e6, "M", { baseline: med(base, "initInstructions") / 1e6, baselineName: base });
+  }
+  r.section(`workload: ${workloadMiB} MiB written to /dev/vda and read back, O_DIRECT (median of ${rounds}, host wall time)`);
+  for (const mode of MODES) {
+    const opts = mode === BASELINE ? {} : { baseline: med(base, "writeMiBps"), baselineName: base };
+    r.figure(`${mode.name}: write`, med(mode.name, "writeMiBps"), "MiB/s", opts);
+    r.figure(`${mode.name}: read`, med(mode.name, "readMiBps"), "MiB/s", mode === BASELINE ? {} : { baseline: med(base, "readMiBps"), baselineName: base });
+    r.figure(`${mode.name}: guest instructions per MiB`, med(mode.name, "instructionsPerMiB") / 1e6, "M", mode === BASELINE ? {} : { baseline: med(base, "instructionsPerMiB") / 1e6, baselineName: base });
+    r.figure(`${mode.name}: invalidations / translations per MiB`, med(mode.name, "invalidationsPerMiB"), `invalidations, ${med(mode.name, "translationsPerMiB").toFixed(0)} translations`);
+  }
+}
+
+// Run directly (npm run bench:linux bundles this file and runs the bundle).
+if (/(linux\.bench\.ts|bench-linux\.mjs)$/.test(process.argv[1] ?? "")) {
+  const reporter = createReporter((line) => console.log(line));
+  reporter.section("== linux ==");
+  linuxBench(reporter, process.argv.slice(2)).then(
+    () => process.exit(0),
+    (error: unknown) => {
+      console.error(error instanceof Error ? error.message : String(error));
+      process.exit(1);
+    },
+  );
+}
