@@ -1,4 +1,5 @@
 /** The command line of `npm start` (src/main.ts): parsed strictly, every mistake named. */
+import { ArgumentError, onOff, positiveSeconds, readOptions } from "./options.ts";
 export interface MainArguments {
   cachingMode: boolean;
   awBits: 39 | 48;
@@ -28,55 +29,37 @@ options:
   --timeout <seconds>     wall-clock limit (default ${DEFAULT_TIMEOUT_SECONDS})
   --help                  this text`;
 
-export class ArgumentError extends Error {}
+export { ArgumentError };
 
 export function parseArguments(argv: readonly string[]): MainArguments {
   const parsed: MainArguments = { cachingMode: true, awBits: 48, kernel: undefined, cmdline: "", timeoutSeconds: DEFAULT_TIMEOUT_SECONDS, help: false };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const [name, inline] = arg.startsWith("--") && arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
-    const value = (): string => {
-      const v = inline ?? argv[++i];
-      if (v === undefined || (inline === undefined && v.startsWith("--"))) throw new ArgumentError(`option ${name} needs a value`);
-      return v;
-    };
-    switch (name) {
+  readOptions(argv, (option) => {
+    switch (option.name) {
       case "--help":
       case "-h":
         parsed.help = true;
-        break;
-      case "--caching-mode": {
-        const v = value();
-        if (v !== "on" && v !== "off") throw new ArgumentError(`option --caching-mode: expected on or off, got "${v}"`);
-        parsed.cachingMode = v === "on";
-        break;
-      }
+        return true;
+      case "--caching-mode":
+        parsed.cachingMode = onOff(option);
+        return true;
       case "--aw-bits": {
-        const v = value();
+        const v = option.value();
         if (v !== "39" && v !== "48") throw new ArgumentError(`option --aw-bits: expected 39 or 48, got "${v}"`);
         parsed.awBits = v === "39" ? 39 : 48;
-        break;
+        return true;
       }
       case "--kernel":
-        parsed.kernel = value();
-        break;
-      case "--cmdline": {
-        // Not value(): a guest option may itself start with "--".
-        const v = inline ?? argv[++i];
-        if (v === undefined) throw new ArgumentError("option --cmdline needs a value");
-        parsed.cmdline = v;
-        break;
-      }
-      case "--timeout": {
-        const v = value();
-        const seconds = Number(v);
-        if (!/^\d+(\.\d+)?$/.test(v) || !(seconds > 0)) throw new ArgumentError(`option --timeout: expected a number of seconds > 0, got "${v}"`);
-        parsed.timeoutSeconds = seconds;
-        break;
-      }
+        parsed.kernel = option.value();
+        return true;
+      case "--cmdline":
+        parsed.cmdline = option.anyValue(); // a guest option may itself start with "--"
+        return true;
+      case "--timeout":
+        parsed.timeoutSeconds = positiveSeconds(option);
+        return true;
       default:
-        throw new ArgumentError(`unknown option ${name}${name.startsWith("-") ? "" : " (options start with --)"}`);
+        return false;
     }
-  }
+  });
   return parsed;
 }

@@ -1,4 +1,5 @@
 /** The command line of `npm run linux` (src/linux/main.ts): parsed strictly, every mistake named. */
+import { ArgumentError, onOff, positiveSeconds, readOptions } from "../cli/options.ts";
 import { DEFAULT_DISK_MIB, DEFAULT_WORKLOAD_MIB } from "./boot.ts";
 
 export interface LinuxArguments {
@@ -37,7 +38,7 @@ options:
   --quiet                 do not stream the console
   --help                  this text`;
 
-export class LinuxArgumentError extends Error {}
+export { ArgumentError as LinuxArgumentError };
 
 export function parseLinuxArguments(argv: readonly string[]): LinuxArguments {
   const parsed: LinuxArguments = {
@@ -49,57 +50,40 @@ export function parseLinuxArguments(argv: readonly string[]): LinuxArguments {
     quiet: false,
     help: false,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
-    const name = eq > 0 ? arg.slice(0, eq) : arg;
-    const inline = eq > 0 ? arg.slice(eq + 1) : undefined;
-    const value = (): string => {
-      const v = inline ?? argv[++i];
-      if (v === undefined || (inline === undefined && v.startsWith("--"))) throw new LinuxArgumentError(`option ${name} needs a value`);
-      return v;
-    };
-    switch (name) {
+  readOptions(argv, (option) => {
+    switch (option.name) {
       case "--help":
       case "-h":
         parsed.help = true;
-        break;
-      case "--caching-mode": {
-        const v = value();
-        if (v !== "on" && v !== "off") throw new LinuxArgumentError(`option --caching-mode: expected on or off, got "${v}"`);
-        parsed.cachingMode = v === "on";
-        break;
-      }
+        return true;
+      case "--caching-mode":
+        parsed.cachingMode = onOff(option);
+        return true;
       case "--cmdline": {
-        const v = inline ?? argv[++i];
-        if (v === undefined) throw new LinuxArgumentError("option --cmdline needs a value");
-        if (/[\r\n]/.test(v)) throw new LinuxArgumentError("option --cmdline: a kernel command line has no line breaks");
+        const v = option.anyValue();
+        if (/[\r\n]/.test(v)) throw new ArgumentError("option --cmdline: a kernel command line has no line breaks");
         parsed.cmdline = v;
-        break;
+        return true;
       }
-      case "--timeout": {
-        const v = value();
-        const seconds = Number(v);
-        if (!/^\d+(\.\d+)?$/.test(v) || !(seconds > 0)) throw new LinuxArgumentError(`option --timeout: expected a number of seconds > 0, got "${v}"`);
-        parsed.timeoutSeconds = seconds;
-        break;
-      }
+      case "--timeout":
+        parsed.timeoutSeconds = positiveSeconds(option);
+        return true;
       case "--workload-mib": {
-        const v = value();
+        const v = option.value();
         const mib = Number(v);
-        if (!/^\d+$/.test(v) || mib < 1 || mib > DEFAULT_DISK_MIB) throw new LinuxArgumentError(`option --workload-mib: expected an integer 1..${DEFAULT_DISK_MIB}, got "${v}"`);
+        if (!/^\d+$/.test(v) || mib < 1 || mib > DEFAULT_DISK_MIB) throw new ArgumentError(`option --workload-mib: expected an integer 1..${DEFAULT_DISK_MIB}, got "${v}"`);
         parsed.workloadMiB = mib;
-        break;
+        return true;
       }
       case "--rebuild":
         parsed.rebuild = true;
-        break;
+        return true;
       case "--quiet":
         parsed.quiet = true;
-        break;
+        return true;
       default:
-        throw new LinuxArgumentError(`unknown option ${name}${name.startsWith("-") ? "" : " (options start with --)"}`);
+        return false;
     }
-  }
+  });
   return parsed;
 }
