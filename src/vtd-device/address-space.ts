@@ -59,6 +59,8 @@ export class IommuAddressSpace implements SyncSink {
   record: RecordNode | undefined;
   /** While a MAP notifier listens: the identity mapping of a Identity space was reported. */
   identityReported = false;
+  /** A sync hit `notifierTableLimit`: nothing is mirrored until the next context sync. */
+  walkLimited = false;
 
   constructor(readonly sid: number, private readonly owner: SpaceOwner) {
     this.name = bdf(sid);

@@ -466,3 +466,61 @@ describe("robustness", () => {
     expect(m.device.notifiers.stats.badEntries).toBeGreaterThan(0);
   });
 });
+
+describe("aliased tables (a guest that maps 2^48 bytes with four pages)", () => {
+  /** Every entry of levels 4..2 points at the same next table; the last table holds 512 4K leaves. */
+  function aliasEverything(m: Machine, root: number): void {
+    const l3 = m.tables.page(), l2 = m.tables.page(), l1 = m.tables.page();
+    for (let i = 0; i < 512; i++) {
+      m.ram.write64(root + i * 8, BigInt(l3) | R | W);
+      m.ram.write64(l3 + i * 8, BigInt(l2) | R | W);
+      m.ram.write64(l2 + i * 8, BigInt(l1) | R | W);
+      m.ram.write64(l1 + i * 8, BigInt(0x20_0000 + (i % 16) * K4) | R | W);
+    }
+  }
+
+  it("a sync stops at notifierTableLimit: the space is unmapped whole, the embedder told, and mirrored again once its tables fit", () => {
+    const limit = 64;
+    const { m, root, space, stats } = unit({ notifierTableLimit: limit });
+    const c = collector();
+    const limited: [number, number][] = [];
+    m.device.notifiers.onWalkLimit = (s, tables) => limited.push([s.sid, tables]);
+    space.register(c.notify, { events: MAP | UNMAP });
+    m.tables.map(root, 4, 0x1000, 0x20_0000, R | W);
+    psi(m, 1, 0x1000);
+    expect(c.take()).toEqual([mapEvent(0x1000, 0x20_0000, K4)]);
+
+    aliasEverything(m, root);
+    dsi(m, 1);
+    expect(limited).toEqual([[SID, limit]]);
+    expect(stats.walkLimitHits).toBe(1);
+    // At most `limit` tables read; what was sent before the stop is taken back by one UNMAP of everything.
+    expect(stats.entriesWalked).toBeLessThanOrEqual((limit + 4) * 512);
+    const events = c.take();
+    expect(events.at(-1)).toEqual(UNMAP_ALL);
+    expect(space.reported()).toEqual([]);
+    // Nothing is walked while the space is over its limit.
+    const walked = stats.entriesWalked;
+    psi(m, 1, 0x5000);
+    dsi(m, 1);
+    expect(stats.entriesWalked).toBe(walked);
+    expect(c.take()).toEqual([]);
+
+    // The guest repairs its tables; the next context invalidation mirrors the space again.
+    for (let i = 0; i < 512; i++) m.ram.write64(root + i * 8, 0n);
+    m.tables.map(root, 4, 0x1000, 0x30_0000, R);
+    contextDevice(m, SID);
+    expect(c.take()).toEqual([mapEvent(0x1000, 0x30_0000, K4, 1)]);
+    expect(stats.walkLimitHits).toBe(1);
+  });
+
+  it("the default limit keeps a fully aliased 4-level space to one bounded walk; a bad limit is an error naming it", () => {
+    const { m, root, space, stats } = unit();
+    space.register(() => {}, { events: MAP | UNMAP });
+    aliasEverything(m, root);
+    contextDevice(m, SID);
+    expect(stats.walkLimitHits).toBe(1);
+    expect(stats.entriesWalked).toBeLessThanOrEqual(4097 * 512);
+    expect(() => machine({ notifierTableLimit: 0 })).toThrow(/option notifierTableLimit/);
+  });
+});

@@ -26,7 +26,7 @@ import type { InvalidationListener } from "./invalidation.ts";
 import type { MemoryAccess } from "./memory-access.ts";
 import { NotifierError, NotifierFlag, type IommuEvent, type IommuNotifier, type NotifierErrorReport, type NotifierEventType } from "./notifier-types.ts";
 import type { ResolvedOptions } from "./options.ts";
-import { hasLeaf, PageWalkSync, RecordNode } from "./page-walk-sync.ts";
+import { hasLeaf, PageWalkSync, RecordNode, WALK_LIMIT_REACHED } from "./page-walk-sync.ts";
 import { ContextWalk, walkContext } from "./translation.ts";
 
 const MAP = NotifierFlag.MAP, UNMAP = NotifierFlag.UNMAP, DEVIOTLB_UNMAP = NotifierFlag.DEVIOTLB_UNMAP;
@@ -49,6 +49,8 @@ export class NotifierStats {
   deviceIotlbUnmapEvents = 0;
   /** Notifiers that threw. */
   notifierErrors = 0;
+  /** Syncs stopped by `notifierTableLimit` (the space was then unmapped whole). */
+  walkLimitHits = 0;
 }
 
 export class IommuNotifiers implements InvalidationListener, SpaceOwner {
@@ -56,6 +58,12 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   active = false;
   readonly stats = new NotifierStats();
   readonly awBits: number;
+  /**
+   * Called when a sync of `space` would visit more than `notifierTableLimit` tables (aliased or
+   * huge guest tables): the space was unmapped whole and is mirrored again from its next context
+   * invalidation, if its tables then fit.
+   */
+  onWalkLimit: ((space: IommuAddressSpace, tableLimit: number) => void) | undefined;
   /** Called when an address space gets its first notifier (QEMU: notify_flag_changed from none). */
   onFirstListener: ((space: IommuAddressSpace) => void) | undefined;
   /** Called when an address space loses its last notifier. */
@@ -81,7 +89,7 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
     private readonly translationRoot: () => number,
   ) {
     this.awBits = cfg.awBits;
-    this.walker = new PageWalkSync(memory, cfg, this.stats);
+    this.walker = new PageWalkSync(memory, cfg, this.stats, options.notifierTableLimit);
   }
 
   /** The address space of requester id `sid` (bus << 8 | dev << 3 | fn). */
@@ -241,8 +249,27 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   private syncRange(space: IommuAddressSpace, start: number, end: number): void {
     if (end > space.inputLimit) end = space.inputLimit;
     if (start >= end) return;
-    if (space.flags & MAP) this.walker.sync(space.record!, space.tableRoot, space.levels, start, end, space);
-    else space.emit(UNMAP, start, end - start, 0, 0);
+    if (!(space.flags & MAP)) return void space.emit(UNMAP, start, end - start, 0, 0);
+    if (space.walkLimited) return; // nothing is mirrored until the next context sync
+    try {
+      this.walker.sync(space.record!, space.tableRoot, space.levels, start, end, space);
+    } catch (error) {
+      if (error !== WALK_LIMIT_REACHED) throw error;
+      this.stopMirroring(space, true);
+    }
+  }
+
+  /** Past the table limit: UNMAP everything reported (the shadow then holds nothing stale) and say so. */
+  private stopMirroring(space: IommuAddressSpace, reported: boolean): void {
+    this.stats.walkLimitHits++;
+    space.walkLimited = true;
+    space.record = new RecordNode();
+    if (reported) space.emit(UNMAP, 0, 2 ** this.awBits, 0, 0);
+    try {
+      this.onWalkLimit?.(space, this.options.notifierTableLimit);
+    } catch {
+      // The embedder's handler must not break the unit.
+    }
   }
 
   private unmapAllAndReplay(space: IommuAddressSpace): void {
@@ -256,11 +283,17 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   private startRecord(space: IommuAddressSpace, report: boolean): void {
     const record = new RecordNode();
     space.record = record;
+    space.walkLimited = false;
     space.identityReported = space.mode === SpaceMode.Identity;
     if (space.mode === SpaceMode.Identity) {
       if (report) space.emit(MAP, 0, 2 ** this.awBits, 0, 3);
     } else if (space.mode === SpaceMode.Translated) {
-      this.walker.sync(record, space.tableRoot, space.levels, 0, space.inputLimit, report ? space : undefined);
+      try {
+        this.walker.sync(record, space.tableRoot, space.levels, 0, space.inputLimit, report ? space : undefined);
+      } catch (error) {
+        if (error !== WALK_LIMIT_REACHED) throw error;
+        this.stopMirroring(space, report);
+      }
     }
   }
 

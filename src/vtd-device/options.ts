@@ -52,6 +52,13 @@ export interface VtdOptions {
    * need not invalidate new mappings, so a shadow fed by notifiers misses them. Default false.
    */
   allowMapNotifiersWithoutCachingMode?: boolean;
+  /**
+   * Paging-structure tables one notifier sync may visit (a guest can alias one table under every
+   * entry and make its tables map 2^48 bytes with four pages). Past it the address space stops
+   * being mirrored: everything is unmapped and `notifiers.onWalkLimit` is told, as VFIO stops at
+   * its DMA-entry limit. Default 4096 (2 M entries read at most, 8 GiB of 4 KiB pages); 1..2^20.
+   */
+  notifierTableLimit?: number;
 }
 
 export interface ResolvedOptions {
@@ -74,6 +81,7 @@ export interface ResolvedOptions {
   /** undefined: the checker is off. */
   checker: ResolvedCheckerOptions | undefined;
   allowMapNotifiersWithoutCachingMode: boolean;
+  notifierTableLimit: number;
 }
 
 /** The ATS completion time-out: a device-TLB invalidation may legally take up to a minute. */
@@ -83,6 +91,14 @@ function milliseconds(name: string, value: unknown, fallback: number, max: numbe
   if (value === undefined) return fallback;
   if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value > max) {
     throw new RangeError(`VtdDevice option ${name}: expected milliseconds in 0..${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function count(name: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(`VtdDevice option ${name}: expected an integer ${min}..${max}, got ${String(value)}`);
   }
   return value;
 }
@@ -139,5 +155,6 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     deviceIotlbTimeoutMs: milliseconds("deviceIotlbTimeoutMs", options.deviceIotlbTimeoutMs, ATS_TIMEOUT_MS, 10 * ATS_TIMEOUT_MS),
     checker: resolveCheckerOptions(options.checker),
     allowMapNotifiersWithoutCachingMode: flag("allowMapNotifiersWithoutCachingMode", options.allowMapNotifiersWithoutCachingMode, false),
+    notifierTableLimit: count("notifierTableLimit", options.notifierTableLimit, 4096, 1, 1 << 20),
   };
 }

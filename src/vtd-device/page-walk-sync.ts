@@ -63,13 +63,24 @@ export interface WalkCounters {
   badEntries: number;
 }
 
+/** Thrown (one shared object, no allocation) when a sync visits more tables than it may. */
+export const WALK_LIMIT_REACHED = { walkLimitReached: true } as const;
+
 export class PageWalkSync {
+  /** Tables visited by the running sync. */
+  tablesVisited = 0;
   private readonly hiMask: number;
   private readonly hiReserved: number;
   private readonly sllps: number;
   private sink: SyncSink | undefined;
 
-  constructor(private readonly mem: MemoryAccess, cfg: WalkConfig, private readonly counters: WalkCounters) {
+  constructor(
+    private readonly mem: MemoryAccess,
+    cfg: WalkConfig,
+    private readonly counters: WalkCounters,
+    /** Tables one sync may visit; past it the sync throws WALK_LIMIT_REACHED. */
+    private readonly tableLimit: number,
+  ) {
     // The same masks as translation.ts's walk: address bits below HAW; bits 51:HAW and bit 62 reserved.
     this.hiMask = (1 << (cfg.awBits - 32)) - 1;
     this.hiReserved = ((0x000f_ffff & ~this.hiMask) | 0x4000_0000) >>> 0;
@@ -78,12 +89,14 @@ export class PageWalkSync {
 
   /**
    * Brings `record` (of the tables at `tableRoot`, `levels` deep) up to date over [start, end),
-   * telling `sink` every difference; with no sink the record is filled silently.
+   * telling `sink` every difference; with no sink the record is filled silently. Throws
+   * WALK_LIMIT_REACHED after `tableLimit` tables, the record then half updated.
    */
   sync(record: RecordNode, tableRoot: number, levels: number, start: number, end: number, sink: SyncSink | undefined): void {
     if (start >= end) return;
     const previous = this.sink;
     this.sink = sink;
+    this.tablesVisited = 0;
     try {
       this.walkLevel(tableRoot, levels, record, 0, start, end, 3);
     } finally {
@@ -92,6 +105,7 @@ export class PageWalkSync {
   }
 
   private walkLevel(table: number, level: number, node: RecordNode, base: number, start: number, end: number, inherited: number): void {
+    if (++this.tablesVisited > this.tableLimit) throw WALK_LIMIT_REACHED;
     const size = LEVEL_SIZE[level]!;
     const first = Math.floor((start - base) / size);
     const last = Math.floor((end - 1 - base) / size);
