@@ -138,6 +138,18 @@ describe("v86: the virtio-blk function on the PCI bus (BIOS-less)", () => {
     expect(cpu.mmap_read32(BAR0 + 0x10) >>> 0).toBe(0x0001_ffff);
   });
 
+  it("leaves BAR0 undecoded where it would cover the VT-d unit, the IO-APIC or the LAPIC (those decode first)", () => {
+    for (const over of [VTD_UNIT_BASE, 0xfec0_0000, 0xfee0_0000]) {
+      config.write32(SLOT, PciReg.BAR0, over);
+      expect(platform.bus.barWindow(SLOT << 3, 0)).toBeUndefined();
+      expect(cpu.mmap_read32(BAR0 + 0x10) >>> 0).toBe(0xffff_ffff); // nothing at the old place either
+    }
+    expect(cpu.mmap_read32(VTD_UNIT_BASE) >>> 0).toBe(0x10); // VER: the unit still answers
+    config.write32(SLOT, PciReg.BAR0, BAR0);
+    expect(platform.bus.barWindow(SLOT << 3, 0)).toBe(BAR0);
+    expect(cpu.mmap_read32(BAR0 + 0x10) >>> 0).toBe(0x0001_ffff);
+  });
+
   it("serves a request: the notify only schedules, DMA and INTx happen at a safe point, the ISR read lowers INTx", () => {
     config.write16(SLOT, PciReg.COMMAND, COMMAND_MEMORY | COMMAND_BUS_MASTER);
     const mem = machine.memory;

@@ -7,10 +7,22 @@
  * inside one of the block's windows goes to that window's region, any other access to the saved
  * handlers (v86's unmapped memory, its VGA ROM, another device). When the last window leaves a
  * block, the saved handlers are put back, so moving a BAR leaves no trace at its old place.
- * Windows in guest RAM (below v86's memory size) are not placed: v86 never asks MMIO there.
+ * Windows in guest RAM (below v86's memory size) are not placed: v86 never asks MMIO there. Nor
+ * are windows over the platform's fixed ranges (IO-APIC, VT-d unit, local APIC/MSI): as in a
+ * chipset those decode first, so a BAR programmed over them stays undecoded rather than hiding
+ * the guest's IOMMU or interrupt controllers.
  */
 import type { MmioRegion } from "../devices/bus.ts";
 import type { V86Cpu } from "./internals.ts";
+import { MSI_ADDRESS_BASE } from "./lapic-msi.ts";
+import { VTD_UNIT_BASE } from "./unit-mmio.ts";
+
+/** [start, end) ranges no BAR may cover: IO-APIC (4 KiB), the VT-d unit (4 KiB), LAPIC / MSI window (1 MiB). */
+const FIXED_RANGES: readonly (readonly [number, number])[] = [
+  [0xfec0_0000, 0xfec0_1000],
+  [VTD_UNIT_BASE, VTD_UNIT_BASE + 0x1000],
+  [MSI_ADDRESS_BASE, MSI_ADDRESS_BASE + 0x10_0000],
+];
 
 const BLOCK_SHIFT = 17;
 const BLOCK_SIZE = 1 << BLOCK_SHIFT;
@@ -71,7 +83,8 @@ export class MmioWindows {
 
   private placeable(address: number, size: number): boolean {
     const ramEnd = this.cpu.memory_size[0]! >>> 0;
-    return address >= ramEnd && address + size <= 2 ** 32;
+    if (address < ramEnd || address + size > 2 ** 32) return false;
+    return FIXED_RANGES.every(([start, end]) => address + size <= start || address >= end);
   }
 
   private *blockIndices(address: number, size: number): Generator<number> {
