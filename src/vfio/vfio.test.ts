@@ -164,6 +164,22 @@ describe("an assigned device behind the shadow, CM = 1", () => {
     expect(a.device.dmaRead(0x1000, new Uint8Array(4)).ok).toBe(false);
     expect(b.device.dmaRead(0x1000, new Uint8Array(4)).ok).toBe(true);
   });
+
+  it("an assignment with a range mirrors only mappings wholly inside it (a superpage reaching out is left out)", () => {
+    const m = testMachine({ cachingMode: true, coherent: false });
+    const a = assignDevice(m.platform.device, SID_A, { range: { start: 0, end: 0x10_0000 } });
+    const d = m.driver.createDomain();
+    m.driver.attach(SID_A, d);
+    m.driver.map(d, 0, DATA_START, 0x20_0000, "rw"); // one 2 MiB page: touches the range, reaches past it
+    expect(d.lookup(0x1000)?.level).toBe(2);
+    expect(a.events.mapOutsideRange).toBe(1);
+    expect(a.hostIommu.count).toBe(0);
+    expect(a.device.dmaRead(0x1000, new Uint8Array(4)).ok).toBe(false);
+    m.driver.unmap(d, 0, 0x20_0000);
+    m.driver.map(d, 0x1000, DATA_START, 0x1000, "rw");
+    expect(a.hostIommu.mappings().map((h) => [h.iova, h.size])).toEqual([[0x1000, 0x1000]]);
+    expect(a.device.dmaRead(0x1000, new Uint8Array(4)).ok).toBe(true);
+  });
 });
 
 describe("caching mode is what makes the shadow possible", () => {

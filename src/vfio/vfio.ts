@@ -23,13 +23,17 @@ export class VfioAssignment {
   readonly hostIommu = new HostIommu();
   readonly device: AssignedDevice;
   readonly space: IommuAddressSpace;
-  /** Events received, by type (MAP, UNMAP). */
-  readonly events = { map: 0, unmap: 0 };
+  /** Events received, by type (MAP, UNMAP); MAPs not wholly inside the range are not mirrored. */
+  readonly events = { map: 0, unmap: 0, mapOutsideRange: 0 };
   private released = false;
+  private readonly start: number;
+  private readonly end: number;
 
   constructor(unit: VtdDevice, readonly sid: number, options: AssignOptions = {}) {
     this.space = unit.notifiers.addressSpace(sid);
     this.device = new AssignedDevice(sid, this.hostIommu, options.memory ?? unit.options.memory);
+    this.start = Number(options.range?.start ?? 0);
+    this.end = options.range === undefined ? Infinity : Number(options.range.end);
     this.space.register(this.notify, { events: NotifierFlag.MAP | NotifierFlag.UNMAP, ...(options.range ? { range: options.range } : {}) });
     this.space.replay(this.notify);
   }
@@ -38,6 +42,12 @@ export class VfioAssignment {
   readonly notify = (event: IommuEvent): void => {
     if (event.type === NotifierFlag.MAP) {
       this.events.map++;
+      // A notifier hears every event touching its range; the device must reach only the range
+      // (QEMU asserts a MAP lies inside the notifier's range): a block reaching out is left out.
+      if (event.iova < this.start || event.iova + event.addressMask + 1 > this.end) {
+        this.events.mapOutsideRange++;
+        return;
+      }
       this.hostIommu.map(event.iova, event.addressMask + 1, event.translatedAddress, event.permission);
     } else if (event.type === NotifierFlag.UNMAP) {
       this.events.unmap++;
