@@ -166,7 +166,8 @@ export class VirtioPciTransport implements MmioRegion {
     if (this.queueLive(queue)) this.schedule(queue);
   }
 
-  private schedule(queue: SplitVirtqueue): void {
+  /** Runs the queue's work at the platform's next safe point (once, however often asked). */
+  schedule(queue: SplitVirtqueue): void {
     if (this.scheduled[queue.index] || !this.queueLive(queue)) return;
     this.scheduled[queue.index] = true;
     this.port.scheduler.after(0, this.runQueue[queue.index]!);

@@ -149,12 +149,21 @@ export class VirtioBlkDevice implements MmioRegion {
     this.transport.writeMmio(offset, size, value);
   }
 
-  /** Serves every available request, then publishes them and interrupts (once per batch). */
+  /**
+   * Serves the available requests, then publishes them and interrupts (once per batch). At most
+   * one queue's worth per run (our own writes may land in the rings a guest mapped over them):
+   * more waiting is served by another run at the next safe point.
+   */
   private processQueue(queue: SplitVirtqueue): void {
     const chain = this.chain;
     this.currentQueue = queue;
     let completed = 0;
     for (;;) {
+      if (completed === queue.size) {
+        this.transport.completeQueue(queue);
+        this.transport.schedule(queue);
+        return;
+      }
       const popped = queue.pop(chain);
       if (popped === "empty") break;
       if (popped === "failed") return this.transport.queueFailed(queue);
