@@ -17,7 +17,7 @@ import { CM_BATCHING_LINE, hostDiskSha256, linuxFigures, sha256Hex, VTD_BANNER }
 import type { UnitSnapshot } from "../src/linux/unit-counts.ts";
 import { getField } from "../src/spec/field.ts";
 import { Cap, Gsts, Reg } from "../src/spec/registers.ts";
-import { VIRTIO_BLK_PCI_SLOT } from "../src/devices/virtio/virtio-blk.ts";
+import { VIRTIO_BLK_PCI_SLOT } from "../src/v86/platform.ts";
 import type { DmaTranslator } from "../src/v86/pci-bus.ts";
 import { assignDevice, type VfioAssignment } from "../src/vfio/index.ts";
 import type { VtdDevice } from "../src/vtd-device/device.ts";

@@ -8,10 +8,10 @@
 import { existsSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PciReg, PciStatus } from "../src/devices/pci-config.ts";
-import { VIRTIO_BLK_PCI_SLOT, VirtioBlkDevice, virtioBlkPciIdentity } from "../src/devices/virtio/virtio-blk.ts";
+import { VirtioBlkDevice, virtioBlkPciIdentity } from "../src/devices/virtio/virtio-blk.ts";
 import type { V86Cpu } from "../src/v86/internals.ts";
 import { Machine } from "../src/v86/machine.ts";
-import { installPlatform, type Platform } from "../src/v86/platform.ts";
+import { installPlatform, VIRTIO_BLK_PCI_SLOT, type Platform } from "../src/v86/platform.ts";
 import { VTD_UNIT_BASE } from "../src/v86/unit-mmio.ts";
 import { patchedV86Module } from "../src/v86/v86-wasm.node.ts";
 import { flatMultibootImage, X86 } from "./support/multiboot-images.ts";

@@ -3,7 +3,8 @@
  * backed by a Uint8Array, listed in the DMAR's device scope so Linux puts it behind the unit.
  */
 import type { PciEndpoint } from "../acpi/dmar.ts";
-import { VIRTIO_BLK_PCI_SLOT, VirtioBlkDevice, virtioBlkPciIdentity } from "../devices/virtio/virtio-blk.ts";
+import { VirtioBlkDevice, virtioBlkPciIdentity } from "../devices/virtio/virtio-blk.ts";
+import { VIRTIO_BLK_PCI_SLOT } from "../v86/platform.ts";
 import type { V86PciBus } from "../v86/pci-bus.ts";
 
 /** Where BAR0 starts before SeaBIOS assigns it: below edu's 0xFEA00000. */

@@ -14,8 +14,10 @@ import type { Machine } from "./machine.ts";
 import { V86PciBus, type DmaTranslator } from "./pci-bus.ts";
 import { mapVtdUnit, VTD_UNIT_BASE } from "./unit-mmio.ts";
 
-/** Free in v86 (it uses slots 0, 1, 5, 7, 0x12, 0x1e and 6/0xa/0xb/0xc for virtio). */
+/** Our PCI slots, free in v86 (it uses slots 0, 1, 5, 7, 0x12, 0x1e and 6/0xa/0xb/0xc for virtio). */
 export const EDU_PCI_SLOT = 4;
+/** INTA# of slot 9 routes to PIRQA (IRQ 10 in SeaBIOS's PIIX routing), not edu's IRQ 11. */
+export const VIRTIO_BLK_PCI_SLOT = 9;
 /** Where QEMU's SeaBIOS put edu's BAR0; below the VGA BIOS block at 0xFEB00000. */
 export const EDU_BAR0_ADDRESS = 0xfea0_0000;
 

@@ -31,11 +31,6 @@ import {
   VirtioDeviceType,
 } from "./virtio-spec.ts";
 
-/**
- * Free in v86 (it uses slots 0, 1, 5, 7, 0x12, 0x1e and 6/0xa/0xb/0xc for virtio; edu is at 4).
- * Pin INTA# of slot 9 routes to PIRQA (IRQ 10 in SeaBIOS's PIIX routing), not edu's IRQ 11.
- */
-export const VIRTIO_BLK_PCI_SLOT = 9;
 /** At most 128: SeaBIOS's virtio driver refuses bigger queues. */
 export const VIRTIO_BLK_DEFAULT_QUEUE_SIZE = 128;
 export const VIRTIO_BLK_DEFAULT_SERIAL = "v86-vtd-virtio-blk";
