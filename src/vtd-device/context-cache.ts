@@ -19,6 +19,11 @@ export class ContextCache {
   readonly faultProcessingDisable: Uint8Array;
   /** 0 for a present, valid entry; a fault reason for a negative entry. */
   readonly reason: Uint8Array;
+  /**
+   * `inputLimit` for a present, valid entry that translates untranslated requests (TT 0), else 0:
+   * one compare of the request address admits it to the unit's fast path.
+   */
+  readonly fastInputLimit: Float64Array;
   count = 0;
 
   constructor(capacity: number) {
@@ -32,6 +37,7 @@ export class ContextCache {
     this.translationType = new Uint8Array(capacity);
     this.faultProcessingDisable = new Uint8Array(capacity);
     this.reason = new Uint8Array(capacity);
+    this.fastInputLimit = new Float64Array(capacity);
   }
 
   private slot(sid: number): number {

@@ -27,7 +27,6 @@ import {
   ContextWalk, LEVEL_SIZE, NOT_PRESENT, PageWalk, PERMISSION_READ, PERMISSION_WRITE, walkContext, walkPages,
 } from "./translation.ts";
 
-const TT_UNTRANSLATED: number = TranslationType.Untranslated;
 const TE = Number(Gcmd.TE), SRTP = Number(Gcmd.SRTP), WBF = Number(Gcmd.WBF), QIE = Number(Gcmd.QIE);
 const TES = Number(Gsts.TES), RTPS = Number(Gsts.RTPS);
 const IGNORED_COMMANDS: [number, string][] = [
@@ -262,18 +261,21 @@ export class VtdDevice {
     const length = bytes.length;
     while (done < length) {
       const reason = this.translate(sid, address, write);
-      if (reason !== 0) {
-        this.faults.record(sid, address, reason, write, this.resultFpd);
-        return dmaFailure(reason);
-      }
-      const chunk = Math.min(length - done, this.resultLimit);
+      if (reason !== 0) return this.fault(sid, address, reason, write);
+      let chunk = length - done;
+      if (chunk > this.resultLimit) chunk = this.resultLimit;
       const output = this.resultOutput;
-      const ok = write ? this.memory.writeFrom(output, bytes, done, chunk) : this.memory.readInto(output, bytes, done, chunk);
-      if (!ok) return dmaFailure(DMA_ABORT);
+      if (!(write ? this.memory.writeFrom(output, bytes, done, chunk) : this.memory.readInto(output, bytes, done, chunk))) return dmaFailure(DMA_ABORT);
       done += chunk;
       address += chunk;
     }
     return DMA_OK;
+  }
+
+  /** A translation faulted: the fault is recorded (its own function keeps `transfer` small enough to inline). */
+  private fault(sid: number, address: number, reason: number, write: boolean): DmaResult {
+    this.faults.record(sid, address, reason, write, this.resultFpd);
+    return dmaFailure(reason);
   }
 
   /**
@@ -281,30 +283,43 @@ export class VtdDevice {
    * from there), or returns the fault reason with resultFpd set.
    */
   private translate(sid: number, address: number, write: boolean): number {
-    this.stats.translations++;
+    const stats = this.stats;
+    stats.translations++;
     this.resultFpd = false;
-    if (!this.translationEnabled) {
-      this.resultOutput = address;
-      this.resultLimit = Number.MAX_SAFE_INTEGER;
-      return 0;
-    }
-    // Fast path, small enough to inline: context and IOTLB both hit and permit the access.
+    // Fast path, small enough to inline: context and IOTLB both hit and permit the access. Hot
+    // constants are literals checked against the spec's (a module constant is a load in V8).
     const cc = this.contextCache;
-    const slot = cc.lookup(sid);
-    if (slot >= 0 && cc.reason[slot] === 0 && cc.translationType[slot] === TT_UNTRANSLATED && address < cc.inputLimit[slot]!) {
+    const slot = this.translationEnabled ? cc.lookup(sid) : -1;
+    if (slot >= 0 && address < cc.fastInputLimit[slot]!) {
       const tlb = this.iotlb;
-      if (tlb.lookup(cc.did[slot]!, address) && tlb.hitReason === 0 && (tlb.hitPermission & (write ? PERMISSION_WRITE : PERMISSION_READ)) !== 0) {
-        this.stats.contextHits++;
-        this.stats.iotlbHits++;
+      const did = cc.did[slot]!;
+      // hitAccess is reason * 4 + permission: a translation (reason 0) whose permission has the
+      // access's bit (1 read, 2 write; the other bit does not matter).
+      const need = write ? (2 satisfies typeof PERMISSION_WRITE) : (1 satisfies typeof PERMISSION_READ);
+      if ((tlb.lookup4K(did, address) || tlb.lookupSuperpage(did, address)) && (tlb.hitAccess & ~(need ^ 3)) === need) {
+        stats.contextHits++;
+        stats.iotlbHits++;
         const offset = address - tlb.hitInputBase;
-        return this.output(tlb.hitOutput + offset, LEVEL_SIZE[tlb.hitLevel]! - offset);
+        const output = tlb.hitOutput + offset, limit = tlb.hitSize - offset;
+        // Clear of the interrupt range (the negation of the test in `output`, which clips or faults).
+        if (output > (0xfeef_ffff satisfies typeof INTERRUPT_RANGE_LIMIT) || output + limit <= (0xfee0_0000 satisfies typeof INTERRUPT_RANGE_BASE)) {
+          this.resultOutput = output;
+          this.resultLimit = limit;
+          return 0;
+        }
+        return this.output(output, limit);
       }
     }
     return this.translateSlow(sid, address, write);
   }
 
-  /** Every other case: misses, walks, faults, pass-through, device-TLBs. */
+  /** Every other case: translation off, misses, walks, faults, pass-through, device-TLBs. */
   private translateSlow(sid: number, address: number, write: boolean): number {
+    if (!this.translationEnabled) {
+      this.resultOutput = address;
+      this.resultLimit = Number.MAX_SAFE_INTEGER;
+      return 0;
+    }
     // Context: cache, else walk (and cache what CM allows).
     const cc = this.contextCache;
     let slot = cc.lookup(sid);
@@ -325,6 +340,7 @@ export class VtdDevice {
         cc.translationType[slot] = walk.translationType;
         cc.faultProcessingDisable[slot] = walk.faultProcessingDisable ? 1 : 0;
         cc.reason[slot] = walk.reason;
+        cc.fastInputLimit[slot] = walk.reason === 0 && walk.translationType === TranslationType.Untranslated ? cc.inputLimit[slot]! : 0;
       } else {
         this.resultFpd = walk.faultProcessingDisable;
         return walk.reason;

@@ -5,127 +5,161 @@
  * and fills allocate nothing.
  */
 const WAYS = 4;
-const INV_2_32 = 1 / 4294967296;
-const INV_4K = 1 / 4096;
-const INV_512 = 1 / 512;
 /** Input page size of a leaf at each level. */
 const SIZE = [0, 2 ** 12, 2 ** 21, 2 ** 30];
+
+/**
+ * Each entry is four consecutive numbers of one Float64Array, so a lookup touches one cache line
+ * per way instead of one per field:
+ * - KEY: domain id and leaf level in one number, `did * 4 + level` (level 1 = 4 KiB, 2 = 2 MiB,
+ *   3 = 1 GiB); 0 = empty. One compare checks validity, domain and level at once.
+ * - PAGE: input page number at that level's page size.
+ * - OUTPUT: output address of the page.
+ * - ACCESS: `reason * 4 + permission`: permission bits 1 read, 2 write; reason 0 for a
+ *   translation, a fault reason for a negative entry.
+ */
+const STRIDE = 4;
+const KEY = 0, PAGE = 1, OUTPUT = 2, ACCESS = 3;
 
 export class Iotlb {
   readonly capacity: number;
   private readonly setMask: number;
-  private readonly valid: Uint8Array;
-  private readonly did: Int32Array;
-  /** Leaf level: 1 (4 KiB), 2 (2 MiB), 3 (1 GiB). */
-  private readonly level: Uint8Array;
-  /** Input page number at that level's page size. */
-  private readonly page: Float64Array;
-  /** Output address of the page. */
-  private readonly output: Float64Array;
-  /** Permission bits: 1 read, 2 write. */
-  private readonly permission: Uint8Array;
-  /** 0 for a translation; a fault reason for a negative entry. */
-  private readonly reason: Uint8Array;
+  private readonly entries: Float64Array;
   private readonly nextVictim: Uint8Array;
   /** Live entries per leaf level, so lookups skip levels with nothing cached. */
   private readonly liveAtLevel = new Int32Array(4);
   count = 0;
 
-  /** Result of the last successful lookup. */
+  // Result of the last successful lookup (four stores per hit; the rest is derived).
+  /** Output address of the hit page. */
   hitOutput = 0;
   /** Input address of the start of the hit page. */
   hitInputBase = 0;
-  hitPermission = 0;
-  hitReason = 0;
-  hitLevel = 0;
+  /** `hitReason * 4 + hitPermission`: below 4 exactly when the hit is a translation, not a negative entry. */
+  hitAccess = 0;
+  /** Input page size of the hit leaf (4 KiB, 2 MiB or 1 GiB). */
+  hitSize = 0;
+
+  /** Permission bits of the hit: 1 read, 2 write. */
+  get hitPermission(): number {
+    return this.hitAccess & 3;
+  }
+  /** 0 for a translation; the fault reason of a negative entry. */
+  get hitReason(): number {
+    return this.hitAccess >>> 2;
+  }
+  /** Leaf level of the hit: 1 (4 KiB), 2 (2 MiB), 3 (1 GiB). */
+  get hitLevel(): number {
+    return this.hitSize === 4096 ? 1 : this.hitSize === 0x20_0000 ? 2 : 3;
+  }
 
   constructor(capacity: number) {
     this.capacity = capacity;
     const sets = capacity / WAYS;
     this.setMask = sets - 1;
-    this.valid = new Uint8Array(capacity);
-    this.did = new Int32Array(capacity);
-    this.level = new Uint8Array(capacity);
-    this.page = new Float64Array(capacity);
-    this.output = new Float64Array(capacity);
-    this.permission = new Uint8Array(capacity);
-    this.reason = new Uint8Array(capacity);
+    this.entries = new Float64Array(capacity * STRIDE);
     this.nextVictim = new Uint8Array(sets);
   }
 
+  /** Index (in entries, not numbers) of the first way of the set for this tag. */
   private setIndex(did: number, level: number, page: number): number {
     const lo = page >>> 0;
-    const hi = (page * INV_2_32) >>> 0;
+    const hi = (page * (1 / 4294967296)) >>> 0;
     let h = Math.imul(lo ^ Math.imul(hi, 0x27d4eb2d) ^ (did << 8) ^ level, 0x9e3779b1);
     h ^= h >>> 15;
-    return (h & this.setMask) * WAYS;
+    return (h & this.setMask) * 4; // WAYS
   }
 
+  /**
+   * Offset in `entries` of the entry holding the tag, or -1. Hot: the layout numbers are written
+   * as literals (a module constant is a context load in V8): 4 ways of STRIDE 4, KEY +0, PAGE +1.
+   */
   private find(did: number, level: number, page: number): number {
-    const base = this.setIndex(did, level, page);
-    for (let i = base; i < base + WAYS; i++) {
-      if (this.valid[i] && this.page[i] === page && this.did[i] === did && this.level[i] === level) return i;
+    const first = this.setIndex(did, level, page) * 4;
+    const key = did * 4 + level;
+    const e = this.entries;
+    for (let at = first; at < first + 16; at += 4) {
+      if (e[at] === key && e[at + 1] === page) return at;
     }
     return -1;
   }
 
   /** Looks `address` up for domain `did`; on a hit fills the hit* fields and returns true. */
   lookup(did: number, address: number): boolean {
-    if (this.count === 0) return false;
-    const live = this.liveAtLevel;
-    let page = Math.floor(address * INV_4K);
-    if (live[1] !== 0 && this.hit(this.find(did, 1, page), 1, page)) return true;
-    page = Math.floor(page * INV_512);
-    if (live[2] !== 0 && this.hit(this.find(did, 2, page), 2, page)) return true;
-    page = Math.floor(page * INV_512);
-    return live[3] !== 0 && this.hit(this.find(did, 3, page), 3, page);
+    return this.lookup4K(did, address) || this.lookupSuperpage(did, address);
   }
 
-  private hit(i: number, level: number, page: number): boolean {
-    if (i < 0) return false;
-    this.hitOutput = this.output[i]!;
-    this.hitInputBase = page * SIZE[level]!;
-    this.hitPermission = this.permission[i]!;
-    this.hitReason = this.reason[i]!;
-    this.hitLevel = level;
+  /**
+   * The first step of `lookup`: a 4 KiB leaf only. Small enough for V8 to inline into the unit's
+   * fast path (a call would box an address above 2^31 on every request).
+   */
+  lookup4K(did: number, address: number): boolean {
+    if (this.liveAtLevel[1] === 0) return false;
+    const page = Math.floor(address * (1 / 4096));
+    const at = this.find(did, 1, page);
+    if (at < 0) return false;
+    // As `hit`, written out: one function less on the fast path.
+    const e = this.entries;
+    this.hitAccess = e[at + 3]!;
+    this.hitOutput = e[at + 2]!;
+    this.hitInputBase = page * 4096;
+    this.hitSize = 4096;
+    return true;
+  }
+
+  /** The rest of `lookup`: 2 MiB, then 1 GiB leaves. */
+  lookupSuperpage(did: number, address: number): boolean {
+    const live = this.liveAtLevel;
+    if (live[2] === 0 && live[3] === 0) return false;
+    let page = Math.floor(address * (1 / 0x20_0000));
+    if (live[2] !== 0 && this.hit(this.find(did, 2, page), page, 0x20_0000)) return true;
+    page = Math.floor(page * (1 / 512));
+    return live[3] !== 0 && this.hit(this.find(did, 3, page), page, 0x4000_0000);
+  }
+
+  private hit(at: number, page: number, size: number): boolean {
+    if (at < 0) return false;
+    const e = this.entries;
+    this.hitAccess = e[at + 3]!; // ACCESS
+    this.hitOutput = e[at + 2]!; // OUTPUT
+    this.hitInputBase = page * size;
+    this.hitSize = size;
     return true;
   }
 
   insert(did: number, level: number, address: number, output: number, permission: number, reason: number): void {
     const page = Math.floor(address / SIZE[level]!);
-    let i = this.find(did, level, page);
-    if (i < 0) {
+    const e = this.entries;
+    let at = this.find(did, level, page);
+    if (at < 0) {
       const base = this.setIndex(did, level, page);
-      i = -1;
-      for (let w = base; w < base + WAYS; w++) if (!this.valid[w]) { i = w; break; }
-      if (i < 0) {
+      for (let w = base * STRIDE; w < (base + WAYS) * STRIDE; w += STRIDE) if (e[w + KEY] === 0) { at = w; break; }
+      if (at < 0) {
         const set = base / WAYS;
-        i = base + this.nextVictim[set]!;
+        at = (base + this.nextVictim[set]!) * STRIDE;
         this.nextVictim[set] = (this.nextVictim[set]! + 1) % WAYS;
-        this.drop(i);
+        this.drop(at);
       }
-      this.valid[i] = 1;
+      e[at + KEY] = did * 4 + level;
       this.count++;
       this.liveAtLevel[level]!++;
     }
-    this.did[i] = did;
-    this.level[i] = level;
-    this.page[i] = page;
-    this.output[i] = output;
-    this.permission[i] = permission;
-    this.reason[i] = reason;
+    e[at + PAGE] = page;
+    e[at + OUTPUT] = output;
+    e[at + ACCESS] = reason * 4 + (permission & 3);
   }
 
-  private drop(i: number): void {
-    if (!this.valid[i]) return;
-    this.valid[i] = 0;
+  private drop(at: number): void {
+    const key = this.entries[at + KEY]!;
+    if (key === 0) return;
+    this.entries[at + KEY] = 0;
     this.count--;
-    this.liveAtLevel[this.level[i]!]!--;
+    this.liveAtLevel[key & 3]!--;
   }
 
   invalidateAll(): number {
     const dropped = this.count;
-    this.valid.fill(0);
+    if (dropped !== 0) for (let at = KEY; at < this.entries.length; at += STRIDE) this.entries[at] = 0;
     this.liveAtLevel.fill(0);
     this.count = 0;
     return dropped;
@@ -133,9 +167,11 @@ export class Iotlb {
 
   invalidateDomain(did: number): number {
     if (this.count === 0) return 0;
+    const e = this.entries;
     let dropped = 0;
-    for (let i = 0; i < this.capacity; i++) {
-      if (this.valid[i] && this.did[i] === did) { this.drop(i); dropped++; }
+    for (let at = 0; at < e.length; at += STRIDE) {
+      const key = e[at + KEY]!;
+      if (key !== 0 && key >>> 2 === did) { this.drop(at); dropped++; }
     }
     return dropped;
   }
@@ -154,20 +190,22 @@ export class Iotlb {
       if (this.liveAtLevel[level] === 0) continue;
       const size = 2 ** (12 + 9 * (level - 1));
       for (let page = Math.floor(address / size); page * size < end; page++) {
-        const i = this.find(did, level, page);
-        if (i >= 0) { this.drop(i); dropped++; }
+        const at = this.find(did, level, page);
+        if (at >= 0) { this.drop(at); dropped++; }
       }
     }
     return dropped;
   }
 
   private invalidateRange(did: number, start: number, end: number): number {
+    const e = this.entries;
     let dropped = 0;
-    for (let i = 0; i < this.capacity; i++) {
-      if (!this.valid[i] || this.did[i] !== did) continue;
-      const size = 2 ** (12 + 9 * (this.level[i]! - 1));
-      const first = this.page[i]! * size;
-      if (first < end && first + size > start) { this.drop(i); dropped++; }
+    for (let at = 0; at < e.length; at += STRIDE) {
+      const key = e[at + KEY]!;
+      if (key === 0 || key >>> 2 !== did) continue;
+      const size = 2 ** (12 + 9 * ((key & 3) - 1));
+      const first = e[at + PAGE]! * size;
+      if (first < end && first + size > start) { this.drop(at); dropped++; }
     }
     return dropped;
   }

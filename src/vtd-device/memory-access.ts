@@ -39,31 +39,32 @@ export class MemoryAccess {
   /** Copies `length` bytes of guest memory at `address` into `into` at `offset`. */
   readInto(address: number, into: Uint8Array, offset: number, length: number): boolean {
     const ram = this.memory.direct;
-    if (ram) {
-      if (address < 0 || address + length > ram.length) return false;
-      if (length <= 64) {
-        for (let i = 0; i < length; i++) into[offset + i] = ram[address + i]!;
-      } else {
-        into.set(ram.subarray(address, address + length), offset);
-      }
-      return true;
-    }
+    if (!ram) return this.read(address, into, offset, length);
+    if (address < 0 || address + length > ram.length) return false;
+    if (length > 64) into.set(ram.subarray(address, address + length), offset);
+    else for (let i = 0; i < length; i++) into[offset + i] = ram[address + i]!;
+    return true;
+  }
+
+  /** `readInto` without the fast path (its own function keeps `readInto` small enough to inline). */
+  private read(address: number, into: Uint8Array, offset: number, length: number): boolean {
     return this.memory.read(BigInt(address), into.subarray(offset, offset + length));
   }
 
   /** Copies `length` bytes of `data` from `offset` into guest memory at `address`. */
   writeFrom(address: number, data: Uint8Array, offset: number, length: number): boolean {
     const ram = this.memory.direct;
-    if (ram) {
-      if (address < 0 || address + length > ram.length) return false;
-      if (length <= 64) {
-        for (let i = 0; i < length; i++) ram[address + i] = data[offset + i]!;
-      } else {
-        ram.set(data.subarray(offset, offset + length), address);
-      }
-      this.memory.afterDirectWrite?.(address, length);
-      return true;
-    }
+    if (!ram) return this.write(address, data, offset, length);
+    if (address < 0 || address + length > ram.length) return false;
+    if (length <= 64) for (let i = 0; i < length; i++) ram[address + i] = data[offset + i]!;
+    // A whole buffer is copied as it is: no view to create.
+    else ram.set(offset === 0 && length === data.length ? data : data.subarray(offset, offset + length), address);
+    this.memory.afterDirectWrite?.(address, length);
+    return true;
+  }
+
+  /** `writeFrom` without the fast path. */
+  private write(address: number, data: Uint8Array, offset: number, length: number): boolean {
     return this.memory.write(BigInt(address), data.subarray(offset, offset + length));
   }
 }
