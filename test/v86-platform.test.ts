@@ -185,3 +185,21 @@ describe("v86 platform: fw_cfg item 0x8000 for SeaBIOS boots", () => {
     expect(await run(readFwCfgByte(0x0000, 0))).toBe("Q".charCodeAt(0)); // the "QEMU" signature
   });
 });
+
+describe("v86 platform: DMA and v86's JIT", () => {
+  it("a DMA write through the unit's fast path drops v86's compiled code in the range written", async () => {
+    const machine = await Machine.create({ wasmModule: await patchedV86Module(), multiboot: flatMultibootImage(X86.exit(0)) });
+    const platform = installPlatform(machine, { multibootInfoAddress: machine.cpu.reg32[3]! >>> 0 });
+    const dirtied: [number, number][] = [];
+    const original = machine.cpu.jit_dirty_cache.bind(machine.cpu);
+    machine.cpu.jit_dirty_cache = (start: number, end: number) => {
+      dirtied.push([start, end]);
+      original(start, end);
+    };
+    // Translation is off: the edu requester id's DMA goes straight to RAM, through `direct`.
+    expect(platform.device.dmaWrite(0x20, 0x30_0000, new Uint8Array(4096).fill(0x90)).ok).toBe(true);
+    expect(dirtied).toContainEqual([0x30_0000, 0x30_1000]);
+    expect(machine.memory.direct[0x30_0fff]).toBe(0x90);
+    await machine.stop();
+  });
+});

@@ -1,7 +1,10 @@
 /**
  * GuestMemory over v86's RAM. Writes keep v86's JIT coherent the way its own DMA does
  * (`cpu.write_blob` calls `jit_dirty_cache(start, end)` before storing): compiled code in the
- * written range is dropped. The legacy VGA window 0xA0000-0xBFFFF is MMIO in v86, not RAM.
+ * written range is dropped, for the unit's fast path over `direct` too (`afterDirectWrite`).
+ * The legacy VGA window 0xA0000-0xBFFFF is MMIO in v86, not RAM: `read`/`write` refuse it, but
+ * the `direct` fast path covers all of RAM, so a DMA there reaches the unused RAM bytes under
+ * the window (never VGA memory, never anything outside RAM).
  */
 import type { GuestMemory } from "../vtd-device/guest-memory.ts";
 import type { V86Cpu } from "./internals.ts";
@@ -22,6 +25,10 @@ export class V86GuestMemory implements GuestMemory {
   /** All of RAM from guest-physical 0; a fresh view after wasm memory grew. */
   get direct(): Uint8Array {
     return this.ram.bytes;
+  }
+
+  afterDirectWrite(address: number, length: number): void {
+    if (length > 0) this.cpu.jit_dirty_cache(address, address + length);
   }
 
   read(address: bigint, into: Uint8Array): boolean {
