@@ -10,8 +10,8 @@
  */
 import type { BenchReporter } from "./harness.ts";
 import type { DriverCreateOptions } from "../src/guest-driver/driver.ts";
-import { SID_A, testMachine } from "../src/guest-driver/testing.ts";
-import { v86TestMachine } from "../src/guest-driver/v86-testing.ts";
+import { SID_A, testMachine } from "../test/support/driver-scenarios.ts";
+import { v86TestMachine } from "../test/support/v86-driver-machine.ts";
 import type { DeviceStats } from "../src/vtd-device/stats.ts";
 
 const PHYS = 0x40_0000;

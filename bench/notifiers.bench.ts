@@ -9,10 +9,10 @@
  */
 import type { BenchReporter } from "./harness.ts";
 import { enableTranslation, machine, type Machine } from "../test/support/tables.ts";
-import { NotifierFlag, type IommuEvent } from "../src/vtd-device/notifier-types.ts";
+import { NotifierFlag, type IommuEvent } from "../src/vtd-device/notifiers/notifier-types.ts";
 import { desc, Queue } from "../test/support/queue.ts";
 import { Reg } from "../src/spec/registers.ts";
-import { SID_A, testMachine } from "../src/guest-driver/testing.ts";
+import { SID_A, testMachine } from "../test/support/driver-scenarios.ts";
 import { assignDevice } from "../src/vfio/vfio.ts";
 
 const SID = 0x20;

@@ -13,9 +13,9 @@ import type { DriverRule, FaultRecord } from "../src/guest-driver/options.ts";
 import {
   cmContextScenario, cmMapScenario, expectWorkloadRules, formatTable, readTag, runWorkload, SID_A, SID_B, tag, testMachine, WORKLOAD_TABLE_HEADER,
   workloadConfigs, workloadName, workloadRow, workloadUnit,
-} from "../src/guest-driver/testing.ts";
-import { DEFAULT_ALLOCATOR_BASE, V86DriverPlatform } from "../src/guest-driver/v86-platform.ts";
-import { eduDma, enableEdu, v86TestMachine, type V86MachineOptions, type V86TestMachine } from "../src/guest-driver/v86-testing.ts";
+} from "./support/driver-scenarios.ts";
+import { DEFAULT_ALLOCATOR_BASE, V86DriverPlatform } from "../src/v86/driver-platform.ts";
+import { eduDma, enableEdu, v86TestMachine, type V86MachineOptions, type V86TestMachine } from "./support/v86-driver-machine.ts";
 import { VTD_UNIT_BASE } from "../src/v86/unit-mmio.ts";
 import { parseDmar } from "../src/guest-driver/discovery.ts";
 import type { TraceEvent } from "../src/vtd-device/trace.ts";

@@ -21,8 +21,8 @@ import { VIRTIO_BLK_PCI_SLOT } from "../src/v86/platform.ts";
 import type { DmaTranslator } from "../src/v86/pci-bus.ts";
 import { assignDevice, type VfioAssignment } from "../src/vfio/index.ts";
 import type { VtdDevice } from "../src/vtd-device/device.ts";
-import type { GuestRam } from "../src/vtd-device/guest-memory.ts";
-import { readU32 } from "../src/vtd-device/little-endian.ts";
+import type { GuestRam } from "../src/vtd-device/memory/guest-memory.ts";
+import { readU32 } from "../src/vtd-device/memory/little-endian.ts";
 import { referenceMappings } from "./support/reference-mappings.ts";
 
 const required = process.env.REQUIRE_LINUX === "1";

@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { DMA_ABORT, DMA_OK, dmaFailure } from "../vtd-device/dma-result.ts";
-import { GuestRam } from "../vtd-device/guest-memory.ts";
+import { GuestRam } from "../vtd-device/memory/guest-memory.ts";
 import { FaultReason } from "../spec/fault-reasons.ts";
 import type { PciFunctionPort } from "./bus.ts";
 import { EDU_BUFFER_ADDRESS, EDU_ID, EduDevice, EduDmaCommand, EduInterrupt, EduReg, EduStatus } from "./edu.ts";

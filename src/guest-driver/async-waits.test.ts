@@ -8,7 +8,7 @@ import { Fsts, Reg } from "../spec/registers.ts";
 import { VtdDriverError } from "./errors.ts";
 import type { DriverCreateOptions } from "./driver.ts";
 import type { QueueErrorReport } from "./options.ts";
-import { deviceRead, SID_A, SID_B, testMachine } from "./testing.ts";
+import { deviceRead, SID_A, SID_B, testMachine } from "../../test/support/driver-scenarios.ts";
 
 const PHYS = 0x40_0000;
 

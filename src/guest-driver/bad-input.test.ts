@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { Domain } from "./domain.ts";
 import { VtdDriverError, type DriverErrorCode } from "./errors.ts";
-import { deviceRead, SID_A, testMachine, type TestMachine } from "./testing.ts";
+import { deviceRead, SID_A, testMachine, type TestMachine } from "../../test/support/driver-scenarios.ts";
 
 const PHYS = 0x40_0000;
 

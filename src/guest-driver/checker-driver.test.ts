@@ -5,10 +5,10 @@
  * CM = 0 / 1, coherent and not, strict and lazy.
  */
 import { describe, expect, it } from "vitest";
-import type { DriverBugReport } from "../vtd-device/checker-report.ts";
+import type { DriverBugReport } from "../vtd-device/checker/checker-report.ts";
 import type { VtdOptions } from "../vtd-device/options.ts";
 import type { DriverRule, UnmapMode } from "./options.ts";
-import { deviceRead, readTag, SID_A, SID_B, tag, testMachine, type TestMachine } from "./testing.ts";
+import { deviceRead, readTag, SID_A, SID_B, tag, testMachine, type TestMachine } from "../../test/support/driver-scenarios.ts";
 
 const IOVA = 0x1000_0000;
 const PHYS_1 = 0x40_0000, PHYS_2 = 0x50_0000;

@@ -8,7 +8,7 @@
  * DMA reads see RAM: data buffers are put in RAM directly, never through this model.
  * With a coherent unit every store goes straight to RAM.
  */
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
+import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 
 export const LINE = 64;
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { FaultReason } from "../spec/fault-reasons.ts";
 import { Fsts, Reg } from "../spec/registers.ts";
 import type { FaultRecord } from "./options.ts";
-import { deviceRead, deviceWrite, SID_A, SID_B, testMachine } from "./testing.ts";
+import { deviceRead, deviceWrite, SID_A, SID_B, testMachine } from "../../test/support/driver-scenarios.ts";
 
 function faultMachine(faultRecords = 1) {
   const faults: FaultRecord[] = [];

@@ -8,7 +8,7 @@
  */
 import { buildDmar, type PciEndpoint } from "../acpi/dmar.ts";
 import { Iqa, Reg } from "../spec/registers.ts";
-import { GuestRam } from "../vtd-device/guest-memory.ts";
+import { GuestRam } from "../vtd-device/memory/guest-memory.ts";
 import { CpuCacheModel, LINE } from "./cpu-cache-model.ts";
 import { rangePageAllocator, type RangePageAllocator } from "./page-allocator.ts";
 import { VtdDevice } from "../vtd-device/device.ts";

@@ -10,7 +10,7 @@ import { VtdDriver } from "./driver.ts";
 import { VtdDriverError } from "./errors.ts";
 import { parseDmar } from "./discovery.ts";
 import { InProcessPlatform, type InProcessOptions } from "./in-process-platform.ts";
-import { deviceRead, SID_A, testMachine } from "./testing.ts";
+import { deviceRead, SID_A, testMachine } from "../../test/support/driver-scenarios.ts";
 
 const bit = (f: { shift: number }) => 1n << BigInt(f.shift);
 const REGISTER_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Reg).map(([name, offset]) => [offset, name]));

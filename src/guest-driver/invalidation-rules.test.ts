@@ -8,7 +8,7 @@ import type { DriverRule } from "./options.ts";
 import {
   cmContextScenario, cmMapScenario, ruleTags, RULE_IOVA as IOVA, RULE_PHYS_1 as PHYS_1, RULE_PHYS_2 as PHYS_2, seen, SID_A, SID_B, testMachine,
   unflushedTableLines, type TestMachine,
-} from "./testing.ts";
+} from "../../test/support/driver-scenarios.ts";
 
 function machine(vtd: Parameters<typeof testMachine>[0], suppress: DriverRule[] = [], mode: "strict" | "lazy" = "strict"): TestMachine {
   const m = testMachine(vtd, { mode, testOnly: { suppress } });

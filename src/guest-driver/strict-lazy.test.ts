@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { TraceEvent } from "../vtd-device/trace.ts";
-import { deviceRead, readTag, SID_A, tag, testMachine } from "./testing.ts";
+import { deviceRead, readTag, SID_A, tag, testMachine } from "../../test/support/driver-scenarios.ts";
 
 const PHYS = 0x40_0000;
 

@@ -6,12 +6,12 @@
  * the same pages: outside the removed page nothing may ever fault.
  */
 import { describe, expect, it } from "vitest";
-import { MemoryAccess } from "../vtd-device/memory-access.ts";
-import { walkConfig } from "../vtd-device/capabilities.ts";
-import { accessFault, PageWalk, walkPages } from "../vtd-device/translation.ts";
+import { MemoryAccess } from "../vtd-device/memory/memory-access.ts";
+import { walkConfig } from "../vtd-device/registers/capabilities.ts";
+import { accessFault, PageWalk, walkPages } from "../vtd-device/translation/walk.ts";
 import type { Domain } from "./domain.ts";
 import type { DriverRule } from "./options.ts";
-import { readTag, SID_A, testMachine, type TestMachine } from "./testing.ts";
+import { readTag, SID_A, testMachine, type TestMachine } from "../../test/support/driver-scenarios.ts";
 
 const MiB2 = 2 ** 21;
 const GiB = 2 ** 30;

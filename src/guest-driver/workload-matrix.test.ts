@@ -8,7 +8,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import {
   expectWorkloadRules, formatTable, runWorkload, testMachine, WORKLOAD_TABLE_HEADER, workloadConfigs, workloadName, workloadRow, workloadUnit,
-} from "./testing.ts";
+} from "../../test/support/driver-scenarios.ts";
 
 const rows: string[][] = [];
 

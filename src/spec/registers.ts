@@ -1,7 +1,7 @@
 /**
  * The VT-d register map (VT-d §11.4): offsets and bit fields. Numbers only; the device's
  * register table (reset values and masks per configuration) is built from these in
- * src/vtd-device/register-table.ts.
+ * src/vtd-device/registers/register-table.ts.
  */
 import { bit, bits, field } from "./field.ts";
 

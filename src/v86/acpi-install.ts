@@ -7,7 +7,7 @@
  */
 import { encodeFwCfgAcpiTables, FW_CFG_ACPI_TABLES } from "../acpi/fw-cfg-tables.ts";
 import { layoutAcpiTables, RSDP_SEARCH_END, RSDP_SEARCH_START, type AcpiImage } from "../acpi/root-tables.ts";
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
+import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 import type { V86Cpu } from "./internals.ts";
 import { readMemoryMap, reserveRange, writeMemoryMap } from "./multiboot.ts";
 

@@ -23,7 +23,7 @@
  * invalidate v86's JIT-compiled code.
  */
 import type { Machine, MachineOutcome } from "./machine.ts";
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
+import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 
 const MULTIBOOT_MAGIC = 0x1bad_b002;
 /** Multiboot header flag 16: the header's address fields say where to load the image. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { GuestRam } from "../vtd-device/guest-memory.ts";
+import { GuestRam } from "../vtd-device/memory/guest-memory.ts";
 import { checkMultibootImage, MemoryType, readMemoryMap, reserveRange, writeMemoryMap } from "./multiboot.ts";
 
 function header(at: number, flags: number, size = 8192, checksumDelta = 0): Uint8Array {

@@ -4,7 +4,7 @@
  * [0, 0xA0000) and [0xC0000, RAM size) as available, which would let a guest allocate over the
  * BIOS area where the RSDP must live.
  */
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
+import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 
 export const MULTIBOOT_HEADER_MAGIC = 0x1bad_b002;
 /** The header must lie, 4-byte aligned, in the image's first 8 KiB. */

@@ -6,7 +6,7 @@
  * interrupt is raised at a safe point, never inside a handler.
  */
 import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "../vtd-device/dma-result.ts";
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
+import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 import type { DmaHandle, MmioRegion, PciFunctionPort, PciInterrupts } from "../devices/bus.ts";
 import { buildConfigSpace, PciConfigSpace, type PciFunctionIdentity } from "../devices/pci-config.ts";
 import type { V86Cpu, V86Pci } from "./internals.ts";

@@ -6,7 +6,7 @@
  * the `direct` fast path covers all of RAM, so a DMA there reaches the unused RAM bytes under
  * the window (never VGA memory, never anything outside RAM).
  */
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
+import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 import type { V86Cpu } from "./internals.ts";
 import { LiveBytes } from "./wasm-views.ts";
 

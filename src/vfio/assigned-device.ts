@@ -10,8 +10,8 @@
  */
 import { FaultReason } from "../spec/fault-reasons.ts";
 import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "../vtd-device/dma-result.ts";
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
-import { MemoryAccess } from "../vtd-device/memory-access.ts";
+import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
+import { MemoryAccess } from "../vtd-device/memory/memory-access.ts";
 import type { HostIommu } from "./host-iommu.ts";
 
 export interface HostDmaFault {

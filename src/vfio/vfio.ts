@@ -6,9 +6,9 @@
  * was built with the unsafe `allowMapNotifiersWithoutCachingMode`).
  */
 import type { VtdDevice } from "../vtd-device/device.ts";
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
-import type { IommuAddressSpace } from "../vtd-device/address-space.ts";
-import { NotifierFlag, type IommuEvent, type NotifierRange } from "../vtd-device/notifier-types.ts";
+import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
+import type { IommuAddressSpace } from "../vtd-device/notifiers/address-space.ts";
+import { NotifierFlag, type IommuEvent, type NotifierRange } from "../vtd-device/notifiers/notifier-types.ts";
 import { AssignedDevice } from "./assigned-device.ts";
 import { HostIommu } from "./host-iommu.ts";
 

@@ -5,27 +5,27 @@
 import { FaultReason } from "../spec/fault-reasons.ts";
 import { Gcmd, Gsts, IOTLB_OFFSET, Reg, FRCD_OFFSET, FRCD_SIZE } from "../spec/registers.ts";
 import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, TranslationType } from "../spec/entries.ts";
-import { walkConfig, type WalkConfig } from "./capabilities.ts";
-import { DriverChecker } from "./checker.ts";
-import { ContextCache } from "./context-cache.ts";
+import { walkConfig, type WalkConfig } from "./registers/capabilities.ts";
+import { DriverChecker } from "./checker/checker.ts";
+import { ContextCache } from "./caches/context-cache.ts";
 import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "./dma-result.ts";
-import { FaultRecording } from "./fault-recording.ts";
-import { InterruptEvent } from "./interrupt-event.ts";
-import { Invalidation } from "./invalidation.ts";
-import { InvalidationQueue } from "./invalidation-queue.ts";
-import { DeviceTlbs } from "./device-tlb.ts";
-import { Iotlb } from "./iotlb.ts";
-import { MemoryAccess } from "./memory-access.ts";
-import { IommuNotifiers } from "./notifiers.ts";
+import { FaultRecording } from "./faults/fault-recording.ts";
+import { InterruptEvent } from "./faults/interrupt-event.ts";
+import { Invalidation } from "./invalidation/cache-invalidation.ts";
+import { InvalidationQueue } from "./invalidation/invalidation-queue.ts";
+import { DeviceTlbs } from "./caches/device-tlb.ts";
+import { Iotlb } from "./caches/iotlb.ts";
+import { MemoryAccess } from "./memory/memory-access.ts";
+import { IommuNotifiers } from "./notifiers/notifiers.ts";
 import { resolveOptions, type ResolvedOptions, type VtdOptions } from "./options.ts";
-import { RegisterFile } from "./register-file.ts";
-import { RegisterInvalidation } from "./register-invalidation.ts";
-import { registerTable, registerWindowSize, type RegisterSpec } from "./register-table.ts";
+import { RegisterFile } from "./registers/register-file.ts";
+import { RegisterInvalidation } from "./invalidation/register-invalidation.ts";
+import { registerTable, registerWindowSize, type RegisterSpec } from "./registers/register-table.ts";
 import { DeviceStats } from "./stats.ts";
 import { Tracer } from "./trace.ts";
 import {
   ContextWalk, LEVEL_SIZE, NOT_PRESENT, PageWalk, PERMISSION_READ, PERMISSION_WRITE, walkContext, walkPages,
-} from "./translation.ts";
+} from "./translation/walk.ts";
 
 const TE = Number(Gcmd.TE), SRTP = Number(Gcmd.SRTP), WBF = Number(Gcmd.WBF), QIE = Number(Gcmd.QIE);
 const TES = Number(Gsts.TES), RTPS = Number(Gsts.RTPS);

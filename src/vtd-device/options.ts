@@ -3,8 +3,8 @@
  * Every option is checked once here: a bad value is a clear error naming it.
  */
 import { MAX_FAULT_RECORDS } from "../spec/registers.ts";
-import type { GuestMemory } from "./guest-memory.ts";
-import { resolveCheckerOptions, type CheckerOptions, type ResolvedCheckerOptions } from "./checker-options.ts";
+import type { GuestMemory } from "./memory/guest-memory.ts";
+import { resolveCheckerOptions, type CheckerOptions, type ResolvedCheckerOptions } from "./checker/checker-options.ts";
 
 export interface VtdOptions {
   /** Guest-physical memory the unit reads tables from and DMA goes to. */

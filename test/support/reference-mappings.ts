@@ -4,7 +4,7 @@
  * for the tests without any code of the unit or of its notifiers. It assumes well-formed tables
  * (the guest driver's): no reserved-bit checks.
  */
-import type { GuestRam } from "../../src/vtd-device/guest-memory.ts";
+import type { GuestRam } from "../../src/vtd-device/memory/guest-memory.ts";
 
 export interface ReferenceMapping {
   iova: number;

@@ -18,9 +18,9 @@
  * where a reported superpage has become a table (a split), its whole extent is re-walked, so
  * a page-selective invalidation of one page of a split superpage leaves the other pages mapped.
  */
-import type { WalkConfig } from "./capabilities.ts";
-import type { MemoryAccess } from "./memory-access.ts";
-import { LEVEL_SIZE } from "./translation.ts";
+import type { WalkConfig } from "../registers/capabilities.ts";
+import type { MemoryAccess } from "../memory/memory-access.ts";
+import { LEVEL_SIZE } from "../translation/walk.ts";
 
 const ENTRIES = 512;
 const TWO_POW_32 = 4294967296;

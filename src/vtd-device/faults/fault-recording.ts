@@ -2,12 +2,12 @@
  * Primary fault logging (VT-d §7.2.1) into the fault recording registers, and the fault
  * status conditions that raise the fault event (VT-d §7.3.1).
  */
-import { FRCD_OFFSET, FRCD_SIZE, Fsts, FSTS_EVENT_CONDITIONS, Reg } from "../spec/registers.ts";
-import { FaultReason, isQualified } from "../spec/fault-reasons.ts";
+import { FRCD_OFFSET, FRCD_SIZE, Fsts, FSTS_EVENT_CONDITIONS, Reg } from "../../spec/registers.ts";
+import { FaultReason, isQualified } from "../../spec/fault-reasons.ts";
 import type { InterruptEvent } from "./interrupt-event.ts";
-import type { RegisterFile } from "./register-file.ts";
-import type { DeviceStats } from "./stats.ts";
-import type { Tracer } from "./trace.ts";
+import type { RegisterFile } from "../registers/register-file.ts";
+import type { DeviceStats } from "../stats.ts";
+import type { Tracer } from "../trace.ts";
 
 const PFO = Number(Fsts.PFO);
 const PPF = Number(Fsts.PPF);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { FaultReason } from "./index.ts";
-import { Reg } from "../spec/registers.ts";
-import { enableTranslation, machine, R, W, type Machine } from "../../test/support/tables.ts";
+import { FaultReason } from "../index.ts";
+import { Reg } from "../../spec/registers.ts";
+import { enableTranslation, machine, R, W, type Machine } from "../../../test/support/tables.ts";
 
 const SID = 0x20;
 const IVA = 0xf0, IOTLB = 0xf8;

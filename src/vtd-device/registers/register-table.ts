@@ -2,10 +2,10 @@
  * The register file as data (VT-d §11.4): reset value and masks per register. The reset test,
  * the write rule and docs all come from this one table.
  */
-import { EventControl, FRCD_OFFSET, FRCD_SIZE, Fsts, Ics, IOTLB_OFFSET, IVA_OFFSET, Reg, VERSION, Ccmd, Iotlb, Iva, Iqa, IQ_HEAD_TAIL_MASK, FrcdHi } from "../spec/registers.ts";
-import { bits, fieldMask } from "../spec/field.ts";
+import { EventControl, FRCD_OFFSET, FRCD_SIZE, Fsts, Ics, IOTLB_OFFSET, IVA_OFFSET, Reg, VERSION, Ccmd, Iotlb, Iva, Iqa, IQ_HEAD_TAIL_MASK, FrcdHi } from "../../spec/registers.ts";
+import { bits, fieldMask } from "../../spec/field.ts";
 import { capabilityValue, extendedCapabilityValue } from "./capabilities.ts";
-import type { ResolvedOptions } from "./options.ts";
+import type { ResolvedOptions } from "../options.ts";
 
 export interface RegisterSpec {
   readonly name: string;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { Fsts, Gcmd, Gsts, Reg } from "../spec/registers.ts";
-import { enableTranslation, gsts, machine, R, W } from "../../test/support/tables.ts";
-import { desc, Queue } from "../../test/support/queue.ts";
+import { Fsts, Gcmd, Gsts, Reg } from "../../spec/registers.ts";
+import { enableTranslation, gsts, machine, R, W } from "../../../test/support/tables.ts";
+import { desc, Queue } from "../../../test/support/queue.ts";
 
 const STATUS = 0x90_0000;
 const SID = 0x20;

@@ -4,13 +4,13 @@
  * and how bad input and bad tables are handled.
  */
 import { describe, expect, it } from "vitest";
-import { Gcmd, Reg } from "../spec/registers.ts";
-import { enableTranslation, machine, R, W, type Machine } from "../../test/support/tables.ts";
-import { desc, Queue } from "../../test/support/queue.ts";
-import { walkConfig } from "./capabilities.ts";
-import { MemoryAccess } from "./memory-access.ts";
+import { Gcmd, Reg } from "../../spec/registers.ts";
+import { enableTranslation, machine, R, W, type Machine } from "../../../test/support/tables.ts";
+import { desc, Queue } from "../../../test/support/queue.ts";
+import { walkConfig } from "../registers/capabilities.ts";
+import { MemoryAccess } from "../memory/memory-access.ts";
 import { NotifierError, NotifierFlag, type IommuEvent, type IommuNotifier } from "./notifier-types.ts";
-import { accessFault, PageWalk, walkPages } from "./translation.ts";
+import { accessFault, PageWalk, walkPages } from "../translation/walk.ts";
 
 const { MAP, UNMAP, DEVIOTLB_UNMAP } = NotifierFlag;
 const SID = 0x20, OTHER = 0x28;

@@ -3,10 +3,10 @@
  * context-command and IOTLB registers (VT-d §6.5.1) or the invalidation queue (VT-d §6.5.2).
  * One path, so counting, tracing and the notifiers hook in one place.
  */
-import type { ContextCache } from "./context-cache.ts";
-import type { Iotlb } from "./iotlb.ts";
-import type { DeviceStats } from "./stats.ts";
-import type { Tracer } from "./trace.ts";
+import type { ContextCache } from "../caches/context-cache.ts";
+import type { Iotlb } from "../caches/iotlb.ts";
+import type { DeviceStats } from "../stats.ts";
+import type { Tracer } from "../trace.ts";
 
 export type InvalidationSource = "register" | "queue";
 

@@ -19,15 +19,15 @@
  * IOTLB invalidations use the context as of the space's last context sync, as hardware uses its
  * context cache: a context entry changed without a context-cache invalidation is not seen.
  */
-import { TranslationType } from "../spec/entries.ts";
+import { TranslationType } from "../../spec/entries.ts";
 import { IommuAddressSpace, SpaceMode, type SpaceOwner } from "./address-space.ts";
-import type { WalkConfig } from "./capabilities.ts";
-import type { InvalidationListener } from "./invalidation.ts";
-import type { MemoryAccess } from "./memory-access.ts";
+import type { WalkConfig } from "../registers/capabilities.ts";
+import type { InvalidationListener } from "../invalidation/cache-invalidation.ts";
+import type { MemoryAccess } from "../memory/memory-access.ts";
 import { NotifierError, NotifierFlag, type IommuEvent, type IommuNotifier, type NotifierErrorReport, type NotifierEventType } from "./notifier-types.ts";
-import type { ResolvedOptions } from "./options.ts";
+import type { ResolvedOptions } from "../options.ts";
 import { hasLeaf, PageWalkSync, RecordNode, WALK_LIMIT_REACHED } from "./page-walk-sync.ts";
-import { ContextWalk, walkContext } from "./translation.ts";
+import { ContextWalk, walkContext } from "../translation/walk.ts";
 
 const MAP = NotifierFlag.MAP, UNMAP = NotifierFlag.UNMAP, DEVIOTLB_UNMAP = NotifierFlag.DEVIOTLB_UNMAP;
 const SYNCED = MAP | UNMAP;

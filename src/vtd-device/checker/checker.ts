@@ -36,20 +36,20 @@
  * on guest input (a throwing listener or CPU view is ignored). It is installed only when asked
  * for: a unit without it runs the translation code unchanged.
  */
-import { TranslationType } from "../spec/entries.ts";
-import type { WalkConfig } from "./capabilities.ts";
+import { TranslationType } from "../../spec/entries.ts";
+import type { WalkConfig } from "../registers/capabilities.ts";
 import { CpuViewAccess, contextInputLimit, PageOutcome, RecordingAccess, sameContext } from "./checker-walks.ts";
 import type { ResolvedCheckerOptions } from "./checker-options.ts";
 import {
   hex, reportMessage, sourceIdText, type ContextView, type DriverBugKind, type DriverBugReport, type EntryView, type MissingAction,
   type RawEntryView, type TranslationView,
 } from "./checker-report.ts";
-import type { ContextCache } from "./context-cache.ts";
-import type { DeviceTlbs } from "./device-tlb.ts";
-import type { GuestMemory } from "./guest-memory.ts";
-import type { Iotlb } from "./iotlb.ts";
-import { MemoryAccess } from "./memory-access.ts";
-import { ContextWalk, NOT_PRESENT, PageWalk, PERMISSION_READ, PERMISSION_WRITE, walkContext, walkPages } from "./translation.ts";
+import type { ContextCache } from "../caches/context-cache.ts";
+import type { DeviceTlbs } from "../caches/device-tlb.ts";
+import type { GuestMemory } from "../memory/guest-memory.ts";
+import type { Iotlb } from "../caches/iotlb.ts";
+import { MemoryAccess } from "../memory/memory-access.ts";
+import { ContextWalk, NOT_PRESENT, PageWalk, PERMISSION_READ, PERMISSION_WRITE, walkContext, walkPages } from "../translation/walk.ts";
 
 /** What the checker reads of the unit: its memory, walk configuration and caches (never changed). */
 export interface CheckedUnit {

@@ -38,17 +38,17 @@
  *
  * No node: imports (usable from a page).
  */
-import type { Machine } from "../v86/machine.ts";
-import type { V86Cpu } from "../v86/internals.ts";
-import { isInterruptAddress, MSI_ADDRESS_BASE } from "../v86/lapic-msi.ts";
-import { installPlatform, type Platform as V86Platform, type PlatformOptions } from "../v86/platform.ts";
-import { VTD_UNIT_BASE } from "../v86/unit-mmio.ts";
-import { VGA_HOLE_END, VGA_HOLE_START } from "../v86/v86-guest-memory.ts";
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
+import type { Machine } from "./machine.ts";
+import type { V86Cpu } from "./internals.ts";
+import { isInterruptAddress, MSI_ADDRESS_BASE } from "./lapic-msi.ts";
+import { installPlatform, type Platform as V86Platform, type PlatformOptions } from "./platform.ts";
+import { VTD_UNIT_BASE } from "./unit-mmio.ts";
+import { VGA_HOLE_END, VGA_HOLE_START } from "./v86-guest-memory.ts";
+import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 import type { VtdDevice } from "../vtd-device/device.ts";
-import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PhysicalMemory, Platform } from "./platform.ts";
-import { findAcpiTable } from "./v86-acpi.ts";
-import { rangePageAllocator, type RangePageAllocator } from "./page-allocator.ts";
+import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PhysicalMemory, Platform } from "../guest-driver/platform.ts";
+import { findAcpiTable } from "../guest-driver/acpi-scan.ts";
+import { rangePageAllocator, type RangePageAllocator } from "../guest-driver/page-allocator.ts";
 
 const PAGE = 4096;
 const LINE = 64;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { Gcmd, Gsts, Reg } from "../spec/registers.ts";
-import { gsts, machine } from "../../test/support/tables.ts";
+import { Gcmd, Gsts, Reg } from "../../spec/registers.ts";
+import { gsts, machine } from "../../../test/support/tables.ts";
 
 describe("GCMD and GSTS", () => {
   it("SRTP latches RTADDR and sets RTPS; a later RTADDR write changes nothing until the next SRTP", () => {

@@ -4,10 +4,10 @@
  * strict checker use them as the reference walk. Results go into caller-owned objects so a walk
  * allocates nothing.
  */
-import { FaultReason } from "../spec/fault-reasons.ts";
-import { TranslationType } from "../spec/entries.ts";
-import type { WalkConfig } from "./capabilities.ts";
-import type { MemoryAccess } from "./memory-access.ts";
+import { FaultReason } from "../../spec/fault-reasons.ts";
+import { TranslationType } from "../../spec/entries.ts";
+import type { WalkConfig } from "../registers/capabilities.ts";
+import type { MemoryAccess } from "../memory/memory-access.ts";
 
 const TWO_POW_32 = 4294967296;
 /** Page size of a leaf at each level (index = level). */

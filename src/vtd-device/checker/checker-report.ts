@@ -2,7 +2,7 @@
  * What the strict checker reports: plain objects, one per driver bug, with the entries involved
  * and the invalidation (or cache-line flush) that would have covered it, in the spec's words.
  */
-import { FaultReason } from "../spec/fault-reasons.ts";
+import { FaultReason } from "../../spec/fault-reasons.ts";
 
 export type DriverBugKind =
   /** The unit is about to use a present cached entry (context cache, IOTLB, device-TLB) that no longer matches the tables (VT-d §6.5). */

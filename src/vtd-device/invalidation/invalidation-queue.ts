@@ -8,18 +8,18 @@
  * takes that long, and a wait behind a slow device-TLB invalidation completes only when the
  * endpoint has answered.
  */
-import { ContextCacheDesc, DescriptorType, DeviceTlbDesc, InterruptEntryCacheDesc, InvalidationQueueError, IotlbDesc, WaitDesc } from "../spec/descriptors.ts";
-import { Fsts, Granularity, Gsts, Ics, MAMV, Reg } from "../spec/registers.ts";
-import type { WalkConfig } from "./capabilities.ts";
-import { deviceTlbRange, type DeviceTlbs } from "./device-tlb.ts";
-import type { FaultRecording } from "./fault-recording.ts";
-import type { InterruptEvent } from "./interrupt-event.ts";
-import type { Invalidation } from "./invalidation.ts";
-import type { MemoryAccess } from "./memory-access.ts";
-import type { ResolvedOptions } from "./options.ts";
-import type { RegisterFile } from "./register-file.ts";
-import type { DeviceStats } from "./stats.ts";
-import type { Tracer } from "./trace.ts";
+import { ContextCacheDesc, DescriptorType, DeviceTlbDesc, InterruptEntryCacheDesc, InvalidationQueueError, IotlbDesc, WaitDesc } from "../../spec/descriptors.ts";
+import { Fsts, Granularity, Gsts, Ics, MAMV, Reg } from "../../spec/registers.ts";
+import type { WalkConfig } from "../registers/capabilities.ts";
+import { deviceTlbRange, type DeviceTlbs } from "../caches/device-tlb.ts";
+import type { FaultRecording } from "../faults/fault-recording.ts";
+import type { InterruptEvent } from "../faults/interrupt-event.ts";
+import type { Invalidation } from "./cache-invalidation.ts";
+import type { MemoryAccess } from "../memory/memory-access.ts";
+import type { ResolvedOptions } from "../options.ts";
+import type { RegisterFile } from "../registers/register-file.ts";
+import type { DeviceStats } from "../stats.ts";
+import type { Tracer } from "../trace.ts";
 
 const QIES = Number(Gsts.QIES);
 const IQE = Number(Fsts.IQE);

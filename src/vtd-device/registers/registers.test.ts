@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { GuestRam, VtdDevice } from "./index.ts";
-import { EventControl, Fsts, Reg } from "../spec/registers.ts";
-import { machine } from "../../test/support/tables.ts";
+import { GuestRam, VtdDevice } from "../index.ts";
+import { EventControl, Fsts, Reg } from "../../spec/registers.ts";
+import { machine } from "../../../test/support/tables.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16).padStart(16, "0")}`;
 

@@ -5,11 +5,11 @@
  * ends in a not-present or faulting entry). Two views that agree on that agree on the request,
  * whatever the shape of the tables (a 2 MiB leaf and the 4 KiB table that replaces it are equal).
  */
-import { TranslationType } from "../spec/entries.ts";
+import { TranslationType } from "../../spec/entries.ts";
 import type { CpuView } from "./checker-options.ts";
-import type { GuestMemory } from "./guest-memory.ts";
-import { MemoryAccess } from "./memory-access.ts";
-import { LEVEL_SIZE, type ContextWalk, type PageWalk } from "./translation.ts";
+import type { GuestMemory } from "../memory/guest-memory.ts";
+import { MemoryAccess } from "../memory/memory-access.ts";
+import { LEVEL_SIZE, type ContextWalk, type PageWalk } from "../translation/walk.ts";
 
 /** The unit's view (memory), remembering the address of every dword a walk reads, in order. */
 export class RecordingAccess extends MemoryAccess {

@@ -1,7 +1,7 @@
 /** CAP and ECAP as a configuration reports them (VT-d §11.4.2, §11.4.3). */
-import { Cap, Ecap, FRO, IRO, MAMV, ND, SAGAW_39_BIT, SAGAW_48_BIT, SLLPS_1G, SLLPS_2M } from "../spec/registers.ts";
-import { setField } from "../spec/field.ts";
-import type { ResolvedOptions } from "./options.ts";
+import { Cap, Ecap, FRO, IRO, MAMV, ND, SAGAW_39_BIT, SAGAW_48_BIT, SLLPS_1G, SLLPS_2M } from "../../spec/registers.ts";
+import { setField } from "../../spec/field.ts";
+import type { ResolvedOptions } from "../options.ts";
 
 export function capabilityValue(o: ResolvedOptions): bigint {
   let cap = 0n;

@@ -4,11 +4,11 @@
  * bad options and hostile input.
  */
 import { describe, expect, it } from "vitest";
-import { Reg } from "../spec/registers.ts";
-import { enableTranslation, machine, R, W, type Machine } from "../../test/support/tables.ts";
-import { desc, Queue } from "../../test/support/queue.ts";
-import type { DriverBugReport, VtdOptions } from "./index.ts";
-import { VtdDevice, GuestRam } from "./index.ts";
+import { Reg } from "../../spec/registers.ts";
+import { enableTranslation, machine, R, W, type Machine } from "../../../test/support/tables.ts";
+import { desc, Queue } from "../../../test/support/queue.ts";
+import type { DriverBugReport, VtdOptions } from "../index.ts";
+import { VtdDevice, GuestRam } from "../index.ts";
 
 const SID = 0x20; // 00:04.0
 const IVA = 0xf0, IOTLB = 0xf8;

@@ -4,7 +4,7 @@
  * applied byte by byte, so any access size covers exactly the registers it touches.
  * Reads return `value & ~writeOnly`. Bytes outside every register read 0 and ignore writes.
  */
-import { readU32, writeU32 } from "./little-endian.ts";
+import { readU32, writeU32 } from "../memory/little-endian.ts";
 import type { RegisterSpec } from "./register-table.ts";
 
 export class RegisterFile {

@@ -4,8 +4,8 @@
  * address register; an MSI is sent when a condition arises and IM is clear, or when software
  * clears IM while IP is set.
  */
-import { EventControl } from "../spec/registers.ts";
-import type { RegisterFile } from "./register-file.ts";
+import { EventControl } from "../../spec/registers.ts";
+import type { RegisterFile } from "../registers/register-file.ts";
 
 const IM = Number(EventControl.IM);
 const IP = Number(EventControl.IP);

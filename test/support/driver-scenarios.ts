@@ -5,15 +5,15 @@
  * platform it is on, and the caller's `expect`.
  */
 import type { ExpectStatic } from "vitest";
-import { FaultReason } from "../spec/fault-reasons.ts";
-import type { VtdDevice } from "../vtd-device/device.ts";
-import type { GuestMemory } from "../vtd-device/guest-memory.ts";
-import type { VtdOptions } from "../vtd-device/options.ts";
-import type { DriverCounters } from "./counters.ts";
-import { VtdDriver, type DriverCreateOptions } from "./driver.ts";
-import { InProcessPlatform, type InProcessOptions } from "./in-process-platform.ts";
-import type { UnmapMode } from "./options.ts";
-import type { CpuCache, Platform } from "./platform.ts";
+import { FaultReason } from "../../src/spec/fault-reasons.ts";
+import type { VtdDevice } from "../../src/vtd-device/device.ts";
+import type { GuestMemory } from "../../src/vtd-device/memory/guest-memory.ts";
+import type { VtdOptions } from "../../src/vtd-device/options.ts";
+import type { DriverCounters } from "../../src/guest-driver/counters.ts";
+import { VtdDriver, type DriverCreateOptions } from "../../src/guest-driver/driver.ts";
+import { InProcessPlatform, type InProcessOptions } from "../../src/guest-driver/in-process-platform.ts";
+import type { UnmapMode } from "../../src/guest-driver/options.ts";
+import type { CpuCache, Platform } from "../../src/guest-driver/platform.ts";
 
 /** 00:04.0 and 00:05.0: the requester ids the tests' devices use (edu sits at 00:04.0 on v86). */
 export const SID_A = 0x20;

@@ -3,10 +3,10 @@
  * invalidate register. Each acts once its upper dword is written with ICC / IVT set, completes
  * at once, and reports the granularity it actually performed (CAIG / IAIG; 0 = refused).
  */
-import { Ccmd, Granularity, Gsts, IOTLB_OFFSET, IVA_OFFSET, Iotlb, Iva, MAMV, Reg } from "../spec/registers.ts";
-import { getField, setField } from "../spec/field.ts";
-import type { Invalidation } from "./invalidation.ts";
-import type { RegisterFile } from "./register-file.ts";
+import { Ccmd, Granularity, Gsts, IOTLB_OFFSET, IVA_OFFSET, Iotlb, Iva, MAMV, Reg } from "../../spec/registers.ts";
+import { getField, setField } from "../../spec/field.ts";
+import type { Invalidation } from "./cache-invalidation.ts";
+import type { RegisterFile } from "../registers/register-file.ts";
 
 const QIES = Number(Gsts.QIES);
 

@@ -4,18 +4,18 @@
  * a count of the unit's accesses at v86's memory-map dispatch, and edu driven through v86's PCI
  * ports and MMIO as a guest drives it.
  */
-import { EDU_BUFFER_ADDRESS, EduDmaCommand, EduReg } from "../devices/edu.ts";
-import { PciCommand } from "../devices/pci-config.ts";
-import { IdleGuest, idleGuestImage } from "../v86/idle-guest.ts";
-import type { V86Cpu } from "../v86/internals.ts";
-import { Machine } from "../v86/machine.ts";
-import { EDU_BAR0_ADDRESS, EDU_PCI_SLOT } from "../v86/platform.ts";
-import { VTD_UNIT_BASE } from "../v86/unit-mmio.ts";
-import { patchedV86Module } from "../v86/v86-wasm.node.ts";
-import type { VtdOptions } from "../vtd-device/options.ts";
-import { VtdDriver, type DriverCreateOptions } from "./driver.ts";
-import type { TestMachine } from "./testing.ts";
-import { V86DriverPlatform, type V86DriverPlatformOptions } from "./v86-platform.ts";
+import { EDU_BUFFER_ADDRESS, EduDmaCommand, EduReg } from "../../src/devices/edu.ts";
+import { PciCommand } from "../../src/devices/pci-config.ts";
+import { IdleGuest, idleGuestImage } from "../../src/v86/idle-guest.ts";
+import type { V86Cpu } from "../../src/v86/internals.ts";
+import { Machine } from "../../src/v86/machine.ts";
+import { EDU_BAR0_ADDRESS, EDU_PCI_SLOT } from "../../src/v86/platform.ts";
+import { VTD_UNIT_BASE } from "../../src/v86/unit-mmio.ts";
+import { patchedV86Module } from "../../src/v86/v86-wasm.node.ts";
+import type { VtdOptions } from "../../src/vtd-device/options.ts";
+import { VtdDriver, type DriverCreateOptions } from "../../src/guest-driver/driver.ts";
+import type { TestMachine } from "./driver-scenarios.ts";
+import { V86DriverPlatform, type V86DriverPlatformOptions } from "../../src/v86/driver-platform.ts";
 
 const MMIO_BLOCK_SHIFT = 17;
 const PCI_CONFIG_ADDRESS = 0xcf8;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { FaultReason } from "./index.ts";
-import { FRCD_OFFSET, Fsts, Reg } from "../spec/registers.ts";
-import { enableTranslation, machine, R, W, type Machine } from "../../test/support/tables.ts";
+import { FaultReason } from "../index.ts";
+import { FRCD_OFFSET, Fsts, Reg } from "../../spec/registers.ts";
+import { enableTranslation, machine, R, W, type Machine } from "../../../test/support/tables.ts";
 
 const SID = 0x0018; // 00:03.0
 const frcd = (m: Machine, i = 0) => ({
