@@ -2,6 +2,7 @@
  * A Multiple APIC Description Table (ACPI 6.5 §5.2.12) for one CPU with one local APIC and one
  * IOAPIC, which is what a guest without a BIOS needs to find its interrupt controllers.
  */
+import { LOCAL_APIC_BASE } from "../spec/platform.ts";
 import { finishTable, startTable, ACPI_HEADER_SIZE } from "./acpi-table.ts";
 
 export const MADT_SIGNATURE = "APIC";
@@ -32,7 +33,7 @@ export interface MadtOptions {
 export function buildMadt(options: MadtOptions = {}): Uint8Array {
   const length = Madt.ENTRIES + LOCAL_APIC_ENTRY_LENGTH + IOAPIC_ENTRY_LENGTH;
   const { bytes, view } = startTable(MADT_SIGNATURE, MADT_REVISION, length);
-  view.setUint32(Madt.LOCAL_APIC_ADDRESS, options.localApicAddress ?? 0xfee0_0000, true);
+  view.setUint32(Madt.LOCAL_APIC_ADDRESS, options.localApicAddress ?? LOCAL_APIC_BASE, true);
   view.setUint32(Madt.FLAGS, MADT_PCAT_COMPAT, true);
   let at = Madt.ENTRIES;
   bytes[at] = MadtEntryType.ProcessorLocalApic;

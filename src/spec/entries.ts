@@ -56,6 +56,9 @@ export const Pte = {
   IW: bit(62),
 } as const;
 
+/** Bytes one entry covers at each level (index = level): 4 KiB PTE, 2 MiB PDE, 1 GiB PDPE, 512 GiB PML4E, PML5E. */
+export const LEVEL_SIZE = [0, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48] as const;
+
 /** Page sizes of leaves by level: level 1 is the 4 KiB PTE, level 2 a 2 MiB PDE, level 3 a 1 GiB PDPE. */
 export function levelPageShift(level: number): number {
   return PAGE_SHIFT + LEVEL_STRIDE * (level - 1);

@@ -22,6 +22,7 @@
  * The data page (counters, stack) is separate from the code page so the loop's stores never
  * invalidate v86's JIT-compiled code.
  */
+import { LOCAL_APIC_BASE } from "../spec/platform.ts";
 import type { Machine, MachineOutcome } from "./machine.ts";
 import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 
@@ -50,7 +51,7 @@ const IDTR = GDT + 0x30;
 const IDT = IDLE_GUEST_LOAD + 0x800;
 const CODE_SELECTOR = 0x08;
 const DATA_SELECTOR = 0x10;
-const LAPIC_EOI = 0xfee0_00b0;
+const LAPIC_EOI = LOCAL_APIC_BASE + 0xb0;
 const PIC1_COMMAND = 0x20, PIC1_DATA = 0x21, PIC2_COMMAND = 0xa0, PIC2_DATA = 0xa1;
 const PIC_EOI = 0x20;
 const EXIT_PORT = 0xf4;

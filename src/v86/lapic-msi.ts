@@ -6,9 +6,10 @@
  * Message format (Intel SDM vol. 3 §11.11): address 0xFEExxxxx (destination id in 19:12, one CPU
  * here so it is not checked), data bits 7:0 vector, 10:8 delivery mode, 15 trigger mode.
  */
+import { MSI_ADDRESS_BASE } from "../spec/platform.ts";
 import type { V86Cpu } from "./internals.ts";
 
-export const MSI_ADDRESS_BASE = 0xfee0_0000;
+export { MSI_ADDRESS_BASE };
 export const MSI_ADDRESS_MASK = 0xfff0_0000;
 const APIC_DWORDS = 46;
 const APIC_IRR = 16;

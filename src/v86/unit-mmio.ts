@@ -5,9 +5,9 @@
  * unmapped memory (reads all ones, writes dropped). v86 has only 8- and 32-bit handlers: a 64-bit
  * guest access arrives as two 32-bit ones, low half first, and a 16-bit write as two 8-bit ones.
  */
-export const VTD_UNIT_BASE = 0xfed9_0000;
-/** One 4 KiB page of registers (DRHD Size field 0). */
-export const VTD_REGISTER_PAGE_SIZE = 0x1000;
+import { VTD_REGISTER_PAGE_SIZE, VTD_UNIT_BASE } from "../spec/platform.ts";
+
+export { VTD_REGISTER_PAGE_SIZE, VTD_UNIT_BASE };
 const MMIO_BLOCK = 0x2_0000;
 
 /** The register file as the platform calls it (VtdDevice has this shape). */

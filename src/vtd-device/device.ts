@@ -2,9 +2,9 @@
  * The VT-d DMA-remapping unit: register interface for the guest CPU, DMA interface for devices.
  * Platform-neutral: it knows guest memory, a clock it is told about, and an interrupt sink.
  */
-import { FaultReason } from "../spec/fault-reasons.ts";
+import type { FaultReason } from "../spec/fault-reasons.ts";
 import { Gcmd, Gsts, IOTLB_OFFSET, Reg, FRCD_OFFSET, FRCD_SIZE } from "../spec/registers.ts";
-import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, TranslationType } from "../spec/entries.ts";
+import { CachingPolicy } from "./caches/caching-policy.ts";
 import { walkConfig, type WalkConfig } from "./registers/capabilities.ts";
 import { DriverChecker } from "./checker/checker.ts";
 import { ContextCache } from "./caches/context-cache.ts";
@@ -23,9 +23,7 @@ import { RegisterInvalidation } from "./invalidation/register-invalidation.ts";
 import { registerTable, registerWindowSize, type RegisterSpec } from "./registers/register-table.ts";
 import { DeviceStats } from "./stats.ts";
 import { Tracer } from "./trace.ts";
-import {
-  ContextWalk, LEVEL_SIZE, NOT_PRESENT, PageWalk, PERMISSION_READ, PERMISSION_WRITE, walkContext, walkPages,
-} from "./translation/walk.ts";
+import { Translator } from "./translation/translator.ts";
 
 const TE = Number(Gcmd.TE), SRTP = Number(Gcmd.SRTP), WBF = Number(Gcmd.WBF), QIE = Number(Gcmd.QIE);
 const TES = Number(Gsts.TES), RTPS = Number(Gsts.RTPS);
@@ -55,23 +53,13 @@ export class VtdDevice {
   private readonly completionEvent: InterruptEvent;
   private readonly faults: FaultRecording;
   private readonly queue: InvalidationQueue;
+  private readonly translator: Translator;
   /** The endpoints' own translation caches (ATS), for context entries with TT = 1. */
   readonly deviceTlbs = new DeviceTlbs();
   /** The strict checker of guest drivers (option `checker`): its reports and counts. Undefined when off. */
   readonly checker: DriverChecker | undefined;
   /** IOMMU notifiers per requester id (the VFIO path): `notifiers.addressSpace(sid).register(...)`. */
   readonly notifiers: IommuNotifiers;
-
-  /** Latched by SRTP. */
-  private rootTable = 0;
-  private translationEnabled = false;
-
-  // Scratch results of the translation in progress (no allocation per request).
-  private readonly contextWalk = new ContextWalk();
-  private readonly pageWalk = new PageWalk();
-  private resultOutput = 0;
-  private resultLimit = 0;
-  private resultFpd = false;
 
   constructor(options: VtdOptions) {
     this.options = resolveOptions(options);
@@ -84,7 +72,10 @@ export class VtdDevice {
     this.contextCache = new ContextCache(o.contextCacheEntries);
     this.iotlb = new Iotlb(o.iotlbEntries);
     this.invalidation = new Invalidation(this.contextCache, this.iotlb, this.stats, this.trace);
-    this.notifiers = new IommuNotifiers(o, this.memory, this.cfg, () => (this.translationEnabled ? this.rootTable : -1));
+    const policy = new CachingPolicy(this.contextCache, this.iotlb, this.cfg, o.negativeCaching);
+    this.translator = new Translator(this.memory, this.cfg, this.contextCache, this.iotlb, this.deviceTlbs, policy, this.stats, this.trace);
+    const translator = this.translator;
+    this.notifiers = new IommuNotifiers(o, this.memory, this.cfg, () => (translator.enabled ? translator.rootTable : -1));
     this.invalidation.listener = this.notifiers;
     this.registerInvalidation = new RegisterInvalidation(this.regs, this.invalidation);
     const send = (source: "fault" | "completion", address: bigint, data: number) => this.sendInterrupt(source, address, data);
@@ -105,10 +96,11 @@ export class VtdDevice {
       memory: o.memory, cfg: this.cfg, cachingMode: o.cachingMode, coherent: o.coherent,
       contextCache: this.contextCache, iotlb: this.iotlb, deviceTlbs: this.deviceTlbs, now: () => this.now,
     }, settings);
-    const translate = this.translate;
-    this.translate = (sid: number, address: number, write: boolean): number => {
-      if (this.translationEnabled) checker.inspect(sid, address, write, this.rootTable);
-      return translate.call(this, sid, address, write);
+    const translator = this.translator;
+    const translate = translator.translate;
+    translator.translate = (sid: number, address: number, write: boolean): number => {
+      if (translator.enabled) checker.inspect(sid, address, write, translator.rootTable);
+      return translate.call(translator, sid, address, write);
     };
     return checker;
   }
@@ -116,8 +108,8 @@ export class VtdDevice {
   /** Power-on reset: every register to its reset value, caches and internal state cleared. */
   reset(): void {
     this.regs.reset();
-    this.rootTable = 0;
-    this.translationEnabled = false;
+    this.translator.rootTable = 0;
+    this.translator.enabled = false;
     // After the state above: notifiers re-sync against the reset unit (TE off).
     this.invalidation.everything();
     this.faults.reset();
@@ -186,15 +178,16 @@ export class VtdDevice {
   /** GCMD (VT-d §11.4.4): one-shot bits act when written as 1, persistent bits when they change. */
   private onGlobalCommand(command: number): void {
     const status = this.regs.get32(Reg.GSTS);
+    const translator = this.translator;
     if ((command ^ status) & TE) {
-      this.translationEnabled = (command & TE) !== 0;
-      this.regs.update32(Reg.GSTS, this.translationEnabled ? TES : 0, this.translationEnabled ? 0 : TES);
+      translator.enabled = (command & TE) !== 0;
+      this.regs.update32(Reg.GSTS, translator.enabled ? TES : 0, translator.enabled ? 0 : TES);
       this.invalidation.everything();
-      this.traceCommand(this.translationEnabled ? "TE on" : "TE off");
+      this.traceCommand(translator.enabled ? "TE on" : "TE off");
     }
     if (command & SRTP) {
       const rtaddr = this.regs.get64(Reg.RTADDR);
-      this.rootTable = Number(rtaddr & ((1n << BigInt(this.cfg.awBits)) - 1n) & ~0xfffn);
+      translator.rootTable = Number(rtaddr & ((1n << BigInt(this.cfg.awBits)) - 1n) & ~0xfffn);
       this.regs.update32(Reg.GSTS, RTPS, 0);
       this.invalidation.everything();
       this.traceCommand("SRTP");
@@ -257,14 +250,15 @@ export class VtdDevice {
     sid &= 0xffff;
     // Addresses beyond 2^53 are beyond every MGAW, so the rounding of Number() never matters.
     if (!(address >= 0)) return dmaFailure(DMA_ABORT);
+    const translator = this.translator;
     let done = 0;
     const length = bytes.length;
     while (done < length) {
-      const reason = this.translate(sid, address, write);
+      const reason = translator.translate(sid, address, write);
       if (reason !== 0) return this.fault(sid, address, reason, write);
       let chunk = length - done;
-      if (chunk > this.resultLimit) chunk = this.resultLimit;
-      const output = this.resultOutput;
+      if (chunk > translator.resultLimit) chunk = translator.resultLimit;
+      const output = translator.resultOutput;
       if (!(write ? this.memory.writeFrom(output, bytes, done, chunk) : this.memory.readInto(output, bytes, done, chunk))) return dmaFailure(DMA_ABORT);
       done += chunk;
       address += chunk;
@@ -274,154 +268,15 @@ export class VtdDevice {
 
   /** A translation faulted: the fault is recorded (its own function keeps `transfer` small enough to inline). */
   private fault(sid: number, address: number, reason: number, write: boolean): DmaResult {
-    this.faults.record(sid, address, reason, write, this.resultFpd);
+    this.faults.record(sid, address, reason, write, this.translator.resultFpd);
     return dmaFailure(reason);
-  }
-
-  /**
-   * Translates one request address. Returns 0 and sets resultOutput / resultLimit (bytes usable
-   * from there), or returns the fault reason with resultFpd set.
-   */
-  private translate(sid: number, address: number, write: boolean): number {
-    const stats = this.stats;
-    stats.translations++;
-    this.resultFpd = false;
-    // Fast path, small enough to inline: context and IOTLB both hit and permit the access. Hot
-    // constants are literals checked against the spec's (a module constant is a load in V8).
-    const cc = this.contextCache;
-    const slot = this.translationEnabled ? cc.lookup(sid) : -1;
-    if (slot >= 0 && address < cc.fastInputLimit[slot]!) {
-      const tlb = this.iotlb;
-      const did = cc.did[slot]!;
-      // hitAccess is reason * 4 + permission: a translation (reason 0) whose permission has the
-      // access's bit (1 read, 2 write; the other bit does not matter).
-      const need = write ? (2 satisfies typeof PERMISSION_WRITE) : (1 satisfies typeof PERMISSION_READ);
-      if ((tlb.lookup4K(did, address) || tlb.lookupSuperpage(did, address)) && (tlb.hitAccess & ~(need ^ 3)) === need) {
-        stats.contextHits++;
-        stats.iotlbHits++;
-        const offset = address - tlb.hitInputBase;
-        const output = tlb.hitOutput + offset, limit = tlb.hitSize - offset;
-        // Clear of the interrupt range (the negation of the test in `output`, which clips or faults).
-        if (output > (0xfeef_ffff satisfies typeof INTERRUPT_RANGE_LIMIT) || output + limit <= (0xfee0_0000 satisfies typeof INTERRUPT_RANGE_BASE)) {
-          this.resultOutput = output;
-          this.resultLimit = limit;
-          return 0;
-        }
-        return this.output(output, limit);
-      }
-    }
-    return this.translateSlow(sid, address, write);
-  }
-
-  /** Every other case: translation off, misses, walks, faults, pass-through, device-TLBs. */
-  private translateSlow(sid: number, address: number, write: boolean): number {
-    if (!this.translationEnabled) {
-      this.resultOutput = address;
-      this.resultLimit = Number.MAX_SAFE_INTEGER;
-      return 0;
-    }
-    // Context: cache, else walk (and cache what CM allows).
-    const cc = this.contextCache;
-    let slot = cc.lookup(sid);
-    if (slot >= 0) {
-      this.stats.contextHits++;
-    } else {
-      this.stats.contextMisses++;
-      if (this.trace.active) this.trace.emit({ type: "vtd_context_miss", sid });
-      const walk = walkContext(this.memory, this.rootTable, sid, this.cfg, this.contextWalk);
-      const readError = walk.reason === FaultReason.RootTableReadError || walk.reason === FaultReason.ContextTableReadError;
-      if (walk.reason === 0 || (this.options.negativeCaching && !readError)) {
-        slot = cc.fill(sid);
-        // A negative entry is tagged with domain 0 (VT-d §6.1, caching mode).
-        cc.did[slot] = walk.reason === 0 ? walk.did : 0;
-        cc.tableRoot[slot] = walk.tableRoot;
-        cc.aw[slot] = walk.aw;
-        cc.inputLimit[slot] = 2 ** (walk.translationType === TranslationType.PassThrough ? this.cfg.awBits : Math.min(this.cfg.awBits, 30 + 9 * walk.aw));
-        cc.translationType[slot] = walk.translationType;
-        cc.faultProcessingDisable[slot] = walk.faultProcessingDisable ? 1 : 0;
-        cc.reason[slot] = walk.reason;
-        cc.fastInputLimit[slot] = walk.reason === 0 && walk.translationType === TranslationType.Untranslated ? cc.inputLimit[slot]! : 0;
-      } else {
-        this.resultFpd = walk.faultProcessingDisable;
-        return walk.reason;
-      }
-    }
-    this.resultFpd = cc.faultProcessingDisable[slot] === 1;
-    const contextReason = cc.reason[slot]!;
-    if (contextReason !== 0) return contextReason;
-
-    if (address >= cc.inputLimit[slot]!) return FaultReason.AddressBeyondMgaw;
-    const translationType = cc.translationType[slot]!;
-    if (translationType === TranslationType.PassThrough) return this.output(address, 4096 - (address % 4096));
-    const aw = cc.aw[slot]!;
-    const ats = translationType === TranslationType.DeviceTlb;
-    if (ats) {
-      // The endpoint uses its own device-TLB first; only a miss reaches the unit (ATS translation request).
-      const cached = this.deviceTlbs.lookup(sid, address);
-      if (cached && this.accessFaultOf(cached.permission, write) === 0) {
-        return this.output(cached.pageOutput + (address % 4096), 4096 - (address % 4096));
-      }
-    }
-    const did = cc.did[slot]!;
-    const tlb = this.iotlb;
-    let permission: number, reason: number, level: number, pageOutput: number;
-    if (tlb.lookup(did, address)) {
-      this.stats.iotlbHits++;
-      permission = tlb.hitPermission;
-      reason = tlb.hitReason;
-      level = tlb.hitLevel;
-      pageOutput = tlb.hitOutput;
-    } else {
-      this.stats.iotlbMisses++;
-      if (this.trace.active) this.trace.emit({ type: "vtd_iotlb_miss", sid, address: BigInt(address) });
-      const walk = walkPages(this.memory, cc.tableRoot[slot]!, aw, address, this.cfg, this.pageWalk);
-      permission = walk.permission;
-      level = walk.level;
-      pageOutput = walk.pageOutput;
-      reason = walk.structural === NOT_PRESENT ? 0 : walk.structural;
-      if (walk.structural === 0) {
-        tlb.insert(did, level, address, pageOutput, permission, 0);
-      } else if (this.options.negativeCaching) {
-        // Caching mode: a faulting result may be cached; the guest must invalidate after fixing it.
-        level = 1;
-        tlb.insert(did, 1, address, 0, permission, reason);
-      } else {
-        return this.accessFaultOf(permission, write) || reason;
-      }
-    }
-    const denied = this.accessFaultOf(permission, write);
-    if (denied !== 0) return denied;
-    if (reason !== 0) return reason;
-    const size = LEVEL_SIZE[level]!;
-    const offset = address % size;
-    if (ats) {
-      const page = address - (address % 4096);
-      this.deviceTlbs.fill(sid, page, pageOutput + (page - (address - offset)), permission);
-    }
-    return this.output(pageOutput + offset, size - offset);
-  }
-
-  private accessFaultOf(permission: number, write: boolean): number {
-    if (write) return permission & PERMISSION_WRITE ? 0 : FaultReason.WriteNotPermitted;
-    return permission & PERMISSION_READ ? 0 : FaultReason.ReadNotPermitted;
-  }
-
-  /** Final check of a translated address: the interrupt range is never memory (VT-d §3.14). */
-  private output(address: number, limit: number): number {
-    if (address <= INTERRUPT_RANGE_LIMIT && address + limit > INTERRUPT_RANGE_BASE) {
-      if (address >= INTERRUPT_RANGE_BASE) return FaultReason.InterruptAddress;
-      limit = INTERRUPT_RANGE_BASE - address;
-    }
-    this.resultOutput = address;
-    this.resultLimit = limit;
-    return 0;
   }
 
   /** Debug and test view of one translation, without recording a fault. Allocates. */
   translateForTest(sid: number, iova: bigint, write: boolean): { ok: true; address: bigint; limit: number } | { ok: false; reason: FaultReason } {
-    const reason = this.translate(sid & 0xffff, Number(iova), write);
+    const reason = this.translator.translate(sid & 0xffff, Number(iova), write);
     if (reason !== 0) return { ok: false, reason };
-    return { ok: true, address: BigInt(this.resultOutput), limit: this.resultLimit };
+    return { ok: true, address: BigInt(this.translator.resultOutput), limit: this.translator.resultLimit };
   }
 
   /** Cache occupancy, for tests and the summary. */

@@ -4,6 +4,8 @@
  * VT-d §6.1) caches a faulting result: `reason` != 0. Everything lives in typed arrays: lookups
  * and fills allocate nothing.
  */
+import { TWO_POW_32 } from "../../spec/numbers.ts";
+
 const WAYS = 4;
 /** Input page size of a leaf at each level. */
 const SIZE = [0, 2 ** 12, 2 ** 21, 2 ** 30];
@@ -64,7 +66,7 @@ export class Iotlb {
   /** Index (in entries, not numbers) of the first way of the set for this tag. */
   private setIndex(did: number, level: number, page: number): number {
     const lo = page >>> 0;
-    const hi = (page * (1 / 4294967296)) >>> 0;
+    const hi = (page * (1 / TWO_POW_32)) >>> 0;
     let h = Math.imul(lo ^ Math.imul(hi, 0x27d4eb2d) ^ (did << 8) ^ level, 0x9e3779b1);
     h ^= h >>> 15;
     return (h & this.setMask) * 4; // WAYS

@@ -5,7 +5,6 @@
  * ends in a not-present or faulting entry). Two views that agree on that agree on the request,
  * whatever the shape of the tables (a 2 MiB leaf and the 4 KiB table that replaces it are equal).
  */
-import { TranslationType } from "../../spec/entries.ts";
 import type { CpuView } from "./checker-options.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import { MemoryAccess } from "../memory/memory-access.ts";
@@ -66,12 +65,4 @@ export function sameContext(a: ContextWalk, b: ContextWalk): boolean {
   if (a.reason !== 0 || b.reason !== 0) return a.reason !== 0 && b.reason !== 0;
   return a.did === b.did && a.tableRoot === b.tableRoot && a.aw === b.aw &&
     a.translationType === b.translationType && a.faultProcessingDisable === b.faultProcessingDisable;
-}
-
-/**
- * First input address beyond what a context entry translates: the rule VtdDevice.translateSlow
- * applies when it fills the context cache (2^HAW for pass-through, else 2^min(MGAW, AGAW)).
- */
-export function contextInputLimit(walk: ContextWalk, awBits: number): number {
-  return 2 ** (walk.translationType === TranslationType.PassThrough ? awBits : Math.min(awBits, 30 + 9 * walk.aw));
 }

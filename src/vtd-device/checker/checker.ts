@@ -38,7 +38,8 @@
  */
 import { TranslationType } from "../../spec/entries.ts";
 import type { WalkConfig } from "../registers/capabilities.ts";
-import { CpuViewAccess, contextInputLimit, PageOutcome, RecordingAccess, sameContext } from "./checker-walks.ts";
+import { contextInputLimit } from "../caches/caching-policy.ts";
+import { CpuViewAccess, PageOutcome, RecordingAccess, sameContext } from "./checker-walks.ts";
 import type { ResolvedCheckerOptions } from "./checker-options.ts";
 import {
   hex, reportMessage, sourceIdText, type ContextView, type DriverBugKind, type DriverBugReport, type EntryView, type MissingAction,

@@ -2,6 +2,7 @@
  * Primary fault logging (VT-d §7.2.1) into the fault recording registers, and the fault
  * status conditions that raise the fault event (VT-d §7.3.1).
  */
+import { TWO_POW_32 } from "../../spec/numbers.ts";
 import { FRCD_OFFSET, FRCD_SIZE, Fsts, FSTS_EVENT_CONDITIONS, Reg } from "../../spec/registers.ts";
 import { FaultReason, isQualified } from "../../spec/fault-reasons.ts";
 import type { InterruptEvent } from "./interrupt-event.ts";
@@ -61,8 +62,8 @@ export class FaultRecording {
       const i = this.next;
       const base = FRCD_OFFSET + FRCD_SIZE * i;
       const page = address - (address % 4096);
-      this.regs.set32(base, (page % 4294967296) >>> 0);
-      this.regs.set32(base + 4, Math.floor(page / 4294967296) >>> 0);
+      this.regs.set32(base, (page % TWO_POW_32) >>> 0);
+      this.regs.set32(base + 4, Math.floor(page / TWO_POW_32) >>> 0);
       this.regs.set32(base + 8, sid & 0xffff);
       this.regs.set32(base + 12, (F | (write ? 0 : T1) | (reason & 0xff)) >>> 0);
       this.next = (i + 1) % this.records;

@@ -8,6 +8,7 @@
  * takes that long, and a wait behind a slow device-TLB invalidation completes only when the
  * endpoint has answered.
  */
+import { TWO_POW_32 } from "../../spec/numbers.ts";
 import { ContextCacheDesc, DescriptorType, DeviceTlbDesc, InterruptEntryCacheDesc, InvalidationQueueError, IotlbDesc, WaitDesc } from "../../spec/descriptors.ts";
 import { Fsts, Granularity, Gsts, Ics, MAMV, Reg } from "../../spec/registers.ts";
 import type { WalkConfig } from "../registers/capabilities.ts";
@@ -296,7 +297,6 @@ export class InvalidationQueue {
 
 const DONE = "done";
 const BLOCKED = "blocked";
-const TWO_POW_32 = 4294967296;
 
 /** A descriptor's reserved bits as four dword masks, derived from the spec's 64-bit masks. */
 type ReservedMasks = readonly [number, number, number, number];

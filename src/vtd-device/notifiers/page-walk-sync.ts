@@ -20,10 +20,8 @@
  */
 import type { WalkConfig } from "../registers/capabilities.ts";
 import type { MemoryAccess } from "../memory/memory-access.ts";
-import { LEVEL_SIZE } from "../translation/walk.ts";
-
-const ENTRIES = 512;
-const TWO_POW_32 = 4294967296;
+import { ENTRIES_PER_TABLE as ENTRIES, LEVEL_SIZE } from "../../spec/entries.ts";
+import type { PagingEntryMasks } from "../translation/paging-entry.ts";
 
 /** What was last reported for one guest table. */
 export class RecordNode {
@@ -69,9 +67,7 @@ export const WALK_LIMIT_REACHED = { walkLimitReached: true } as const;
 export class PageWalkSync {
   /** Tables visited by the running sync. */
   tablesVisited = 0;
-  private readonly hiMask: number;
-  private readonly hiReserved: number;
-  private readonly sllps: number;
+  private readonly masks: PagingEntryMasks;
   private sink: SyncSink | undefined;
 
   constructor(
@@ -81,10 +77,8 @@ export class PageWalkSync {
     /** Tables one sync may visit; past it the sync throws WALK_LIMIT_REACHED. */
     private readonly tableLimit: number,
   ) {
-    // The same masks as translation.ts's walk: address bits below HAW; bits 51:HAW and bit 62 reserved.
-    this.hiMask = (1 << (cfg.awBits - 32)) - 1;
-    this.hiReserved = ((0x000f_ffff & ~this.hiMask) | 0x4000_0000) >>> 0;
-    this.sllps = cfg.sllps;
+    // The same rules as the unit's own walk.
+    this.masks = cfg.entryMasks;
   }
 
   /**
@@ -124,16 +118,11 @@ export class PageWalkSync {
       } else {
         permission = inherited & lo & 3;
         if (permission !== 0) {
-          const leaf = level === 1 || ((lo & 0x80) !== 0 && level <= 3);
-          let reservedLo: number;
-          if (level === 1) reservedLo = 0x800;
-          else if (!leaf) reservedLo = level >= 4 ? 0x880 : 0x800;
-          else if (level === 2) reservedLo = this.sllps & 1 ? 0x1f_f800 : 0x80;
-          else reservedLo = this.sllps & 2 ? 0x3fff_f800 : 0x80;
-          if ((lo & reservedLo) !== 0 || (hi & this.hiReserved) !== 0) {
+          const leaf = this.masks.isLeaf(level, lo);
+          if (this.masks.isReserved(level, leaf, lo, hi)) {
             counters.badEntries++;
           } else {
-            address = (hi & this.hiMask) * TWO_POW_32 + ((lo & 0xffff_f000) >>> 0);
+            address = this.masks.address(lo, hi);
             kind = leaf ? 1 : 2;
           }
         }

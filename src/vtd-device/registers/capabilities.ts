@@ -2,6 +2,7 @@
 import { Cap, Ecap, FRO, IRO, MAMV, ND, SAGAW_39_BIT, SAGAW_48_BIT, SLLPS_1G, SLLPS_2M } from "../../spec/registers.ts";
 import { setField } from "../../spec/field.ts";
 import type { ResolvedOptions } from "../options.ts";
+import { PagingEntryMasks } from "../translation/paging-entry.ts";
 
 export function capabilityValue(o: ResolvedOptions): bigint {
   let cap = 0n;
@@ -40,14 +41,18 @@ export interface WalkConfig {
   readonly sllps: number;
   readonly passThrough: boolean;
   readonly deviceIotlb: boolean;
+  /** The paging-entry validity rules for this width and SLLPS. */
+  readonly entryMasks: PagingEntryMasks;
 }
 
 export function walkConfig(o: ResolvedOptions): WalkConfig {
+  const sllps = SLLPS_2M | SLLPS_1G;
   return {
     awBits: o.awBits,
     sagaw: o.awBits === 48 ? SAGAW_39_BIT | SAGAW_48_BIT : SAGAW_39_BIT,
-    sllps: SLLPS_2M | SLLPS_1G,
+    sllps,
     passThrough: o.passThrough,
     deviceIotlb: o.deviceIotlb,
+    entryMasks: new PagingEntryMasks(o.awBits, sllps),
   };
 }

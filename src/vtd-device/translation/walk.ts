@@ -8,22 +8,11 @@ import { FaultReason } from "../../spec/fault-reasons.ts";
 import { TranslationType } from "../../spec/entries.ts";
 import type { WalkConfig } from "../registers/capabilities.ts";
 import type { MemoryAccess } from "../memory/memory-access.ts";
+import { LEVEL_SIZE } from "../../spec/entries.ts";
+import { TWO_POW_32 } from "../../spec/numbers.ts";
+import { PERMISSION_READ, PERMISSION_WRITE, upperAddressMask } from "./paging-entry.ts";
 
-const TWO_POW_32 = 4294967296;
-/** Page size of a leaf at each level (index = level). */
-export const LEVEL_SIZE = [0, 2 ** 12, 2 ** 21, 2 ** 30, 2 ** 39, 2 ** 48] as const;
-/** Permission bits as the walk accumulates them. */
-export const PERMISSION_READ = 1;
-export const PERMISSION_WRITE = 2;
-
-/** Bits ≥ HAW of an entry's upper dword (bits 51:HAW), plus bit 62 (IW/TM, reserved in legacy mode). */
-function upperReservedMask(awBits: number): number {
-  const addressBits = (1 << (awBits - 32)) - 1;
-  return ((0x000f_ffff & ~addressBits) | 0x4000_0000) >>> 0;
-}
-function upperAddressMask(awBits: number): number {
-  return (1 << (awBits - 32)) - 1;
-}
+export { LEVEL_SIZE, PERMISSION_READ, PERMISSION_WRITE };
 
 export class ContextWalk {
   /** 0 when the context is usable, else the fault reason. */
@@ -109,8 +98,7 @@ export function walkPages(mem: MemoryAccess, tableRoot: number, aw: number, addr
   out.readLostAt = 0;
   out.writeLostAt = 0;
   out.pageOutput = 0;
-  const hiMask = upperAddressMask(cfg.awBits);
-  const hiReserved = upperReservedMask(cfg.awBits);
+  const masks = cfg.entryMasks;
   let table = tableRoot;
   for (let level = aw + 2; level >= 1; level--) {
     out.level = level;
@@ -132,18 +120,12 @@ export function walkPages(mem: MemoryAccess, tableRoot: number, aw: number, addr
       out.structural = NOT_PRESENT;
       return out;
     }
-    const pageSize = (lo & 0x80) !== 0;
-    const leaf = level === 1 || (pageSize && (level === 2 || level === 3));
-    let reservedLo: number;
-    if (level === 1) reservedLo = 0x800;
-    else if (!leaf) reservedLo = level >= 4 ? 0x880 : 0x800;
-    else if (level === 2) reservedLo = (cfg.sllps & 1) ? 0x1f_f800 : 0x80;
-    else reservedLo = (cfg.sllps & 2) ? 0x3fff_f800 : 0x80;
-    if ((lo & reservedLo) !== 0 || (hi & hiReserved) !== 0) {
+    const leaf = masks.isLeaf(level, lo);
+    if (masks.isReserved(level, leaf, lo, hi)) {
       out.structural = FaultReason.PagingEntryReserved;
       return out;
     }
-    const next = (hi & hiMask) * TWO_POW_32 + ((lo & 0xffff_f000) >>> 0);
+    const next = masks.address(lo, hi);
     if (leaf) {
       out.pageOutput = next - (next % size);
       return out;

@@ -1,0 +1,66 @@
+/**
+ * What the unit may keep in its caches (VT-d §6.1, §6.2): every translation a walk found, and,
+ * with caching mode (CAP.CM = 1, option `negativeCaching`), not-present and faulting results too.
+ * A context or table read that failed (outside memory) is never cached: the spec's negative
+ * entries are about what the tables said, not about a bus error.
+ */
+import { FaultReason } from "../../spec/fault-reasons.ts";
+import { TranslationType } from "../../spec/entries.ts";
+import type { WalkConfig } from "../registers/capabilities.ts";
+import type { ContextWalk } from "../translation/walk.ts";
+import type { ContextCache } from "./context-cache.ts";
+import type { Iotlb } from "./iotlb.ts";
+
+export class CachingPolicy {
+  constructor(
+    private readonly contextCache: ContextCache,
+    private readonly iotlb: Iotlb,
+    private readonly cfg: WalkConfig,
+    /** Cache not-present and faulting results (caching mode). */
+    readonly negativeCaching: boolean,
+  ) {}
+
+  /**
+   * Caches the outcome of a context walk for `sid` when it may be cached; returns its slot, or -1
+   * when the outcome must not be kept (a fault without negative caching, or a read error).
+   */
+  cacheContext(sid: number, walk: ContextWalk): number {
+    const readError = walk.reason === FaultReason.RootTableReadError || walk.reason === FaultReason.ContextTableReadError;
+    if (walk.reason !== 0 && (!this.negativeCaching || readError)) return -1;
+    const cc = this.contextCache;
+    const slot = cc.fill(sid);
+    // A negative entry is tagged with domain 0 (VT-d §6.1, caching mode).
+    cc.did[slot] = walk.reason === 0 ? walk.did : 0;
+    cc.tableRoot[slot] = walk.tableRoot;
+    cc.aw[slot] = walk.aw;
+    cc.inputLimit[slot] = contextInputLimit(walk, this.cfg.awBits);
+    cc.translationType[slot] = walk.translationType;
+    cc.faultProcessingDisable[slot] = walk.faultProcessingDisable ? 1 : 0;
+    cc.reason[slot] = walk.reason;
+    cc.fastInputLimit[slot] = walk.reason === 0 && walk.translationType === TranslationType.Untranslated ? cc.inputLimit[slot]! : 0;
+    return slot;
+  }
+
+  /** Caches a leaf translation. */
+  cacheTranslation(did: number, level: number, address: number, pageOutput: number, permission: number): void {
+    this.iotlb.insert(did, level, address, pageOutput, permission, 0);
+  }
+
+  /**
+   * Caches a faulting page walk as a negative 4 KiB entry when caching mode allows; returns false
+   * when it must not be kept. The guest must invalidate after fixing the entry (VT-d §6.1).
+   */
+  cacheFault(did: number, address: number, permission: number, reason: number): boolean {
+    if (!this.negativeCaching) return false;
+    this.iotlb.insert(did, 1, address, 0, permission, reason);
+    return true;
+  }
+}
+
+/**
+ * First input address beyond what a context entry translates: 2^HAW for pass-through, else
+ * 2^min(MGAW, AGAW) (VT-d §3.6). The strict checker applies the same rule.
+ */
+export function contextInputLimit(walk: ContextWalk, awBits: number): number {
+  return 2 ** (walk.translationType === TranslationType.PassThrough ? awBits : Math.min(awBits, 30 + 9 * walk.aw));
+}
