@@ -14,6 +14,8 @@ export enum FaultReason {
   PagingEntryReserved = 0xc,
   TranslationTypeBlocked = 0xd,
   InterruptAddress = 0xe,
+  /** RTADDR.TTM holds a value the unit does not support (rev 5.10, scalable-mode table: 0x30). */
+  InvalidRootTableMode = 0x30,
 }
 
 /** Short spec codes (VT-d Table 26) for traces and documentation. */
@@ -32,6 +34,7 @@ export const FAULT_CODES: Readonly<Record<FaultReason, string>> = {
   [FaultReason.PagingEntryReserved]: "LSS.2",
   [FaultReason.TranslationTypeBlocked]: "LCT.5",
   [FaultReason.InterruptAddress]: "LGN.4",
+  [FaultReason.InvalidRootTableMode]: "SRTA",
 };
 
 /**
@@ -44,6 +47,7 @@ export function isQualified(reason: FaultReason): boolean {
     case FaultReason.RootTableReadError:
     case FaultReason.ContextTableReadError:
     case FaultReason.RootEntryReserved:
+    case FaultReason.InvalidRootTableMode:
       return false;
     default:
       return true;

@@ -10,11 +10,11 @@ import { VTD_REGISTER_PAGE_SIZE, VTD_UNIT_BASE } from "../spec/platform.ts";
 export { VTD_REGISTER_PAGE_SIZE, VTD_UNIT_BASE };
 const MMIO_BLOCK = 0x2_0000;
 
-/** The register file as the platform calls it (VtdDevice has this shape). */
+/** The register file as the platform calls it, with numbers (VtdDevice has this shape). */
 export interface RegisterFile {
   readonly registerWindowSize: number;
-  readRegister(offset: number, size: 1 | 2 | 4 | 8): bigint;
-  writeRegister(offset: number, size: 1 | 2 | 4 | 8, value: bigint): void;
+  mmioRead(offset: number, size: 1 | 2 | 4): number;
+  mmioWrite(offset: number, size: 1 | 2 | 4, value: number): void;
 }
 
 export interface MmioMapper {
@@ -44,20 +44,20 @@ export function mapVtdUnit(io: MmioMapper, unit: RegisterFile, base = VTD_UNIT_B
     (addr) => {
       const offset = locate(addr, 1);
       if (offset === -1) return 0xff;
-      return offset === -2 ? 0 : Number(unit.readRegister(offset, 1) & 0xffn);
+      return offset === -2 ? 0 : unit.mmioRead(offset, 1);
     },
     (addr, value) => {
       const offset = locate(addr, 1);
-      if (offset >= 0) unit.writeRegister(offset, 1, BigInt(value & 0xff));
+      if (offset >= 0) unit.mmioWrite(offset, 1, value & 0xff);
     },
     (addr) => {
       const offset = locate(addr, 4);
       if (offset === -1) return -1;
-      return offset === -2 ? 0 : Number(unit.readRegister(offset, 4) & 0xffff_ffffn) | 0;
+      return offset === -2 ? 0 : unit.mmioRead(offset, 4) | 0;
     },
     (addr, value) => {
       const offset = locate(addr, 4);
-      if (offset >= 0) unit.writeRegister(offset, 4, BigInt(value >>> 0));
+      if (offset >= 0) unit.mmioWrite(offset, 4, value >>> 0);
     },
   );
 }

@@ -25,6 +25,8 @@ import { DeviceStats } from "./stats.ts";
 import { Tracer } from "./trace.ts";
 import { Translator } from "./translation/translator.ts";
 
+/** Numbers up to here are exact integers. */
+const MAX_EXACT = Number.MAX_SAFE_INTEGER;
 const TE = Number(Gcmd.TE), SRTP = Number(Gcmd.SRTP), WBF = Number(Gcmd.WBF), QIE = Number(Gcmd.QIE);
 const TES = Number(Gsts.TES), RTPS = Number(Gsts.RTPS);
 const IGNORED_COMMANDS: [number, string][] = [
@@ -60,6 +62,9 @@ export class VtdDevice {
   readonly checker: DriverChecker | undefined;
   /** IOMMU notifiers per requester id (the VFIO path): `notifiers.addressSpace(sid).register(...)`. */
   readonly notifiers: IommuNotifiers;
+
+  /** The exact address of a request at or above 2^53 while it is served (its fault record needs it). */
+  private exactAddress: bigint | undefined = undefined;
 
   constructor(options: VtdOptions) {
     this.options = resolveOptions(options);
@@ -120,32 +125,57 @@ export class VtdDevice {
 
   // ---- register interface (the guest CPU) ----
 
-  /** Reads `size` bytes at `offset` from the unit's base. Any size or alignment reads the bytes. */
+  /**
+   * Reads `size` bytes at `offset` from the unit's base. Any size or alignment reads the bytes.
+   * The bigint edge of the register interface; platforms use `mmioRead` (numbers).
+   */
   readRegister(offset: number, size: 1 | 2 | 4 | 8): bigint {
+    if (size !== 8) return BigInt(this.mmioRead(offset, size === 1 || size === 2 ? size : 4));
     this.stats.registerReads++;
-    const bytes = size === 1 || size === 2 || size === 4 || size === 8 ? size : 4;
-    const value = Number.isSafeInteger(offset) ? this.regs.read(offset, bytes) : 0n;
+    const value = Number.isSafeInteger(offset) ? this.regs.read(offset, 8) : 0n;
     if (this.trace.active) this.trace.emit({ type: "vtd_reg_read", offset, size, value });
+    return value;
+  }
+
+  /** A guest read of 1, 2 or 4 bytes as a number (unsigned): no bigint on the platform's path. */
+  mmioRead(offset: number, size: 1 | 2 | 4): number {
+    this.stats.registerReads++;
+    const bytes = size === 1 || size === 2 ? size : 4;
+    const value = Number.isSafeInteger(offset) ? this.regs.readNumber(offset, bytes) : 0;
+    if (this.trace.active) this.trace.emit({ type: "vtd_reg_read", offset, size: bytes, value: BigInt(value) });
     return value;
   }
 
   /**
    * Writes `size` bytes at `offset`. Aligned 4- and 8-byte writes act; an 8-byte write covering two
    * 32-bit registers writes both. Other sizes and misaligned writes are ignored (and traced).
+   * The bigint edge; platforms use `mmioWrite` (numbers).
    */
   writeRegister(offset: number, size: 1 | 2 | 4 | 8, value: bigint): void {
+    let v: bigint;
+    try {
+      v = typeof value === "bigint" ? value : BigInt(value);
+    } catch {
+      v = 0n;
+    }
+    this.write(offset, size, Number(BigInt.asUintN(32, v)), Number(BigInt.asUintN(32, v >> 32n)));
+  }
+
+  /** A guest write of 1, 2 or 4 bytes with a number value (the low `size` bytes are used). */
+  mmioWrite(offset: number, size: 1 | 2 | 4, value: number): void {
+    this.write(offset, size, (typeof value === "number" ? value : 0) >>> 0, 0);
+  }
+
+  private write(offset: number, size: number, low: number, high: number): void {
     this.stats.registerWrites++;
     if ((size !== 4 && size !== 8) || !Number.isSafeInteger(offset) || offset % size !== 0 || offset < 0 || offset + size > this.registerWindowSize) {
-      if (this.trace.active) this.trace.emit({ type: "vtd_reg_ignored", offset, size, value, why: "size, alignment or offset not a register access" });
+      if (this.trace.active) this.trace.emit({ type: "vtd_reg_ignored", offset, size, value: traceValue(size, low, high), why: "size, alignment or offset not a register access" });
       return;
     }
-    const v = typeof value === "bigint" ? value : BigInt(value);
-    const low = Number(BigInt.asUintN(32, v));
-    if (this.trace.active) this.trace.emit({ type: "vtd_reg_write", offset, size, value: BigInt.asUintN(size * 8, v) });
+    if (this.trace.active) this.trace.emit({ type: "vtd_reg_write", offset, size, value: traceValue(size, low, high) });
     // Both dwords are stored before either acts, as one 8-byte access would be.
     this.regs.writeDword(offset, low);
     if (size === 8) {
-      const high = Number(BigInt.asUintN(32, v >> 32n));
       this.regs.writeDword(offset + 4, high);
       this.actOnDword(offset, low);
       this.actOnDword(offset + 4, high);
@@ -188,6 +218,8 @@ export class VtdDevice {
     if (command & SRTP) {
       const rtaddr = this.regs.get64(Reg.RTADDR);
       translator.rootTable = Number(rtaddr & ((1n << BigInt(this.cfg.awBits)) - 1n) & ~0xfffn);
+      // TTM (bits 11:10): only 00, legacy mode, is supported by this unit (no ECAP.SMTS, no ECAP.ADMS).
+      translator.rootTableModeValid = ((this.regs.get32(Reg.RTADDR) >>> 10) & 3) === 0;
       this.regs.update32(Reg.GSTS, RTPS, 0);
       this.invalidation.everything();
       this.traceCommand("SRTP");
@@ -218,7 +250,12 @@ export class VtdDevice {
   private sendInterrupt(source: "fault" | "completion", address: bigint, data: number): void {
     this.stats.interruptsSent++;
     if (this.trace.active) this.trace.emit({ type: "vtd_interrupt", source, address, data });
-    this.options.onInterrupt(address, data);
+    try {
+      this.options.onInterrupt(address, data);
+    } catch {
+      // The embedder's handler failed: the interrupt was sent, the unit goes on (its state is the guest's).
+      this.stats.interruptHandlerErrors++;
+    }
   }
 
   /** Moves the unit's clock forward: timed queue work (device-TLB invalidations, stepped processing) runs. */
@@ -233,13 +270,41 @@ export class VtdDevice {
 
   // ---- DMA interface (devices) ----
 
-  /** A device of requester id `sid` reads guest memory at `iova` (a bigint, or a number below 2^53). */
+  /**
+   * A device of requester id `sid` reads guest memory at `iova`: a 64-bit bus address, as a bigint
+   * or a number (an integer below 2^64). Anything else is no request a bus can carry: aborted,
+   * nothing recorded.
+   */
   dmaRead(sid: number, iova: bigint | number, into: Uint8Array): DmaResult {
-    return this.transfer(sid, typeof iova === "number" ? iova : Number(iova), into, false);
+    return typeof iova === "number" && iova >= 0 && iova <= MAX_EXACT && iova === Math.floor(iova) && into instanceof Uint8Array
+      ? this.transfer(sid, iova, into, false)
+      : this.request(sid, iova, into, false);
   }
 
   dmaWrite(sid: number, iova: bigint | number, data: Uint8Array): DmaResult {
-    return this.transfer(sid, typeof iova === "number" ? iova : Number(iova), data, true);
+    return typeof iova === "number" && iova >= 0 && iova <= MAX_EXACT && iova === Math.floor(iova) && data instanceof Uint8Array
+      ? this.transfer(sid, iova, data, true)
+      : this.request(sid, iova, data, true);
+  }
+
+  /** The rare requests: bigint addresses, addresses at or above 2^53 (kept exact for the fault record), bad arguments. */
+  private request(sid: number, iova: unknown, bytes: unknown, write: boolean): DmaResult {
+    if (!(bytes instanceof Uint8Array)) return dmaFailure(DMA_ABORT);
+    let exact: bigint;
+    if (typeof iova === "bigint") exact = iova;
+    else if (typeof iova === "number" && Number.isInteger(iova)) exact = BigInt(iova);
+    else return dmaFailure(DMA_ABORT);
+    if (exact < 0n || exact >= 1n << 64n) return dmaFailure(DMA_ABORT);
+    const address = Number(exact);
+    if (address <= MAX_EXACT) return this.transfer(sid, address, bytes, write);
+    // At or above 2^53 every request faults (beyond every MGAW) or aborts (outside RAM) at once;
+    // the rounded number decides which, the exact address goes into the fault record.
+    this.exactAddress = exact;
+    try {
+      return this.transfer(sid, address, bytes, write);
+    } finally {
+      this.exactAddress = undefined;
+    }
   }
 
   /**
@@ -248,8 +313,6 @@ export class VtdDevice {
    */
   private transfer(sid: number, address: number, bytes: Uint8Array, write: boolean): DmaResult {
     sid &= 0xffff;
-    // Addresses beyond 2^53 are beyond every MGAW, so the rounding of Number() never matters.
-    if (!(address >= 0)) return dmaFailure(DMA_ABORT);
     const translator = this.translator;
     let done = 0;
     const length = bytes.length;
@@ -268,7 +331,7 @@ export class VtdDevice {
 
   /** A translation faulted: the fault is recorded (its own function keeps `transfer` small enough to inline). */
   private fault(sid: number, address: number, reason: number, write: boolean): DmaResult {
-    this.faults.record(sid, address, reason, write, this.translator.resultFpd);
+    this.faults.record(sid, address, reason, write, this.translator.resultFpd, this.exactAddress);
     return dmaFailure(reason);
   }
 
@@ -285,3 +348,8 @@ export class VtdDevice {
   }
 }
 
+/** The written value as a trace shows it (only built while someone listens). */
+function traceValue(size: number, low: number, high: number): bigint {
+  const value = size === 8 ? (BigInt(high) << 32n) | BigInt(low) : BigInt(low);
+  return size >= 8 ? value : BigInt.asUintN(Math.max(8, size * 8), value);
+}

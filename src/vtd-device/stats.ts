@@ -16,6 +16,8 @@ export class DeviceStats {
   descriptorsProcessed = 0;
   writeBufferFlushes = 0;
   interruptsSent = 0;
+  /** Interrupts whose `onInterrupt` handler threw (the unit went on). */
+  interruptHandlerErrors = 0;
   registerReads = 0;
   registerWrites = 0;
 

@@ -38,9 +38,10 @@ export class FaultRecording {
 
   /**
    * A translation fault on a request from `sid` for `address`. Qualified faults behind a context
-   * entry with FPD = 1 are not recorded.
+   * entry with FPD = 1 are not recorded. `exactAddress` is the request's address when `address`
+   * (a number) is not exact, at or above 2^53.
    */
-  record(sid: number, address: number, reason: FaultReason, write: boolean, faultProcessingDisable: boolean): void {
+  record(sid: number, address: number, reason: FaultReason, write: boolean, faultProcessingDisable: boolean, exactAddress?: bigint): void {
     let why = "recorded";
     let recorded = false;
     const status = this.regs.get32(Reg.FSTS);
@@ -61,9 +62,15 @@ export class FaultRecording {
     } else {
       const i = this.next;
       const base = FRCD_OFFSET + FRCD_SIZE * i;
-      const page = address - (address % 4096);
-      this.regs.set32(base, (page % TWO_POW_32) >>> 0);
-      this.regs.set32(base + 4, Math.floor(page / TWO_POW_32) >>> 0);
+      if (exactAddress === undefined) {
+        const page = address - (address % 4096);
+        this.regs.set32(base, (page % TWO_POW_32) >>> 0);
+        this.regs.set32(base + 4, Math.floor(page / TWO_POW_32) >>> 0);
+      } else {
+        // FI is bits 63:12 of the request's address, exactly (VT-d §11.4.14).
+        this.regs.set32(base, Number(exactAddress & 0xffff_f000n));
+        this.regs.set32(base + 4, Number((exactAddress >> 32n) & 0xffff_ffffn));
+      }
       this.regs.set32(base + 8, sid & 0xffff);
       this.regs.set32(base + 12, (F | (write ? 0 : T1) | (reason & 0xff)) >>> 0);
       this.next = (i + 1) % this.records;
@@ -75,7 +82,7 @@ export class FaultRecording {
       }
     }
     if (this.tracer.active) {
-      this.tracer.emit({ type: "vtd_fault", sid, reason, address: BigInt(address), write, recorded, why });
+      this.tracer.emit({ type: "vtd_fault", sid, reason, address: exactAddress ?? BigInt(address), write, recorded, why });
     }
   }
 

@@ -55,6 +55,17 @@ export class RegisterFile {
     return result;
   }
 
+  /** Guest read of 1, 2 or 4 bytes as an unsigned number (the platform's path: no bigint). */
+  readNumber(offset: number, size: number): number {
+    let result = 0;
+    for (let i = size - 1; i >= 0; i--) {
+      const at = offset + i;
+      const byte = at >= 0 && at < this.size ? this.value[at]! & this.readMask[at]! : 0;
+      result = result * 256 + byte;
+    }
+    return result;
+  }
+
   /** Guest write of one dword through the write rule (offset dword-aligned, inside the file). */
   writeDword(offset: number, value: number): void {
     for (let i = 0; i < 4; i++) {

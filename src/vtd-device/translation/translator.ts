@@ -21,6 +21,8 @@ export class Translator {
   rootTable = 0;
   /** GSTS.TES. */
   enabled = false;
+  /** RTADDR.TTM latched by SRTP was 00 (legacy mode); otherwise every request faults (0x30). */
+  rootTableModeValid = true;
 
   /** Output of the last successful translation, and the bytes usable from there. */
   resultOutput = 0;
@@ -71,6 +73,8 @@ export class Translator {
           this.resultLimit = limit;
           return 0;
         }
+        // LGN.4 is qualified: the context entry's FPD applies here as on the slow path.
+        this.resultFpd = cc.faultProcessingDisable[slot] === 1;
         return this.output(output, limit);
       }
     }
@@ -84,6 +88,7 @@ export class Translator {
       this.resultLimit = Number.MAX_SAFE_INTEGER;
       return 0;
     }
+    if (!this.rootTableModeValid) return FaultReason.InvalidRootTableMode;
     // Context: cache, else walk (and cache what the policy allows).
     const cc = this.contextCache;
     let slot = cc.lookup(sid);

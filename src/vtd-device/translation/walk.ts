@@ -61,7 +61,8 @@ export function walkContext(mem: MemoryAccess, rootTable: number, sid: number, c
   ) {
     return fail(out, FaultReason.ContextEntryInvalid);
   }
-  if (tt !== TranslationType.PassThrough && ((cfg.sagaw >>> aw) & 1) === 0) return fail(out, FaultReason.ContextEntryInvalid);
+  // LCT.4: the AW check applies to every present context entry, pass-through included (VT-d §9.3).
+  if (((cfg.sagaw >>> aw) & 1) === 0) return fail(out, FaultReason.ContextEntryInvalid);
   return out;
 }
 
