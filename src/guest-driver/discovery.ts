@@ -111,6 +111,11 @@ export interface UnitCapabilities {
   ivaOffset: number;
 }
 
+/** The context AW of the widest tables SAGAW offers: 2 (48-bit, 4-level) or 1 (39-bit, 3-level). */
+export function widestAw(caps: UnitCapabilities): number {
+  return caps.sagaw & SAGAW_48_BIT ? 2 : 1;
+}
+
 export function decodeCapabilities(version: number, cap: bigint, ecap: bigint): UnitCapabilities {
   const c = (f: Parameters<typeof getField>[1]) => Number(getField(cap, f));
   const e = (f: Parameters<typeof getField>[1]) => Number(getField(ecap, f));
