@@ -7,9 +7,11 @@
  *
  * Interrupts (§4.1.4.5, §4.1.5.3): each event sets its ISR bit; with the function's MSI enabled
  * an MSI is sent, otherwise INTx is asserted. Reading the ISR returns and clears it and deasserts
- * INTx. A device error (a DMA fault or a driver's ring mistake) sets DEVICE_NEEDS_RESET, stops
- * all queue work until the driver resets the device, and, once DRIVER_OK was set, sends a
- * configuration change interrupt (§2.1.2).
+ * INTx. A device error (a DMA fault on the rings or on what a request cannot do without, or a
+ * driver's ring mistake) sets DEVICE_NEEDS_RESET, stops all queue work until the driver resets
+ * the device, and, once DRIVER_OK was set, sends a configuration change interrupt (§2.1.2). A
+ * fault the device model answers itself (a request's data buffer: VIRTIO_BLK_S_IOERR) is only
+ * counted.
  */
 import type { MmioRegion, PciFunctionPort } from "../bus.ts";
 import { CommonConfig } from "./common-config.ts";
@@ -47,6 +49,7 @@ export interface VirtioTransportStats {
   featureNegotiationFailures: number;
   /** Times DEVICE_NEEDS_RESET was set. */
   deviceErrors: number;
+  /** DMA faults the device met: those that set DEVICE_NEEDS_RESET and those a request was failed for. */
   dmaFaults: number;
   /** The latest reason for DEVICE_NEEDS_RESET or a refused FEATURES_OK, for people reading logs. */
   lastError: string | undefined;
@@ -131,7 +134,7 @@ export class VirtioPciTransport implements MmioRegion {
     this.setNeedsReset(failure.what);
   }
 
-  /** A device model's own DMA (a data buffer) failed while serving `queue`. */
+  /** A device model's own DMA that it cannot answer (a request header, a status byte) failed while serving `queue`. */
   dmaFailed(queue: SplitVirtqueue, failure: QueueFailure): void {
     queue.failure = failure;
     this.queueFailed(queue);

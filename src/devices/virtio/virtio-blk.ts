@@ -10,13 +10,21 @@
  * Requests: IN, OUT, FLUSH, GET_ID. A request the device cannot serve (a short header, data not
  * in whole sectors, a range past the end, a write to a read-only disk, a readable descriptor
  * after a writable one) completes with VIRTIO_BLK_S_IOERR; an unknown type with
- * VIRTIO_BLK_S_UNSUPP. A DMA fault anywhere stops the device (DEVICE_NEEDS_RESET).
+ * VIRTIO_BLK_S_UNSUPP.
+ *
+ * DMA faults (Virtio 1.2 §5.2.6: IOERR is "device or driver error"; §2.1: DEVICE_NEEDS_RESET is
+ * for "an error from which it can't recover"). A fault on a request's data buffer, once its
+ * descriptors and header were read, fails that request alone: VIRTIO_BLK_S_IOERR in its status
+ * byte, the used element (length 1: the status byte), the interrupt, and the device goes on. The
+ * bytes before the fault may have moved (an IN's buffer partly filled, an OUT's sectors partly
+ * written), as with a failed transfer on a real disk. A fault on the rings, a descriptor, the
+ * header or the status byte leaves the device no way to answer: DEVICE_NEEDS_RESET.
  */
 import type { MmioRegion, PciFunctionPort } from "../bus.ts";
 import type { PciFunctionIdentity } from "../pci-config.ts";
 import { virtioPciIdentity } from "./pci-layout.ts";
 import { VirtioPciTransport, type VirtioTransportStats } from "./pci-transport.ts";
-import { DescriptorChain, type SplitVirtqueue } from "./split-virtqueue.ts";
+import { DescriptorChain, type QueueFailure, type SplitVirtqueue } from "./split-virtqueue.ts";
 import {
   BLK_ID_BYTES,
   BLK_SECTOR_SIZE,
@@ -42,6 +50,25 @@ export function virtioBlkPciIdentity(bar0Address: number): PciFunctionIdentity {
   return virtioPciIdentity({ deviceType: VirtioDeviceType.BLOCK, classCode: MASS_STORAGE_OTHER, deviceConfigLength: BlkConfig.SIZE, queueCount: 1 }, bar0Address);
 }
 
+/** One request as the device is about to serve it: its chain and header were read, no data has moved. */
+export interface VirtioBlkRequest {
+  /** The chain's head descriptor index (the id the used element will carry). */
+  head: number;
+  /** The header's type (VIRTIO_BLK_T_*) and sector. */
+  type: number;
+  sector: bigint;
+  /** The chain's buffers in order: the header first, the status byte the last writable byte. */
+  buffers: { address: bigint; length: number; writable: boolean }[];
+}
+
+/**
+ * A fault-injection hook for tests: called for each request whose header was read, before any
+ * of its data moves. It may change what the device's DMA will meet (say, unmap a data buffer in
+ * the guest's IOMMU tables) and return a function the device calls once the request is finished
+ * (its status written or its failure met), before it is marked used. Not for production use.
+ */
+export type VirtioBlkRequestHook = (request: VirtioBlkRequest) => void | (() => void);
+
 export interface VirtioBlkOptions {
   port: PciFunctionPort;
   /** The disk's bytes (a whole number of 512-byte sectors); IN reads them, OUT writes them in place. */
@@ -52,6 +79,8 @@ export interface VirtioBlkOptions {
   serial?: string;
   /** The queue's maximum size: a power of two in 4..32768. Default 128. */
   queueSize?: number;
+  /** Fault injection for tests (VirtioBlkRequestHook); also settable later as `device.beforeRequest`. */
+  beforeRequest?: VirtioBlkRequestHook;
 }
 
 export interface VirtioBlkStats extends Omit<VirtioTransportStats, "lastQueueFailure"> {
@@ -69,6 +98,10 @@ export interface VirtioBlkStats extends Omit<VirtioTransportStats, "lastQueueFai
   unsupported: number;
   /** Chains without a device-writable byte for the status: completed with length 0. */
   malformed: number;
+  /** Requests failed with VIRTIO_BLK_S_IOERR because a DMA of their data buffer faulted (also in ioErrors and dmaFaults). */
+  dataFaults: number;
+  /** The latest such fault: which buffer, its IOVA, the unit's answer. */
+  lastDataFault: QueueFailure | undefined;
 }
 
 type BlkCounters = Omit<VirtioBlkStats, keyof Omit<VirtioTransportStats, "lastQueueFailure">>;
@@ -95,8 +128,13 @@ export class VirtioBlkDevice implements MmioRegion {
   private readonly layout: RequestLayout = { firstWritable: 0, readableBytes: 0, writableBytes: 0, ordered: true };
   private readonly counters: BlkCounters = {
     requests: 0, reads: 0, writes: 0, flushes: 0, getIds: 0, bytesRead: 0, bytesWritten: 0, ioErrors: 0, unsupported: 0, malformed: 0,
+    dataFaults: 0, lastDataFault: undefined,
   };
   private currentQueue: SplitVirtqueue | undefined;
+  /** The failure of the latest `transfer` that returned false. */
+  private transferFailure: QueueFailure | undefined;
+  /** Fault injection for tests: see VirtioBlkRequestHook. */
+  beforeRequest: VirtioBlkRequestHook | undefined;
 
   constructor(options: VirtioBlkOptions) {
     const { disk } = options;
@@ -117,6 +155,7 @@ export class VirtioBlkDevice implements MmioRegion {
     this.readOnly = options.readOnly ?? false;
     for (let i = 0; i < serial.length; i++) this.id[i] = serial.charCodeAt(i);
     this.chain = new DescriptorChain(queueSize);
+    this.beforeRequest = options.beforeRequest;
 
     let features = featureBit(Feature.VERSION_1) | featureBit(Feature.ACCESS_PLATFORM);
     features |= featureBit(BlkFeature.SEG_MAX) | featureBit(BlkFeature.BLK_SIZE) | featureBit(BlkFeature.FLUSH);
@@ -163,14 +202,14 @@ export class VirtioBlkDevice implements MmioRegion {
       if (popped === "empty") break;
       if (popped === "failed") return this.transport.queueFailed(queue);
       const written = this.serve(chain);
-      if (written < 0) return; // a DMA fault: the transport has set DEVICE_NEEDS_RESET
+      if (written < 0) return; // the transport has set DEVICE_NEEDS_RESET
       if (!queue.pushUsed(chain.head, written)) return this.transport.queueFailed(queue);
       completed++;
     }
     if (completed > 0) this.transport.completeQueue(queue);
   }
 
-  /** Serves one request; returns the bytes written to device-writable buffers, or -1 after a DMA fault. */
+  /** Serves one request; returns the bytes written to device-writable buffers, or -1 when the device needs a reset. */
   private serve(chain: DescriptorChain): number {
     this.counters.requests++;
     const layout = this.measure(chain);
@@ -178,17 +217,29 @@ export class VirtioBlkDevice implements MmioRegion {
       this.counters.malformed++;
       return 0;
     }
-    const dataIn = layout.writableBytes - 1; // the last writable byte is the status
     if (!layout.ordered || layout.readableBytes < BlkReqHeader.SIZE) return this.finish(chain, BlkStatus.IOERR, 0);
-    if (!this.transfer(chain, 0, 0, this.header, false)) return -1;
+    if (!this.transfer(chain, 0, 0, this.header, false)) return this.stop();
     const type = this.headerView.getUint32(BlkReqHeader.TYPE, true);
     const sector = this.headerView.getBigUint64(BlkReqHeader.SECTOR, true);
+    const hook = this.beforeRequest;
+    if (!hook) return this.dispatch(chain, type, sector);
+    const after = hook({ head: chain.head, type, sector, buffers: this.buffersOf(chain) });
+    try {
+      return this.dispatch(chain, type, sector);
+    } finally {
+      if (typeof after === "function") after();
+    }
+  }
+
+  private dispatch(chain: DescriptorChain, type: number, sector: bigint): number {
+    const layout = this.layout;
+    const dataIn = layout.writableBytes - 1; // the last writable byte is the status
     switch (type) {
       case BlkReqType.IN: {
         this.counters.reads++;
         const start = this.diskRange(sector, dataIn);
         if (start < 0) return this.finish(chain, BlkStatus.IOERR, 0);
-        if (!this.transfer(chain, layout.firstWritable, 0, this.disk.subarray(start, start + dataIn), true)) return -1;
+        if (!this.transfer(chain, layout.firstWritable, 0, this.disk.subarray(start, start + dataIn), true)) return this.dataFault(chain);
         this.counters.bytesRead += dataIn;
         return this.finish(chain, BlkStatus.OK, dataIn);
       }
@@ -197,7 +248,7 @@ export class VirtioBlkDevice implements MmioRegion {
         const length = layout.readableBytes - BlkReqHeader.SIZE;
         const start = this.diskRange(sector, length);
         if (start < 0 || this.readOnly) return this.finish(chain, BlkStatus.IOERR, 0);
-        if (!this.transfer(chain, 0, BlkReqHeader.SIZE, this.disk.subarray(start, start + length), false)) return -1;
+        if (!this.transfer(chain, 0, BlkReqHeader.SIZE, this.disk.subarray(start, start + length), false)) return this.dataFault(chain);
         this.counters.bytesWritten += length;
         return this.finish(chain, BlkStatus.OK, 0);
       }
@@ -207,12 +258,33 @@ export class VirtioBlkDevice implements MmioRegion {
       case BlkReqType.GET_ID: {
         this.counters.getIds++;
         const length = Math.min(dataIn, BLK_ID_BYTES);
-        if (!this.transfer(chain, layout.firstWritable, 0, this.id.subarray(0, length), true)) return -1;
+        if (!this.transfer(chain, layout.firstWritable, 0, this.id.subarray(0, length), true)) return this.dataFault(chain);
         return this.finish(chain, BlkStatus.OK, length);
       }
       default:
         return this.finish(chain, BlkStatus.UNSUPP, 0);
     }
+  }
+
+  /** A DMA of the request's data faulted (the unit has recorded it): the request fails, the device goes on. */
+  private dataFault(chain: DescriptorChain): number {
+    this.counters.dataFaults++;
+    this.counters.lastDataFault = this.transferFailure;
+    this.transport.stats.dmaFaults++;
+    return this.finish(chain, BlkStatus.IOERR, 0);
+  }
+
+  /** A DMA the device cannot do without (header, status byte) faulted: DEVICE_NEEDS_RESET. */
+  private stop(): -1 {
+    this.transport.dmaFailed(this.currentQueue!, this.transferFailure!);
+    return -1;
+  }
+
+  /** The chain as the hook sees it (allocates; only with a hook). */
+  private buffersOf(chain: DescriptorChain): VirtioBlkRequest["buffers"] {
+    const buffers: VirtioBlkRequest["buffers"] = [];
+    for (let i = 0; i < chain.count; i++) buffers.push({ address: chain.addresses[i]!, length: chain.lengths[i]!, writable: chain.writable[i] === 1 });
+    return buffers;
   }
 
   /** Byte offset of `length` bytes at `sector`, or -1 when not whole sectors or past the end. */
@@ -224,12 +296,12 @@ export class VirtioBlkDevice implements MmioRegion {
     return Number(sector) * BLK_SECTOR_SIZE;
   }
 
-  /** Writes the status byte (the chain's last writable byte); returns the bytes written, -1 after a DMA fault. */
+  /** Writes the status byte (the chain's last writable byte); returns the bytes written, -1 when that DMA faulted (DEVICE_NEEDS_RESET). */
   private finish(chain: DescriptorChain, status: number, dataBytes: number): number {
     if (status === BlkStatus.IOERR) this.counters.ioErrors++;
     if (status === BlkStatus.UNSUPP) this.counters.unsupported++;
     this.statusByte[0] = status;
-    if (!this.transfer(chain, this.layout.firstWritable, this.layout.writableBytes - 1, this.statusByte, true)) return -1;
+    if (!this.transfer(chain, this.layout.firstWritable, this.layout.writableBytes - 1, this.statusByte, true)) return this.stop();
     return dataBytes + 1;
   }
 
@@ -253,7 +325,8 @@ export class VirtioBlkDevice implements MmioRegion {
   /**
    * Copies between `bytes` and the chain's buffers from descriptor `first` on, skipping `skip`
    * bytes of them: into the device-writable buffers when `toGuest`, else out of the readable
-   * ones (the other kind is passed over). False after a DMA fault.
+   * ones (the other kind is passed over). False after a DMA fault, described in `transferFailure`;
+   * the caller decides what it means.
    */
   private transfer(chain: DescriptorChain, first: number, skip: number, bytes: Uint8Array, toGuest: boolean): boolean {
     const dma = this.port.dma;
@@ -272,7 +345,7 @@ export class VirtioBlkDevice implements MmioRegion {
       const result = toGuest ? dma.write(address, piece) : dma.read(address, piece);
       if (!result.ok) {
         const what = `request from head ${chain.head}: ${toGuest ? "write to" : "read of"} buffer ${i}`;
-        this.transport.dmaFailed(this.currentQueue!, { kind: "dma", what, address, result });
+        this.transferFailure = { kind: "dma", what, address, result };
         return false;
       }
       done += n;
