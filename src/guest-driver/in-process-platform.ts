@@ -14,6 +14,7 @@ import { rangePageAllocator, type RangePageAllocator } from "./page-allocator.ts
 import { VtdDevice } from "../vtd-device/device.ts";
 import type { VtdOptions } from "../vtd-device/options.ts";
 import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PhysicalMemory, Platform } from "./platform.ts";
+import { TimerQueue } from "./timer-queue.ts";
 
 const PAGE = 4096;
 /** Where QEMU and the v86 platform put the unit. */
@@ -38,12 +39,6 @@ export interface InProcessOptions {
   readFilter?: (offset: number, size: 4 | 8, value: bigint) => bigint;
   /** Test hook: called after every CPU store to memory and every register write. */
   afterWrite?: (target: "memory" | "register", address: number) => void;
-}
-
-interface Timer {
-  at: number;
-  seq: number;
-  callback: () => void;
 }
 
 export class InProcessPlatform implements Platform {
@@ -78,8 +73,7 @@ export class InProcessPlatform implements Platform {
   private iqaLow = 0;
   private iqaHigh = 0;
   private time = 0;
-  private timers: Timer[] = [];
-  private timerSeq = 0;
+  private readonly timers = new TimerQueue();
   private readonly handlers = new Map<number, () => void>();
   private nextVector = FIRST_VECTOR;
   private readonly pendingVectors: number[] = [];
@@ -125,14 +119,7 @@ export class InProcessPlatform implements Platform {
     this.clock = {
       now: () => this.time,
       spin: (ms) => this.passTime(ms, false),
-      after: (ms, callback) => {
-        const timer = { at: this.time + Math.max(0, ms), seq: this.timerSeq++, callback };
-        this.timers.push(timer);
-        this.timers.sort((a, b) => a.at - b.at || a.seq - b.seq);
-        return () => {
-          this.timers = this.timers.filter((t) => t !== timer);
-        };
-      },
+      after: (ms, callback) => this.timers.after(this.time, ms, callback),
       advance: (ms) => this.passTime(ms, true),
     };
   }
@@ -157,13 +144,9 @@ export class InProcessPlatform implements Platform {
           this.handlers.get(vector)?.();
           continue;
         }
-        const timer = this.timers[0];
-        if (timer && timer.at <= this.time) {
-          this.timers.shift();
-          timer.callback();
-          continue;
-        }
-        break;
+        const timer = this.timers.takeDue(this.time);
+        if (!timer) break;
+        timer();
       }
     } finally {
       this.draining = false;
@@ -199,8 +182,8 @@ export class InProcessPlatform implements Platform {
     const target = this.time + ms;
     if (deliver) {
       this.deliver();
-      for (let timer = this.timers[0]; timer && timer.at <= target; timer = this.timers[0]) {
-        this.moveTo(Math.max(this.time, timer.at));
+      for (let at = this.timers.nextDue; at !== undefined && at <= target; at = this.timers.nextDue) {
+        this.moveTo(Math.max(this.time, at));
         this.deliver();
       }
     }
@@ -228,7 +211,7 @@ export class InProcessPlatform implements Platform {
 
   private scheduleDrain(): void {
     if (this.drainScheduled) return;
-    if (this.pendingVectors.length === 0 && !(this.timers[0] && this.timers[0].at <= this.time)) return;
+    if (this.pendingVectors.length === 0 && !this.timers.dueBy(this.time)) return;
     this.drainScheduled = true;
     queueMicrotask(() => {
       this.drainScheduled = false;

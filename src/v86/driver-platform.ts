@@ -20,7 +20,7 @@
  * - Interrupts: the v86 platform's `msiListener` sees every MSI before the LAPIC; messages to a
  *   vector allocated here are consumed. The unit raises them inside register writes (MMIO
  *   handlers), so the platform defers them to v86's next safe point (safe-point.ts); from there a
- *   microtask runs the handler once v86's slice has returned to the event loop.
+ *   microtask runs the handler once v86's slice has returned to the event loop (driver-interrupts.ts).
  * - Time: the unit's clock (`device.now`), which the v86 platform advances at every safe point by
  *   v86's own elapsed time (wall-clock based). `clock.spin(ms)` is a CPU polling with interrupts
  *   off: the unit's clock is moved on by `ms` at once (no wall time is burnt, nothing is
@@ -40,20 +40,18 @@
  */
 import type { Machine } from "./machine.ts";
 import type { V86Cpu } from "./internals.ts";
-import { isInterruptAddress, MSI_ADDRESS_BASE } from "./lapic-msi.ts";
+import { DriverInterrupts } from "./driver-interrupts.ts";
 import { installPlatform, type Platform as V86Platform, type PlatformOptions } from "./platform.ts";
 import { VTD_UNIT_BASE } from "./unit-mmio.ts";
 import { VGA_HOLE_END, VGA_HOLE_START } from "./v86-guest-memory.ts";
 import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 import type { VtdDevice } from "../vtd-device/device.ts";
-import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PhysicalMemory, Platform } from "../guest-driver/platform.ts";
+import type { Clock, CpuCache, InterruptController, Mmio, PhysicalMemory, Platform } from "../guest-driver/platform.ts";
 import { findAcpiTable } from "../guest-driver/acpi-scan.ts";
 import { rangePageAllocator, type RangePageAllocator } from "../guest-driver/page-allocator.ts";
 
 const PAGE = 4096;
 const LINE = 64;
-const FIRST_VECTOR = 0x30;
-const LAST_VECTOR = 0xfe;
 /** The first MiB holds the IVT, the BIOS data and ACPI areas and the VGA window: never the driver's. */
 const LOW_MEMORY_END = 0x10_0000;
 export const DEFAULT_ALLOCATOR_BASE = 16 << 20;
@@ -74,17 +72,6 @@ type CpuBus = V86Cpu & {
   read8(address: number): number;
   write8(address: number, value: number): void;
 };
-
-interface Timer {
-  at: number;
-  seq: number;
-  callback: () => void;
-}
-
-interface Vector {
-  name: "fault" | "completion";
-  handler: () => void;
-}
 
 export class V86DriverPlatform implements Platform {
   readonly machine: Machine;
@@ -109,25 +96,17 @@ export class V86DriverPlatform implements Platform {
   /** 32-bit MMIO accesses made through v86's memory map. */
   mmioAccesses = 0;
   /** MSIs that reached a handler here, by the name they were allocated for. */
-  readonly interruptsDelivered = { fault: 0, completion: 0 };
-  /** MSIs seen that are not this platform's (left to the LAPIC). */
-  foreignInterrupts = 0;
+  readonly interruptsDelivered: DriverInterrupts["delivered"];
   /** v86 safe points seen: each one means v86 executed guest code since the previous. */
   safePointsSeen = 0;
   /** Errors thrown by interrupt handlers or timer callbacks (they run from the event loop, with nobody to catch them). */
-  readonly handlerErrors: unknown[] = [];
+  readonly handlerErrors: unknown[];
 
   private readonly cpu: CpuBus;
   private readonly tracking: boolean;
   private readonly unflushed = new Set<number>();
   private flushCount = 0;
-  private readonly handlers = new Map<number, Vector>();
-  private nextVector = FIRST_VECTOR;
-  private readonly pendingVectors: number[] = [];
-  private timers: Timer[] = [];
-  private timerSeq = 0;
-  private deliverScheduled = false;
-  private delivering = false;
+  private readonly driverInterrupts: DriverInterrupts;
   private safePointWaiters: (() => void)[] = [];
   private view: DataView;
 
@@ -141,7 +120,11 @@ export class V86DriverPlatform implements Platform {
     this.ramBytes = cpu.memory_size[0]! >>> 0;
     this.view = this.ramView();
     const pages = this.allocatorRange(options); // checked before anything is installed
-    this.v86 = installPlatform(machine, { ...options.platform, msiListener: (address, data) => this.receiveMsi(address, data) });
+    const interrupts = new DriverInterrupts(() => this.device.now);
+    this.driverInterrupts = interrupts;
+    this.interruptsDelivered = interrupts.delivered;
+    this.handlerErrors = interrupts.errors;
+    this.v86 = installPlatform(machine, { ...options.platform, msiListener: (address, data) => interrupts.receiveMsi(address, data) });
     this.device = this.v86.device;
     this.ram = machine.memory;
     this.tracking = options.trackUnflushedLines ?? !this.device.options.coherent;
@@ -159,28 +142,19 @@ export class V86DriverPlatform implements Platform {
       },
       dirtyLines: () => [...this.unflushed].sort((a, b) => a - b),
     };
-    this.interrupts = {
-      allocateMsi: (name, handler): MsiMessage => {
-        if (this.nextVector > LAST_VECTOR) throw new RangeError("V86DriverPlatform: no MSI vector left");
-        const vector = this.nextVector++;
-        this.handlers.set(vector, { name, handler });
-        return { address: MSI_ADDRESS_BASE, upperAddress: 0, data: vector }; // fixed delivery, edge
-      },
-    };
+    this.interrupts = { allocateMsi: (name, handler) => interrupts.allocateMsi(name, handler) };
     this.clock = {
       now: () => this.device.now,
       spin: (ms) => {
         if (ms > 0) this.device.advanceTime(ms);
       },
-      after: (ms, callback) => {
-        const timer = { at: this.device.now + Math.max(0, ms), seq: this.timerSeq++, callback };
-        this.timers.push(timer);
-        this.timers.sort((a, b) => a.at - b.at || a.seq - b.seq);
-        return () => {
-          this.timers = this.timers.filter((t) => t !== timer);
-        };
-      },
+      after: (ms, callback) => interrupts.after(ms, callback),
     };
+  }
+
+  /** MSIs seen that are not this platform's (left to the LAPIC). */
+  get foreignInterrupts(): number {
+    return this.driverInterrupts.foreign;
   }
 
   /** The ACPI table as the guest finds it in RAM (RSDP scan), e.g. the DMAR the v86 platform installed. */
@@ -234,65 +208,15 @@ export class V86DriverPlatform implements Platform {
     }
   }
 
-  // ---- interrupts and timers ----
-
-  private receiveMsi(address: bigint, data: number): boolean {
-    const vector = data & 0xff;
-    const fixed = ((data >>> 8) & 7) === 0;
-    if (!isInterruptAddress(address) || !fixed || !this.handlers.has(vector)) {
-      this.foreignInterrupts++;
-      return false;
-    }
-    this.pendingVectors.push(vector);
-    this.scheduleDelivery();
-    return true;
-  }
-
-  /** At every v86 safe point (inside v86's main loop): only notes what is due; the work runs in a microtask. */
+  /** At every v86 safe point (inside v86's main loop): waiters resolved (they run after v86's slice), due interrupts and timers noted. */
   private atSafePoint(): void {
     this.safePointsSeen++;
     if (this.safePointWaiters.length > 0) {
       const waiters = this.safePointWaiters;
       this.safePointWaiters = [];
-      for (const waiter of waiters) waiter(); // resolves: the awaiting code runs after v86's slice
+      for (const waiter of waiters) waiter();
     }
-    const timer = this.timers[0];
-    if (this.pendingVectors.length > 0 || (timer && timer.at <= this.device.now)) this.scheduleDelivery();
-  }
-
-  private scheduleDelivery(): void {
-    if (this.deliverScheduled) return;
-    this.deliverScheduled = true;
-    queueMicrotask(() => this.deliver());
-  }
-
-  private deliver(): void {
-    this.deliverScheduled = false;
-    if (this.delivering) return;
-    this.delivering = true;
-    try {
-      for (;;) {
-        const vector = this.pendingVectors.shift();
-        let work: (() => void) | undefined;
-        if (vector !== undefined) {
-          const target = this.handlers.get(vector)!;
-          this.interruptsDelivered[target.name]++;
-          work = target.handler;
-        } else {
-          const timer = this.timers[0];
-          if (!timer || timer.at > this.device.now) break;
-          this.timers.shift();
-          work = timer.callback;
-        }
-        try {
-          work();
-        } catch (error) {
-          this.handlerErrors.push(error);
-        }
-      }
-    } finally {
-      this.delivering = false;
-    }
+    this.driverInterrupts.atSafePoint();
   }
 
   // ---- the CPU's view of memory ----
