@@ -10,6 +10,7 @@ import { buildDmar, type PciEndpoint } from "../acpi/dmar.ts";
 import { Iqa, Reg } from "../spec/registers.ts";
 import { GuestRam } from "../vtd-device/memory/guest-memory.ts";
 import { CpuCacheModel, LINE } from "./cpu-cache-model.ts";
+import { cpuPhysicalMemory, type CpuAccess } from "./cpu-memory.ts";
 import { rangePageAllocator, type RangePageAllocator } from "./page-allocator.ts";
 import { VtdDevice } from "../vtd-device/device.ts";
 import type { VtdOptions } from "../vtd-device/options.ts";
@@ -230,39 +231,18 @@ export class InProcessPlatform implements Platform {
 
   private cpuMemory(): PhysicalMemory {
     const cache = this.cpuCache;
-    return {
-      read32: (address) => {
-        this.checkRam(address, 4, 4);
-        return cache.read32(address);
-      },
-      read64: (address) => {
-        this.checkRam(address, 8, 8);
-        return (BigInt(cache.read32(address + 4)) << 32n) | BigInt(cache.read32(address));
-      },
-      write32: (address, value) => {
-        this.checkRam(address, 4, 4);
-        cache.write32(address, value >>> 0);
-        this.afterWrite?.("memory", address);
-      },
+    const cpu: CpuAccess = {
+      read8: (address) => cache.read8(address),
+      read32: (address) => cache.read32(address),
+      write8: (address, value) => cache.write8(address, value),
+      write32: (address, value) => cache.write32(address, value >>> 0),
       write64: (address, value) => {
         // Aligned 8 bytes never straddle a line: both halves land together, one store.
-        this.checkRam(address, 8, 8);
         cache.write32(address, Number(value & 0xffff_ffffn));
         cache.write32(address + 4, Number((value >> 32n) & 0xffff_ffffn));
-        this.afterWrite?.("memory", address);
-      },
-      readBytes: (address, length) => {
-        this.checkRam(address, length, 1);
-        const out = new Uint8Array(length);
-        for (let i = 0; i < length; i++) out[i] = cache.read8(address + i);
-        return out;
-      },
-      writeBytes: (address, data) => {
-        this.checkRam(address, data.length, 1);
-        for (let i = 0; i < data.length; i++) cache.write8(address + i, data[i]!);
-        this.afterWrite?.("memory", address);
       },
     };
+    return cpuPhysicalMemory(cpu, (address, length, alignment) => this.checkRam(address, length, alignment), (address) => this.afterWrite?.("memory", address));
   }
 
   // ---- the unit's registers ----

@@ -48,6 +48,7 @@ import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 import type { VtdDevice } from "../vtd-device/device.ts";
 import type { Clock, CpuCache, InterruptController, Mmio, PhysicalMemory, Platform } from "../guest-driver/platform.ts";
 import { findAcpiTable } from "../guest-driver/acpi-scan.ts";
+import { cpuPhysicalMemory, type CpuAccess } from "../guest-driver/cpu-memory.ts";
 import { rangePageAllocator, type RangePageAllocator } from "../guest-driver/page-allocator.ts";
 
 const PAGE = 4096;
@@ -239,40 +240,19 @@ export class V86DriverPlatform implements Platform {
 
   private cpuMemory(): PhysicalMemory {
     const cpu = this.cpu;
-    return {
-      read32: (address) => {
-        this.checkRam(address, 4, 4);
-        return cpu.read32s(address) >>> 0;
-      },
-      read64: (address) => {
-        this.checkRam(address, 8, 8);
-        return (BigInt(cpu.read32s(address + 4) >>> 0) << 32n) | BigInt(cpu.read32s(address) >>> 0);
-      },
-      write32: (address, value) => {
-        this.checkRam(address, 4, 4);
-        cpu.write32(address, value | 0);
-        this.stored(address, 4);
-      },
+    const access: CpuAccess = {
+      read8: (address) => cpu.read8(address),
+      read32: (address) => cpu.read32s(address) >>> 0,
+      write8: (address, value) => cpu.write8(address, value),
+      write32: (address, value) => cpu.write32(address, value | 0),
       write64: (address, value) => {
-        this.checkRam(address, 8, 8);
         // One 8-byte store, as v86 performs a guest's MOVQ: JIT code in the range dropped, then the store.
         cpu.jit_dirty_cache(address, address + 8);
         if (this.view.buffer !== cpu.wasm_memory.buffer) this.view = this.ramView();
         this.view.setBigUint64(address, BigInt.asUintN(64, value), true);
-        this.stored(address, 8);
-      },
-      readBytes: (address, length) => {
-        this.checkRam(address, length, 1);
-        const out = new Uint8Array(length);
-        for (let i = 0; i < length; i++) out[i] = cpu.read8(address + i);
-        return out;
-      },
-      writeBytes: (address, data) => {
-        this.checkRam(address, data.length, 1);
-        for (let i = 0; i < data.length; i++) cpu.write8(address + i, data[i]!);
-        this.stored(address, data.length);
       },
     };
+    return cpuPhysicalMemory(access, (address, length, alignment) => this.checkRam(address, length, alignment), (address, length) => this.stored(address, length));
   }
 
   private flushLines(address: number, length: number): void {
