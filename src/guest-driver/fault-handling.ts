@@ -31,11 +31,7 @@ export class FaultHandling {
 
   /** FEDATA, FEADDR, FEUADDR, then FECTL = 0 (unmasked), read back. */
   programInterrupt(msi: MsiMessage): void {
-    this.regs.write32(Reg.FEDATA, msi.data);
-    this.regs.write32(Reg.FEADDR, msi.address);
-    this.regs.write32(Reg.FEUADDR, msi.upperAddress);
-    this.regs.write32(Reg.FECTL, 0);
-    this.regs.read32(Reg.FECTL);
+    this.regs.programEvent({ control: Reg.FECTL, data: Reg.FEDATA, address: Reg.FEADDR, upperAddress: Reg.FEUADDR }, msi);
   }
 
   get masked(): boolean {

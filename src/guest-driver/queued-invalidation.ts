@@ -130,11 +130,7 @@ export class QueuedInvalidation implements Invalidator {
 
   /** The invalidation completion event's message; unmasked. */
   programCompletionInterrupt(msi: MsiMessage): void {
-    this.regs.write32(Reg.IEDATA, msi.data);
-    this.regs.write32(Reg.IEADDR, msi.address);
-    this.regs.write32(Reg.IEUADDR, msi.upperAddress);
-    this.regs.write32(Reg.IECTL, 0);
-    this.regs.read32(Reg.IECTL);
+    this.regs.programEvent({ control: Reg.IECTL, data: Reg.IEDATA, address: Reg.IEADDR, upperAddress: Reg.IEUADDR }, msi);
   }
 
   /** Invalidation completion interrupt: clear IWC first (a later completion interrupts again), then look. */
