@@ -7,6 +7,8 @@
  * coherent (ECAP.C = 0).
  */
 import { buildDmar, type PciEndpoint } from "../acpi/dmar.ts";
+import { PAGE_SIZE } from "../spec/entries.ts";
+import { MSI_ADDRESS_BASE, VTD_REGISTER_PAGE_SIZE, VTD_UNIT_BASE } from "../spec/platform.ts";
 import { Iqa, Reg } from "../spec/registers.ts";
 import { GuestRam } from "../vtd-device/memory/guest-memory.ts";
 import { CpuCacheModel, LINE } from "./cpu-cache-model.ts";
@@ -17,10 +19,8 @@ import type { VtdOptions } from "../vtd-device/options.ts";
 import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PhysicalMemory, Platform } from "./platform.ts";
 import { TimerQueue } from "./timer-queue.ts";
 
-const PAGE = 4096;
 /** Where QEMU and the v86 platform put the unit. */
-export const IN_PROCESS_UNIT_BASE = 0xfed9_0000;
-const MSI_ADDRESS = 0xfee0_0000;
+export const IN_PROCESS_UNIT_BASE = VTD_UNIT_BASE;
 const FIRST_VECTOR = 0x30;
 
 export interface InProcessOptions {
@@ -114,7 +114,7 @@ export class InProcessPlatform implements Platform {
       allocateMsi: (_name, handler): MsiMessage => {
         const vector = this.nextVector++;
         this.handlers.set(vector, handler);
-        return { address: MSI_ADDRESS, upperAddress: 0, data: vector };
+        return { address: MSI_ADDRESS_BASE, upperAddress: 0, data: vector };
       },
     };
     this.clock = {
@@ -202,7 +202,7 @@ export class InProcessPlatform implements Platform {
   }
 
   private receiveMsi(address: bigint, data: number): void {
-    if ((address & 0xfff0_0000n) !== BigInt(MSI_ADDRESS) || !this.handlers.has(data & 0xff)) {
+    if ((address & 0xfff0_0000n) !== BigInt(MSI_ADDRESS_BASE) || !this.handlers.has(data & 0xff)) {
       this.strayInterrupts++;
       return;
     }
@@ -251,7 +251,7 @@ export class InProcessPlatform implements Platform {
     const filter = this.options.readFilter;
     const locate = (address: number, size: number): number => {
       const offset = address - this.unitBase;
-      if (offset < 0 || offset + size > PAGE) return -1;
+      if (offset < 0 || offset + size > VTD_REGISTER_PAGE_SIZE) return -1;
       return offset + size <= this.device.registerWindowSize ? offset : -2;
     };
     const read = (address: number, size: 4 | 8): bigint => {
@@ -292,15 +292,15 @@ export class InProcessPlatform implements Platform {
     }
     const iqa = (BigInt(this.iqaHigh) << 32n) | BigInt(this.iqaLow);
     const base = Number(iqa & Iqa.IQA);
-    this.cpuCache.setSnoopedRange(base, base + 2 ** Number(iqa & 7n) * PAGE);
+    this.cpuCache.setSnoopedRange(base, base + 2 ** Number(iqa & 7n) * PAGE_SIZE);
   }
 
   // ---- pages for the driver ----
 
   private pageAllocator(): InProcessPlatform["allocator"] {
     const base = this.options.allocatorBase ?? 0x10_0000;
-    const limit = base + (this.options.allocatorBytes ?? Math.max(PAGE, Math.floor(this.bytes.length / 2 / PAGE) * PAGE - base));
-    if (base % PAGE !== 0 || limit > this.bytes.length || limit <= base) throw new RangeError("InProcessPlatform: allocator range outside RAM or unaligned");
+    const limit = base + (this.options.allocatorBytes ?? Math.max(PAGE_SIZE, Math.floor(this.bytes.length / 2 / PAGE_SIZE) * PAGE_SIZE - base));
+    if (base % PAGE_SIZE !== 0 || limit > this.bytes.length || limit <= base) throw new RangeError("InProcessPlatform: allocator range outside RAM or unaligned");
     return rangePageAllocator("InProcessPlatform", base, limit, (address, bytes) => this.cpuCache.zero(address, bytes));
   }
 }

@@ -3,6 +3,7 @@
  * queued invalidation (VT-d §6.5.2) and the register interface (VT-d §6.5.1). Both take a batch
  * and either wait by polling (`run`) or return a Promise (`runAsync`).
  */
+import { PAGE_SIZE } from "../spec/entries.ts";
 import type { DriverCounters } from "./counters.ts";
 import type { UnitCapabilities } from "./discovery.ts";
 
@@ -26,19 +27,17 @@ export interface Invalidator {
   runAsync(requests: readonly InvalidationRequest[]): Promise<void>;
 }
 
-const PAGE = 4096;
-
 /** The mask (AM) of the smallest aligned block of 2^AM pages containing [start, start + length). */
 export function addressMask(start: number, length: number): { address: number; am: number } {
-  const first = Math.floor(start / PAGE);
-  const last = Math.floor((start + length - 1) / PAGE);
+  const first = Math.floor(start / PAGE_SIZE);
+  const last = Math.floor((start + length - 1) / PAGE_SIZE);
   let am = 0;
   let block = 1;
   while (Math.floor(first / block) !== Math.floor(last / block)) {
     am++;
     block *= 2;
   }
-  return { address: Math.floor(first / block) * block * PAGE, am };
+  return { address: Math.floor(first / block) * block * PAGE_SIZE, am };
 }
 
 /**

@@ -4,9 +4,9 @@
  * power of two (up to 1 GiB) so a buffer can use superpages when its physical address allows.
  * Explicitly mapped ranges are reserved so allocations never land on them.
  */
+import { PAGE_SIZE } from "../spec/entries.ts";
 import { hex, VtdDriverError } from "./errors.ts";
 
-const PAGE = 4096;
 const LARGEST_ALIGNMENT = 2 ** 30;
 
 interface Range {
@@ -19,13 +19,13 @@ export class IovaAllocator {
   private readonly free: Range[];
 
   constructor(readonly start: number, readonly end: number) {
-    if (start % PAGE !== 0 || end % PAGE !== 0 || end <= start) throw new RangeError(`IovaAllocator: bad range ${hex(start)}..${hex(end)}`);
+    if (start % PAGE_SIZE !== 0 || end % PAGE_SIZE !== 0 || end <= start) throw new RangeError(`IovaAllocator: bad range ${hex(start)}..${hex(end)}`);
     this.free = [{ start, end }];
   }
 
   /** A free range of `size` bytes below `limit` (a DMA mask + 1). */
   allocate(size: number, limit = this.end): number {
-    let alignment = PAGE;
+    let alignment = PAGE_SIZE;
     while (alignment < size && alignment < LARGEST_ALIGNMENT) alignment *= 2;
     for (let i = 0; i < this.free.length; i++) {
       const r = this.free[i]!;

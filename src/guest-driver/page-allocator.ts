@@ -2,9 +2,8 @@
  * The page allocator both platforms give the driver: first fit over freed runs, then a bump
  * pointer up to `limit`; pages are zeroed by `zero` (CPU stores, the platform's way).
  */
+import { PAGE_SIZE } from "../spec/entries.ts";
 import type { PageAllocator } from "./platform.ts";
-
-const PAGE = 4096;
 
 export type RangePageAllocator = PageAllocator & { readonly pagesInUse: number; readonly base: number; readonly limit: number };
 
@@ -25,17 +24,17 @@ export function rangePageAllocator(owner: string, base: number, limit: number, z
       if (i >= 0) {
         const f = free[i]!;
         address = f.address;
-        f.address += count * PAGE;
+        f.address += count * PAGE_SIZE;
         f.count -= count;
         if (f.count === 0) free.splice(i, 1);
-      } else if (next + count * PAGE <= limit) {
+      } else if (next + count * PAGE_SIZE <= limit) {
         address = next;
-        next += count * PAGE;
+        next += count * PAGE_SIZE;
       } else {
         throw new RangeError(`${owner}: out of driver memory (${count} pages wanted, ${inUse} in use)`);
       }
       inUse += count;
-      zero(address, count * PAGE);
+      zero(address, count * PAGE_SIZE);
       return address;
     },
     freePages: (address, count) => {

@@ -4,11 +4,12 @@
  * __iommu_flush_cache does). Entries are handled as numbers: the driver never sets bits 62-63,
  * so every entry it writes or reads back is exact below 2^53.
  */
+import { PAGE_SIZE } from "../spec/entries.ts";
+import { TWO_POW_32 } from "../spec/numbers.ts";
 import type { DriverCounters } from "./counters.ts";
 import type { CpuCache, PageAllocator, PhysicalMemory } from "./platform.ts";
 
-export const TABLE_BYTES = 4096;
-const TWO_POW_32 = 4294967296;
+export const TABLE_BYTES = PAGE_SIZE;
 
 export class TableMemory {
   constructor(

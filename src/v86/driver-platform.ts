@@ -42,16 +42,16 @@ import type { Machine } from "./machine.ts";
 import type { V86Cpu } from "./internals.ts";
 import { DriverInterrupts } from "./driver-interrupts.ts";
 import { installPlatform, type Platform as V86Platform, type PlatformOptions } from "./platform.ts";
-import { VTD_UNIT_BASE } from "./unit-mmio.ts";
 import { VGA_HOLE_END, VGA_HOLE_START } from "./v86-guest-memory.ts";
 import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
+import { PAGE_SIZE } from "../spec/entries.ts";
+import { VTD_UNIT_BASE } from "../spec/platform.ts";
 import type { VtdDevice } from "../vtd-device/device.ts";
 import type { Clock, CpuCache, InterruptController, Mmio, PhysicalMemory, Platform } from "../guest-driver/platform.ts";
 import { findAcpiTable } from "../guest-driver/acpi-scan.ts";
 import { cpuPhysicalMemory, type CpuAccess } from "../guest-driver/cpu-memory.ts";
 import { rangePageAllocator, type RangePageAllocator } from "../guest-driver/page-allocator.ts";
 
-const PAGE = 4096;
 const LINE = 64;
 /** The first MiB holds the IVT, the BIOS data and ACPI areas and the VGA window: never the driver's. */
 const LOW_MEMORY_END = 0x10_0000;
@@ -310,7 +310,7 @@ export class V86DriverPlatform implements Platform {
     const base = options.allocatorBase ?? DEFAULT_ALLOCATOR_BASE;
     const bytes = options.allocatorBytes ?? Math.min(DEFAULT_ALLOCATOR_BYTES, this.ramBytes - base);
     const limit = base + bytes;
-    if (!Number.isSafeInteger(base) || !Number.isSafeInteger(bytes) || base % PAGE !== 0 || bytes % PAGE !== 0 || bytes <= 0 || base < LOW_MEMORY_END || limit > this.ramBytes) {
+    if (!Number.isSafeInteger(base) || !Number.isSafeInteger(bytes) || base % PAGE_SIZE !== 0 || bytes % PAGE_SIZE !== 0 || bytes <= 0 || base < LOW_MEMORY_END || limit > this.ramBytes) {
       throw new RangeError(
         `V86DriverPlatform options allocatorBase/allocatorBytes: [0x${base.toString(16)}, 0x${limit.toString(16)}) must be whole pages of RAM above 1 MiB (RAM is ${this.ramBytes} bytes)`,
       );
