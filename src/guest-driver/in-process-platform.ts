@@ -16,7 +16,7 @@ import { cpuPhysicalMemory, type CpuAccess } from "./cpu-memory.ts";
 import { rangePageAllocator, type RangePageAllocator } from "./page-allocator.ts";
 import { VtdDevice } from "../vtd-device/device.ts";
 import type { VtdOptions } from "../vtd-device/options.ts";
-import type { Clock, CpuCache, InterruptController, Mmio, MsiMessage, PhysicalMemory, Platform } from "./platform.ts";
+import type { Clock, InterruptController, Mmio, MsiMessage, PhysicalMemory, Platform, RecordedCpuCache } from "./platform.ts";
 import { TimerQueue } from "./timer-queue.ts";
 
 /** Where QEMU and the v86 platform put the unit. */
@@ -50,11 +50,7 @@ export class InProcessPlatform implements Platform {
   readonly memory: PhysicalMemory;
   readonly mmio: Mmio;
   readonly allocator: RangePageAllocator;
-  readonly cache: CpuCache & {
-    /** CLFLUSH count (lines). */
-    readonly flushes: number;
-    /** Addresses of lines dirty in the CPU cache: stores the unit cannot see yet. */
-    dirtyLines(): number[];
+  readonly cache: RecordedCpuCache & {
     /** Every line address ever flushed. */
     readonly flushedLines: ReadonlySet<number>;
   };

@@ -7,5 +7,5 @@ export { DriverCounters } from "./counters.ts";
 export { VtdDriverError, type DriverErrorCode } from "./errors.ts";
 export { parseDmar, probeUnit, decodeCapabilities, type UnitCapabilities, type DmarTableInfo, type DmarUnit } from "./discovery.ts";
 export type { InvalidationRequest } from "./invalidation.ts";
-export type { Platform, PhysicalMemory, Mmio, PageAllocator, CpuCache, InterruptController, Clock, MsiMessage } from "./platform.ts";
+export type { Platform, PhysicalMemory, Mmio, PageAllocator, CpuCache, RecordedCpuCache, InterruptController, Clock, MsiMessage } from "./platform.ts";
 export { InProcessPlatform, IN_PROCESS_UNIT_BASE, type InProcessOptions } from "./in-process-platform.ts";

@@ -53,6 +53,14 @@ export interface CpuCache {
   flush(address: number, length: number): void;
 }
 
+/** A CPU cache that also keeps the record tests read (both platforms give one). */
+export interface RecordedCpuCache extends CpuCache {
+  /** CLFLUSH count (lines). */
+  readonly flushes: number;
+  /** Addresses of lines the CPU stored to and did not flush since: stores a non-snooping unit cannot see yet. */
+  dirtyLines(): number[];
+}
+
 /** An MSI the unit is programmed to send (FEADDR/FEUADDR/FEDATA or IEADDR/IEUADDR/IEDATA). */
 export interface MsiMessage {
   address: number;

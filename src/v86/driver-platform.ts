@@ -47,7 +47,7 @@ import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 import { PAGE_SIZE } from "../spec/entries.ts";
 import { VTD_UNIT_BASE } from "../spec/platform.ts";
 import type { VtdDevice } from "../vtd-device/device.ts";
-import type { Clock, CpuCache, InterruptController, Mmio, PhysicalMemory, Platform } from "../guest-driver/platform.ts";
+import type { Clock, InterruptController, Mmio, PhysicalMemory, Platform, RecordedCpuCache } from "../guest-driver/platform.ts";
 import { findAcpiTable } from "../guest-driver/acpi-scan.ts";
 import { cpuPhysicalMemory, type CpuAccess } from "../guest-driver/cpu-memory.ts";
 import { rangePageAllocator, type RangePageAllocator } from "../guest-driver/page-allocator.ts";
@@ -86,12 +86,8 @@ export class V86DriverPlatform implements Platform {
   readonly memory: PhysicalMemory;
   readonly mmio: Mmio;
   readonly allocator: RangePageAllocator;
-  readonly cache: CpuCache & {
-    /** CLFLUSH count (lines). */
-    readonly flushes: number;
-    /** Lines the CPU stored to and did not flush since (empty unless tracking, see the options). */
-    dirtyLines(): number[];
-  };
+  /** Its `dirtyLines()` is empty unless tracking (see the options). */
+  readonly cache: RecordedCpuCache;
   readonly interrupts: InterruptController;
   readonly clock: Clock;
   /** 32-bit MMIO accesses made through v86's memory map. */
