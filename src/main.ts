@@ -8,6 +8,7 @@ import { ensureFirmware } from "../firmware/build.ts";
 import { formatSummary, TraceCounts } from "./cli/summary.ts";
 import { runMultibootGuest } from "./v86/run-guest.ts";
 import { EDU_FULL_DMA_MASK } from "./devices/edu.ts";
+import { DEFAULT_NS_PER_INSTRUCTION } from "./v86/virtual-clock.ts";
 
 const EXIT_USAGE = 2;
 const EXIT_TIMEOUT = 124;
@@ -32,12 +33,14 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_USAGE;
   }
   const counts = new TraceCounts();
-  console.error(`booting ${kernelPath} (caching mode ${args.cachingMode ? "on" : "off"}, ${args.awBits}-bit address width)`);
+  const deterministic = args.deterministic ?? false;
+  console.error(`booting ${kernelPath} (caching mode ${args.cachingMode ? "on" : "off"}, ${args.awBits}-bit address width${deterministic ? ", deterministic" : ""})`);
   const run = await runMultibootGuest({
     kernel: new Uint8Array(readFileSync(kernelPath)),
     cmdline: args.cmdline,
     vtd: { cachingMode: args.cachingMode, awBits: args.awBits },
     timeoutMs: args.timeoutSeconds * 1000,
+    deterministic,
     // The test guest provokes a fault beyond MGAW: edu must not clip its bus addresses to 28 bits.
     eduDmaMask: EDU_FULL_DMA_MASK,
     onSerial: (text) => process.stdout.write(text),
@@ -45,6 +48,7 @@ async function main(argv: string[]): Promise<number> {
   });
   if (!run.transcript.endsWith("\n")) process.stdout.write("\n");
   console.log(formatSummary({ ...run, counts }));
+  if (deterministic) console.log(`guest time: ${run.guestMs.toFixed(3)} ms on the virtual clock (${DEFAULT_NS_PER_INSTRUCTION} ns per instruction)`);
   if (run.timedOut) return EXIT_TIMEOUT;
   return run.exitCode ?? 1;
 }

@@ -1,5 +1,6 @@
 /** The command line of `npm start` (src/main.ts): parsed strictly, every mistake named. */
-import { ArgumentError, formatUsage, onOff, oneOf, option, parseOptions, seconds, text, type ParsedOptions } from "./options.ts";
+import { ArgumentError, flag, formatUsage, onOff, oneOf, option, parseOptions, seconds, text, type ParsedOptions } from "./options.ts";
+import { DEFAULT_NS_PER_INSTRUCTION } from "../v86/virtual-clock.ts";
 
 export const DEFAULT_KERNEL = "build/firmware/vtd-test.elf";
 export const DEFAULT_TIMEOUT_SECONDS = 60;
@@ -12,6 +13,7 @@ export const START_OPTIONS = {
   /** The guest's (multiboot) command line; a guest option may itself start with "--". */
   cmdline: option('--cmdline "<text>"', text({ anyValue: true }), "", ["the guest's command line; the test guest knows", "skip-cm-invalidation, no-qi, translation-off, dma-rounds=N"]),
   timeoutSeconds: option("--timeout <seconds>", seconds, DEFAULT_TIMEOUT_SECONDS, `wall-clock limit (default ${DEFAULT_TIMEOUT_SECONDS})`),
+  deterministic: option("--deterministic", flag, undefined, [`guest time follows guest instructions (${DEFAULT_NS_PER_INSTRUCTION} ns each):`, "the same transcript every run, whatever the host does"]),
 };
 
 export type MainArguments = ParsedOptions<typeof START_OPTIONS>;

@@ -103,6 +103,48 @@ export interface V86Cpu {
   /** fw_cfg (ports 0x510/0x511): the selected item's bytes and the read position. */
   fw_value: Uint8Array | number[];
   fw_pointer: number;
+  /**
+   * The JIT's hand-over (called from wasm when it has generated a module for `index`): v86
+   * compiles the bytes asynchronously, puts the function in `wm.wasm_table` at
+   * JIT_TABLE_OFFSET + index and then calls `codegen_finalize_finished`. Replaceable per CPU.
+   */
+  codegen_finalize(index: number, start: number, stateFlags: number, pointer: number, length: number): void;
+  codegen_finalize_finished(index: number, start: number, stateFlags: number): void;
+  wm: { wasm_table: WebAssembly.Table };
+}
+
+/** Where the JIT's functions start in v86's function table (v86 0.5.462: 1024). */
+export const JIT_TABLE_OFFSET = 1024;
+
+/** v86's CMOS/RTC (ports 0x70/0x71). Its clock reads the host's `Date` itself, not v86's `now`. */
+export interface V86Rtc {
+  /** The RTC's current date (ms since 1970) and the `Date.now()` it was last brought up to. */
+  rtc_time: number;
+  last_update: number;
+  /** Called by the CPU's timers; returns ms until its next interrupt. */
+  timer(now: number, legacy: boolean): number;
+}
+
+/** v86's ACPI PM timer state (ports 0xB008): it remembers the last value it returned. */
+export interface V86Acpi {
+  timer_last_value: number;
+  timer_imprecision_offset: number;
+  last_timer: number;
+  get_timer(now: number): number;
+}
+
+/** v86's PIT: per channel, the time a count started (ms on v86's clock). */
+export interface V86Pit {
+  counter_enabled: Uint8Array;
+  counter_start_time: Float64Array;
+}
+
+/**
+ * v86's own main class (emulator.v86's constructor). Its JS devices (PIT, ACPI PM timer, RTC)
+ * read the time through the static `microtick`, once per process for all machines.
+ */
+export interface V86MainClass {
+  microtick: () => number;
 }
 
 export interface V86Main {

@@ -4,13 +4,18 @@
  * as exit port, serial output as text. Runs until the guest exits, halts for good, crashes
  * v86, or a timeout; stops cleanly and at once. No node: imports here (usable from a page):
  * the caller passes the patched, compiled v86 module (v86-wasm.node.ts in Node).
+ *
+ * With `deterministic`, guest time follows guest instructions (virtual-clock.ts, and
+ * deterministic-time.ts for what that drives in v86): the same guest gives the same run.
  */
 import { V86 } from "v86";
 import { ClflushHook } from "./clflush.ts";
 import { installExitPort } from "./exit-port.ts";
 import { assertInternals, type V86Cpu, type V86Emulator } from "./internals.ts";
+import { DeterministicTime, deterministicImports } from "./deterministic-time.ts";
 import { SafePoints } from "./safe-point.ts";
 import { V86GuestMemory } from "./v86-guest-memory.ts";
+import { resolveDeterministic, VirtualClock, type DeterministicOptions } from "./virtual-clock.ts";
 
 export interface MachineOptions {
   /** v86.wasm with the CLFLUSH patch (patchClflush), compiled. */
@@ -31,6 +36,14 @@ export interface MachineOptions {
   initrd?: Uint8Array;
   /** Run v86's interpreter only. Default false (JIT on). */
   disableJit?: boolean;
+  /**
+   * Guest time follows guest instructions, not the host (`true`, or options: ns per instruction,
+   * the RTC's start date, the RDRAND seed): the TSC, PIT, local APIC timer, ACPI PM timer, RTC,
+   * the unit's clock and our devices' delays all read it, and a halted CPU jumps to its next
+   * timer. Then the same guest with the same options runs the same way, host load or not.
+   * Only the `run` timeout stays in host time. Default false (host time, as v86 does).
+   */
+  deterministic?: boolean | DeterministicOptions;
 }
 
 /** exit port written; timeout; HLT with interrupts off; `requestStop` called by the host. */
@@ -39,8 +52,11 @@ export type StopReason = "exit" | "timeout" | "halted" | "requested";
 export interface MachineOutcome {
   reason: StopReason;
   exitCode: number | null;
+  /** Host time the run took. */
   elapsedMs: number;
   instructions: number;
+  /** Guest time at the end, in ms since power-on (the virtual clock when deterministic). */
+  guestMs: number;
 }
 
 export const DEFAULT_MEMORY_BYTES = 64 << 20;
@@ -56,6 +72,8 @@ export class Machine {
   readonly cpu: V86Cpu;
   readonly safePoints: SafePoints;
   readonly memory: V86GuestMemory;
+  /** The clocks' source in a deterministic machine, else undefined. */
+  readonly clock: VirtualClock | undefined;
   exitCode: number | null = null;
   private readonly decoder = new TextDecoder();
   private readonly serialListeners: ((text: string) => void)[] = [];
@@ -65,15 +83,22 @@ export class Machine {
   private stopped = false;
   private instructionTotal = 0;
   private lastCounter = 0;
+  private readonly time: DeterministicTime | undefined;
+  private inTick = false;
+  /** v86's clock (the host's performance.now) when the machine was made. */
+  private readonly hostClockAtStart = performance.now();
 
   private constructor(
     readonly emulator: V86Emulator,
     readonly clflush: ClflushHook,
+    clock: VirtualClock | undefined,
   ) {
     this.cpu = assertInternals(emulator);
     clflush.installJit(this.cpu);
     this.memory = new V86GuestMemory(this.cpu);
-    this.safePoints = new SafePoints(this.cpu);
+    this.clock = clock;
+    this.time = clock ? new DeterministicTime(this.cpu, emulator, clock) : undefined;
+    this.safePoints = clock ? new SafePoints(this.cpu, () => clock.now()) : new SafePoints(this.cpu);
     this.safePoints.onTick(() => this.countInstructions());
     installExitPort(this.cpu.io, (code) => this.guestExited(code));
     emulator.add_listener("serial0-output-byte", (byte) => {
@@ -89,9 +114,12 @@ export class Machine {
     if (!Number.isInteger(memoryBytes) || memoryBytes < 2 << 20 || memoryBytes > MAX_MEMORY_BYTES) {
       throw new RangeError(`machine memory: expected 2 MiB..2 GiB, got ${memoryBytes} bytes`);
     }
+    const deterministic = resolveDeterministic(options.deterministic);
+    const clock = deterministic ? new VirtualClock(deterministic) : undefined;
     const clflush = new ClflushHook();
+    const instantiate = clflush.wasmFn(options.wasmModule);
     const settings: Record<string, unknown> = {
-      wasm_fn: clflush.wasmFn(options.wasmModule),
+      wasm_fn: clock ? (imports: WebAssembly.Imports) => instantiate(deterministicImports(imports, clock)) : instantiate,
       memory_size: memoryBytes,
       vga_memory_size: 2 << 20,
       autostart: false,
@@ -119,7 +147,7 @@ export class Machine {
     }
     const emulator = new V86(settings as ConstructorParameters<typeof V86>[0]) as unknown as V86Emulator;
     await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
-    return new Machine(emulator, clflush);
+    return new Machine(emulator, clflush, clock);
   }
 
   /** Receives the guest's serial output (COM1) as text. */
@@ -131,6 +159,11 @@ export class Machine {
   get instructions(): number {
     this.countInstructions();
     return this.instructionTotal;
+  }
+
+  /** Guest time since power-on in ms: the virtual clock when deterministic, else v86's (host) clock at the last safe point. */
+  get guestMs(): number {
+    return this.clock ? this.clock.now() : Math.max(0, this.safePoints.now - this.hostClockAtStart);
   }
 
   /**
@@ -153,7 +186,7 @@ export class Machine {
       });
       const elapsedMs = performance.now() - started;
       await this.stop();
-      return { reason, exitCode: this.exitCode, elapsedMs, instructions: this.instructions };
+      return { reason, exitCode: this.exitCode, elapsedMs, instructions: this.instructions, guestMs: this.guestMs };
     } catch (error) {
       await this.stop();
       throw error;
@@ -200,13 +233,24 @@ export class Machine {
     this.lastCounter = counter;
   }
 
-  /** v86 runs the CPU from a setImmediate callback: a wasm trap there would kill the process. */
+  /**
+   * v86 runs the CPU in ticks from setImmediate (or setTimeout while halted): a wasm trap there
+   * would kill the process. When deterministic, each tick reads the virtual clock and the next
+   * one follows at once (a halted CPU's wait is skipped on the clock instead).
+   */
   private catchWasmCrashes(): void {
     const v86 = this.emulator.v86;
     const doTick = v86.do_tick.bind(v86);
+    const time = this.time;
+    if (time) {
+      const nextTick = v86.next_tick.bind(v86);
+      v86.next_tick = (delayMs: number) => nextTick(this.inTick ? time.nextTickDelay(delayMs, this.safePoints.isFrozen) : delayMs);
+    }
     v86.do_tick = () => {
       if (this.crashed) return;
       this.safePoints.inGuestSlice = true;
+      this.inTick = true;
+      time?.beforeTick();
       try {
         doTick();
       } catch (error) {
@@ -220,6 +264,8 @@ export class Machine {
         if (this.fail) this.fail(this.crashed);
       } finally {
         this.safePoints.inGuestSlice = false;
+        this.inTick = false;
+        time?.afterTick();
       }
     };
   }

@@ -68,6 +68,7 @@ export function installPlatform(machine: Machine, options: PlatformOptions = {})
     // The unit raises its events from register writes, i.e. inside MMIO handlers: defer them.
     onInterrupt: (address, data) => safePoints.defer(() => deliver(address, data)),
   });
+  // The unit's clock is v86's: host time, or guest instructions on a deterministic machine.
   safePoints.onTick((elapsedMs) => device.advanceTime(elapsedMs));
   mapVtdUnit(cpu.io, device, VTD_UNIT_BASE);
 

@@ -8,6 +8,7 @@ import { Machine, type StopReason } from "./machine.ts";
 import { checkMultibootImage } from "./multiboot.ts";
 import { installPlatform } from "./platform.ts";
 import { patchedV86Module } from "./v86-wasm.node.ts";
+import type { DeterministicOptions } from "./virtual-clock.ts";
 
 export interface RunGuestOptions {
   kernel: Uint8Array;
@@ -27,6 +28,11 @@ export interface RunGuestOptions {
   onReady?: (parts: { device: VtdDevice; edu: EduDevice; machine: Machine }) => void;
   /** Interpreter only. Default false. */
   disableJit?: boolean;
+  /**
+   * Guest time follows guest instructions (see MachineOptions.deterministic): the same guest with
+   * the same options gives the same transcript and the same unit trace, whatever the host does.
+   */
+  deterministic?: boolean | DeterministicOptions;
 }
 
 export interface RunGuestResult {
@@ -37,6 +43,8 @@ export interface RunGuestResult {
   edu: EduDevice;
   elapsedMs: number;
   instructions?: number;
+  /** Guest time at the end, in ms (the virtual clock when deterministic). */
+  guestMs: number;
   /** Why the run ended: the exit port, the timeout, or HLT with interrupts off. */
   stopReason: StopReason;
   /** CLFLUSH instructions the guest executed. */
@@ -60,6 +68,7 @@ export async function runMultibootGuest(options: RunGuestOptions): Promise<RunGu
     multiboot: options.kernel,
     cmdline: options.cmdline ?? "",
     disableJit: options.disableJit,
+    deterministic: options.deterministic,
   });
   let transcript = "";
   machine.onSerial((text) => {
@@ -82,6 +91,7 @@ export async function runMultibootGuest(options: RunGuestOptions): Promise<RunGu
     edu: platform.edu,
     elapsedMs: performance.now() - started,
     instructions: outcome.instructions,
+    guestMs: outcome.guestMs,
     stopReason: outcome.reason,
     clflushes: machine.clflush.count,
   };

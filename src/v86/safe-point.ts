@@ -5,7 +5,8 @@
  * from a wrapped `cpu.run_hardware_timers`, which v86 calls between instructions.
  *
  * Order is deterministic: actions run in the order queued; timed actions run in due-time order
- * (ties in queueing order). Time is v86's own clock (the `now` it passes its timers, in ms).
+ * (ties in queueing order). Time is v86's own clock (the `now` it passes its timers, in ms): the
+ * host's, or on a deterministic machine the virtual clock (virtual-clock.ts), given as `clock`.
  *
  * v86 notices `in_hlt` only between blocks: its interpreter runs a loop that stays in one page
  * for up to ~100k instructions, and JIT-compiled loops likewise, so a deferred action runs up to
