@@ -72,11 +72,19 @@ export const WaitDesc = {
   RESERVED_HI: 0x3n,
 } as const;
 
-/** IQ error information (IQERCD.IQEI, VT-d §11.4.9.4) for the IQE causes a legacy unit can report. */
+/**
+ * IQ error information (IQERCD.IQEI, VT-d §11.4.9.9) for the IQE causes a legacy unit can report
+ * (0 = no information, for older hardware).
+ */
 export enum InvalidationQueueError {
-  InvalidDescriptor = 1,
-  InvalidTail = 2,
-  FetchError = 3,
-  ReservedBits = 4,
+  /** Tail pointer beyond the queue, or misaligned (IQT bit 4 with 256-bit descriptors). */
+  InvalidTail = 1,
+  /** Fetching the descriptor failed (not memory). */
+  FetchError = 2,
+  /** Descriptor type not valid for this unit and mode. */
+  InvalidType = 3,
+  /** A reserved field set in a descriptor of a valid type. */
+  ReservedField = 4,
+  /** IQA.DW programmed with a width the unit does not support. */
   InvalidWidth = 5,
 }

@@ -5,6 +5,7 @@
 import { MAX_FAULT_RECORDS } from "../spec/registers.ts";
 import type { GuestMemory } from "./memory/guest-memory.ts";
 import { resolveCheckerOptions, type CheckerOptions, type ResolvedCheckerOptions } from "./checker/checker-options.ts";
+import { DEFAULT_DEVICE_TLB_ENTRIES, DEFAULT_DEVICE_TLB_ENTRIES_PER_ENDPOINT } from "./caches/device-tlb.ts";
 
 export interface VtdOptions {
   /** Guest-physical memory the unit reads tables from and DMA goes to. */
@@ -42,6 +43,12 @@ export interface VtdOptions {
   deviceIotlbLatencyMs?: number;
   /** An endpoint that has not answered a device-TLB invalidation after this long raises ITE. Default 60000 (ATS). */
   deviceIotlbTimeoutMs?: number;
+  /** Device-TLB entries (4 KiB pages) of all endpoints together: power of two, 4..2^20. Default 4096. */
+  deviceIotlbEntries?: number;
+  /** Device-TLB entries one endpoint holds at most (its oldest goes first), 1..deviceIotlbEntries. Default 256. */
+  deviceIotlbEntriesPerEndpoint?: number;
+  /** Device-TLB invalidations outstanding at once, 1..32768; when full the queue waits for an answer. Default 256. */
+  deviceIotlbPendingInvalidations?: number;
   /**
    * The strict checker of guest drivers (checker.ts): reports stale cache entries, missing CM = 1
    * invalidations and (given `cpuView`, ECAP.C = 0) unflushed table writes. Default off, at no cost.
@@ -78,6 +85,9 @@ export interface ResolvedOptions {
   queueDescriptorTimeMs: number;
   deviceIotlbLatencyMs: number;
   deviceIotlbTimeoutMs: number;
+  deviceIotlbEntries: number;
+  deviceIotlbEntriesPerEndpoint: number;
+  deviceIotlbPendingInvalidations: number;
   /** undefined: the checker is off. */
   checker: ResolvedCheckerOptions | undefined;
   allowMapNotifiersWithoutCachingMode: boolean;
@@ -153,8 +163,20 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     queueDescriptorTimeMs: milliseconds("queueDescriptorTimeMs", options.queueDescriptorTimeMs, 0, 1000),
     deviceIotlbLatencyMs: milliseconds("deviceIotlbLatencyMs", options.deviceIotlbLatencyMs, 0, ATS_TIMEOUT_MS),
     deviceIotlbTimeoutMs: milliseconds("deviceIotlbTimeoutMs", options.deviceIotlbTimeoutMs, ATS_TIMEOUT_MS, 10 * ATS_TIMEOUT_MS),
+    ...deviceTlbBounds(options),
     checker: resolveCheckerOptions(options.checker),
     allowMapNotifiersWithoutCachingMode: flag("allowMapNotifiersWithoutCachingMode", options.allowMapNotifiersWithoutCachingMode, false),
     notifierTableLimit: count("notifierTableLimit", options.notifierTableLimit, 4096, 1, 1 << 20),
+  };
+}
+
+/** The device-TLB bounds (caches/device-tlb.ts, invalidation/pending-device-tlb.ts). */
+function deviceTlbBounds(options: VtdOptions): Pick<ResolvedOptions, "deviceIotlbEntries" | "deviceIotlbEntriesPerEndpoint" | "deviceIotlbPendingInvalidations"> {
+  const deviceIotlbEntries = powerOfTwo("deviceIotlbEntries", options.deviceIotlbEntries, DEFAULT_DEVICE_TLB_ENTRIES, 4, 1 << 20);
+  return {
+    deviceIotlbEntries,
+    deviceIotlbEntriesPerEndpoint: count("deviceIotlbEntriesPerEndpoint", options.deviceIotlbEntriesPerEndpoint,
+      Math.min(DEFAULT_DEVICE_TLB_ENTRIES_PER_ENDPOINT, deviceIotlbEntries), 1, deviceIotlbEntries),
+    deviceIotlbPendingInvalidations: count("deviceIotlbPendingInvalidations", options.deviceIotlbPendingInvalidations, 256, 1, 32768),
   };
 }

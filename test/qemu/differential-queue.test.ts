@@ -155,6 +155,7 @@ describeDifferential("queued invalidation: QEMU 7.2 vs ours", CONFIGS, (differen
       const badAt = q.tail + 1;
       await q.submit([desc.wait({ sw: true, data: 1, address: q.status }), bad(q), desc.wait({ sw: true, data: 2, address: q.status + 4n })]);
       await q.state("after error");
+      await p.read("after error IQERCD", Reg.IQERCD, 8);
       await q.statusWord("first status");
       await q.statusWord("second status", 4);
       // Clearing IQE alone does not restart; fixing the descriptor and writing IQT does.
@@ -189,9 +190,40 @@ describeDifferential("queued invalidation: QEMU 7.2 vs ours", CONFIGS, (differen
     await q.enable();
     await p.write(Reg.IQT, 8, 0x1000n * 2n); // index 512 in a queue of 256
     await q.state("bad tail");
+    await p.read("bad tail IQERCD", Reg.IQERCD, 8);
     await p.write(Reg.FSTS, 4, Fsts.IQE);
     await p.write(Reg.IQT, 8, 0n);
     await q.state("tail back to head");
+  });
+
+  differential("wait with a status address outside RAM", async (p) => {
+    const q = new Queue(p);
+    await q.enable();
+    await q.submit([desc.wait({ sw: true, data: 1, address: 0x4000_0000n }), desc.wait({ sw: true, data: 2, address: q.status })]);
+    await q.state("after");
+    await q.statusWord("status");
+  });
+
+  differential("queued page-selective invalidation with ADDR bits above MGAW", async (p, config) => {
+    const { root, levels, data } = await mapOnePage(p, { iova: 0x7000n, did: 5, config });
+    const q = new Queue(p);
+    await q.enable();
+    const other = p.tables.pages.page();
+    await p.dma("first (cached)", { sid: EDU, iova: 0x7000n, length: 32, direction: "toDevice" });
+    await p.tables.map(root, levels, 0x7000n, other);
+    await q.submit([desc.iotlbPage(5, 0x7000n | (1n << BigInt(config.awBits))), desc.wait({ sw: true, data: 1, address: q.status })]);
+    await q.state("after PSI");
+    await p.dma("after PSI", { sid: EDU, iova: 0x7300n, length: 32, direction: "toMemory" });
+    await p.memory("new page", other + 0x300n, 32);
+    // Again with bit 63 (back to the first page, cached again first).
+    await p.tables.map(root, levels, 0x7000n, data);
+    await q.submit([desc.iotlbPage(5, 0x7000n), desc.wait({ sw: true, data: 2, address: q.status })]);
+    await p.dma("second (cached)", { sid: EDU, iova: 0x7000n, length: 32, direction: "toDevice" });
+    await p.tables.map(root, levels, 0x7000n, other);
+    await q.submit([desc.iotlbPage(5, 0x7000n | (1n << 63n)), desc.wait({ sw: true, data: 3, address: q.status })]);
+    await p.dma("after PSI with bit 63", { sid: EDU, iova: 0x7400n, length: 32, direction: "toMemory" });
+    await p.memory("new page, bit 63", other + 0x400n, 32);
+    await p.memory("old page, bit 63", data + 0x400n, 32);
   });
 
   differential("wrap-around of a 256-descriptor queue", async (p) => {

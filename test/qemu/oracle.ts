@@ -737,6 +737,21 @@ export const DEPARTURES: readonly Departure[] = [
     spec: "§6.5.2 (register-based invalidation not allowed with QIE), §11.4.7.1, §11.4.8.1",
     keys: /^register-based invalidation while QI is enabled \| (CCMD|IOTLB)$/,
   },
+  {
+    id: "qemu-iqercd-reads-zero",
+    reason: "QEMU never writes IQERCD: IQEI (bits 3:0) reads 0 (\"no information\") after any IQE. We report the cause: " +
+      "1 tail, 2 fetch error, 3 invalid type, 4 reserved field, 5 descriptor width.",
+    spec: "§11.4.9.9 (IQERCD.IQEI)",
+    keys: /IQERCD$/,
+    bits: 0xfn,
+  },
+  {
+    id: "qemu-wait-status-write-outside-ram-is-iqe",
+    reason: "QEMU fails a wait descriptor whose status write hits no memory (IQE, head stays on it). We complete it and " +
+      "drop the write: a failed status write is not one of the IQE causes.",
+    spec: "§6.5.2.8, §6.5.2.10",
+    keys: /^wait with a status address outside RAM \| /,
+  },
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -111,7 +111,6 @@ describe("queued invalidation: errors", () => {
     ["device-TLB without ECAP.DT", desc.deviceTlb(SID, 0n)],
     ["wait with none of SW, IF, FN", desc.wait({})],
     ["wait with PD (reserved)", [desc.wait({ sw: true })[0] | (1n << 7n), BigInt(STATUS)]],
-    ["wait with a status address outside RAM", desc.wait({ sw: true, address: 0x7000_0000n })],
   ];
   for (const [name, d] of bad) {
     it(`${name}: IQE, head stays on it, no restart until the next tail write`, () => {

@@ -3,7 +3,7 @@
  * invalidate register. Each acts once its upper dword is written with ICC / IVT set, completes
  * at once, and reports the granularity it actually performed (CAIG / IAIG; 0 = refused).
  */
-import { Ccmd, Granularity, Gsts, IOTLB_OFFSET, IVA_OFFSET, Iotlb, Iva, MAMV, Reg } from "../../spec/registers.ts";
+import { Cap, Ccmd, Granularity, Gsts, IOTLB_OFFSET, IVA_OFFSET, Iotlb, Iva, MAMV, Reg } from "../../spec/registers.ts";
 import { getField, setField } from "../../spec/field.ts";
 import type { Invalidation } from "./cache-invalidation.ts";
 import type { RegisterFile } from "../registers/register-file.ts";
@@ -58,7 +58,7 @@ export class RegisterInvalidation {
           const iva = this.regs.get64(IVA_OFFSET);
           const am = Number(getField(iva, Iva.AM));
           if (am <= MAMV) {
-            this.invalidation.iotlbPages(did, Number(iva & Iva.ADDR), am, getField(iva, Iva.IH) === 1n, "register");
+            this.invalidation.iotlbPages(did, this.pageAddress(iva), am, getField(iva, Iva.IH) === 1n, "register");
             actual = Granularity.Page;
           }
           break;
@@ -67,5 +67,11 @@ export class RegisterInvalidation {
     }
     command = setField(setField(command, Iotlb.IAIG, actual), Iotlb.IVT, 0);
     this.regs.set64(IOTLB_OFFSET, command);
+  }
+
+  /** IVA.ADDR without the bits at and above MGAW, which hardware ignores (VT-d §11.4.8.2). */
+  private pageAddress(iva: bigint): number {
+    const width = getField(this.regs.get64(Reg.CAP), Cap.MGAW) + 1n;
+    return Number(iva & Iva.ADDR & ((1n << width) - 1n));
   }
 }
