@@ -3,29 +3,15 @@
  * default), streams the guest's serial output, prints a summary and exits with the guest's status.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { ArgumentError, parseArguments, USAGE } from "./cli/arguments.ts";
+import { parseArguments, USAGE } from "./cli/arguments.ts";
+import { EXIT_TIMEOUT, EXIT_USAGE, runCommand } from "./cli/command.ts";
 import { ensureFirmware } from "../firmware/build.ts";
 import { formatSummary, TraceCounts } from "./cli/summary.ts";
 import { runMultibootGuest } from "./v86/run-guest.ts";
 import { EDU_FULL_DMA_MASK } from "./devices/edu.ts";
 import { DEFAULT_NS_PER_INSTRUCTION } from "./v86/virtual-clock.ts";
 
-const EXIT_USAGE = 2;
-const EXIT_TIMEOUT = 124;
-
-async function main(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseArguments(argv);
-  } catch (error) {
-    if (!(error instanceof ArgumentError)) throw error;
-    console.error(`error: ${error.message}\n\n${USAGE}`);
-    return EXIT_USAGE;
-  }
-  if (args.help) {
-    console.log(USAGE);
-    return 0;
-  }
+runCommand(parseArguments, USAGE, async (args) => {
   // The test guest is rebuilt when its sources (or src/spec, which its header comes from) changed.
   const kernelPath = args.kernel ?? (await ensureFirmware());
   if (!existsSync(kernelPath)) {
@@ -51,12 +37,4 @@ async function main(argv: string[]): Promise<number> {
   if (deterministic) console.log(`guest time: ${run.guestMs.toFixed(3)} ms on the virtual clock (${DEFAULT_NS_PER_INSTRUCTION} ns per instruction)`);
   if (run.timedOut) return EXIT_TIMEOUT;
   return run.exitCode ?? 1;
-}
-
-main(process.argv.slice(2)).then(
-  (status) => process.exit(status),
-  (error: unknown) => {
-    console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-    process.exit(1);
-  },
-);
+});

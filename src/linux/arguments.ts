@@ -18,6 +18,7 @@ export const LINUX_OPTIONS = {
   rebuild: option("--rebuild", flag, false, "rebuild the kernel and the initramfs even when cached"),
   /** Print only the summary, not the streamed console. */
   quiet: option("--quiet", flag, false, "do not stream the console"),
+  deterministic: option("--deterministic", flag, false, "guest time follows guest instructions: the same console every run"),
 };
 
 export type LinuxArguments = ParsedOptions<typeof LINUX_OPTIONS>;

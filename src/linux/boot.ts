@@ -41,6 +41,8 @@ export interface LinuxBootOptions {
   /** MiB the guest writes and reads back (init's workload_mib). */
   workloadMiB?: number;
   timeoutMs?: number;
+  /** Guest time follows guest instructions (Machine option `deterministic`). */
+  deterministic?: boolean;
   /** The console as it comes. */
   onConsole?: (text: string) => void;
   bios?: string;
@@ -120,6 +122,7 @@ export async function bootLinux(options: LinuxBootOptions): Promise<LinuxRun> {
     bzImage: options.bzImage,
     initrd: options.initrd,
     cmdline,
+    deterministic: options.deterministic ?? false,
   });
   let disk: VirtioDisk | undefined;
   const platform = installPlatform(machine, {

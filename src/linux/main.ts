@@ -5,27 +5,12 @@
  */
 import { readFileSync } from "node:fs";
 import { ensureLinuxGuest, LinuxBuildError } from "../../firmware/linux/build.ts";
-import { LinuxArgumentError, LINUX_USAGE, parseLinuxArguments } from "./arguments.ts";
+import { EXIT_FAILED, EXIT_TIMEOUT, runCommand } from "../cli/command.ts";
+import { LINUX_USAGE, parseLinuxArguments } from "./arguments.ts";
 import { bootLinux, lastConsoleLines } from "./boot.ts";
 import { formatLinuxSummary, linuxChecks } from "./summary.ts";
 
-const EXIT_FAILED = 1;
-const EXIT_USAGE = 2;
-const EXIT_TIMEOUT = 124;
-
-async function main(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseLinuxArguments(argv);
-  } catch (error) {
-    if (!(error instanceof LinuxArgumentError)) throw error;
-    console.error(`error: ${error.message}\n\n${LINUX_USAGE}`);
-    return EXIT_USAGE;
-  }
-  if (args.help) {
-    console.log(LINUX_USAGE);
-    return 0;
-  }
+runCommand(parseLinuxArguments, LINUX_USAGE, async (args) => {
   let guest;
   try {
     guest = await ensureLinuxGuest({ force: args.rebuild });
@@ -40,6 +25,7 @@ async function main(argv: string[]): Promise<number> {
     initrd: new Uint8Array(readFileSync(guest.initrd)),
     cmdline: args.cmdline,
     vtd: { cachingMode: args.cachingMode },
+    deterministic: args.deterministic,
     workloadMiB: args.workloadMiB,
     timeoutMs: args.timeoutSeconds * 1000,
     ...(args.quiet ? {} : { onConsole: (text: string) => process.stdout.write(text) }),
@@ -58,12 +44,4 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_FAILED;
   }
   return 0;
-}
-
-main(process.argv.slice(2)).then(
-  (status) => process.exit(status),
-  (error: unknown) => {
-    console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-    process.exit(1);
-  },
-);
+});
