@@ -180,8 +180,8 @@ describe("IQE: a descriptor the unit rejects", () => {
     }
     expect(error).toBeInstanceOf(VtdDriverError);
     expect((error as VtdDriverError).code).toBe("invalidation-failed");
-    expect((error as Error).message).toMatch(/page-selective IOTLB invalidation of domain 1 at 0x10000000, AM 0 \(queue index \d+\) was rejected by the unit: IQE, IQEI 1/);
-    expect(reports).toEqual([expect.objectContaining({ kind: "IQE", code: 1 })]);
+    expect((error as Error).message).toMatch(/page-selective IOTLB invalidation of domain 1 at 0x10000000, AM 0 \(queue index \d+\) was rejected by the unit: IQE, IQEI 4/);
+    expect(reports).toEqual([expect.objectContaining({ kind: "IQE", code: 4 })]);
     const device = m.platform.device;
     expect(device.readRegister(Reg.FSTS, 4) & Fsts.IQE).toBe(0n);
     expect(device.readRegister(Reg.IQH, 8)).toBe(device.readRegister(Reg.IQT, 8));
@@ -197,6 +197,6 @@ describe("IQE: a descriptor the unit rejects", () => {
     m.driver.attach(SID_A, d);
     m.driver.map(d, 0x1000_0000, PHYS, 4096, "r");
     bad.arm();
-    await expect(m.platform.settle(m.driver.unmapAsync(d, 0x1000_0000, 4096))).rejects.toThrow(/IQE, IQEI 1 \(invalid descriptor\)/);
+    await expect(m.platform.settle(m.driver.unmapAsync(d, 0x1000_0000, 4096))).rejects.toThrow(/IQE, IQEI 4 \(reserved field set\)/);
   });
 });

@@ -44,8 +44,9 @@ const WAIT_IF = 1n << b(WaitDesc.IF.shift), WAIT_SW = 1n << b(WaitDesc.SW.shift)
 const WAIT_DATA = b(WaitDesc.STATUS_DATA.shift);
 
 /** IQERCD.IQEI meanings (VT-d §11.4.9.4). */
+/** IQERCD.IQEI values (VT-d §11.4.9.9). */
 const IQEI_NAMES: Record<number, string> = {
-  1: "invalid descriptor", 2: "invalid tail pointer", 3: "descriptor fetch error",
+  1: "invalid tail pointer", 2: "descriptor fetch error", 3: "invalid descriptor type",
   4: "reserved field set", 5: "invalid descriptor width", 6: "queue address above HAW", 7: "invalid TTM",
 };
 

@@ -57,7 +57,7 @@ export class VtdDevice {
   private readonly queue: InvalidationQueue;
   private readonly translator: Translator;
   /** The endpoints' own translation caches (ATS), for context entries with TT = 1. */
-  readonly deviceTlbs = new DeviceTlbs();
+  readonly deviceTlbs: DeviceTlbs;
   /** The strict checker of guest drivers (option `checker`): its reports and counts. Undefined when off. */
   readonly checker: DriverChecker | undefined;
   /** IOMMU notifiers per requester id (the VFIO path): `notifiers.addressSpace(sid).register(...)`. */
@@ -76,6 +76,7 @@ export class VtdDevice {
     this.cfg = walkConfig(o);
     this.contextCache = new ContextCache(o.contextCacheEntries);
     this.iotlb = new Iotlb(o.iotlbEntries);
+    this.deviceTlbs = new DeviceTlbs(o.deviceIotlbEntries, o.deviceIotlbEntriesPerEndpoint);
     this.invalidation = new Invalidation(this.contextCache, this.iotlb, this.stats, this.trace);
     const policy = new CachingPolicy(this.contextCache, this.iotlb, this.cfg, o.negativeCaching);
     this.translator = new Translator(this.memory, this.cfg, this.contextCache, this.iotlb, this.deviceTlbs, policy, this.stats, this.trace);
