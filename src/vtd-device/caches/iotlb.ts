@@ -30,6 +30,8 @@ export class Iotlb {
   private readonly nextVictim: Uint8Array;
   /** Live entries per leaf level, so lookups skip levels with nothing cached. */
   private readonly liveAtLevel = new Int32Array(4);
+  /** Live entries per domain id, so a domain or page-selective invalidation of an empty domain costs nothing. */
+  private readonly liveInDomain = new Uint16Array(65536);
   count = 0;
 
   // Result of the last successful lookup (four stores per hit; the rest is derived).
@@ -145,6 +147,7 @@ export class Iotlb {
       e[at + KEY] = did * 4 + level;
       this.count++;
       this.liveAtLevel[level]!++;
+      this.liveInDomain[did]!++;
     }
     e[at + PAGE] = page;
     e[at + OUTPUT] = output;
@@ -157,18 +160,20 @@ export class Iotlb {
     this.entries[at + KEY] = 0;
     this.count--;
     this.liveAtLevel[key & 3]!--;
+    this.liveInDomain[key >>> 2]!--;
   }
 
   invalidateAll(): number {
     const dropped = this.count;
     if (dropped !== 0) for (let at = KEY; at < this.entries.length; at += STRIDE) this.entries[at] = 0;
     this.liveAtLevel.fill(0);
+    if (dropped !== 0) this.liveInDomain.fill(0);
     this.count = 0;
     return dropped;
   }
 
   invalidateDomain(did: number): number {
-    if (this.count === 0) return 0;
+    if (this.liveInDomain[did & 0xffff] === 0) return 0;
     const e = this.entries;
     let dropped = 0;
     for (let at = 0; at < e.length; at += STRIDE) {
@@ -183,7 +188,7 @@ export class Iotlb {
    * every entry whose page overlaps the range goes, superpages included (VT-d §6.5.1.2).
    */
   invalidatePages(did: number, address: number, am: number): number {
-    if (this.count === 0) return 0;
+    if (this.liveInDomain[did & 0xffff] === 0) return 0;
     const pages = 2 ** am;
     const end = address + pages * 4096;
     if (pages > 64) return this.invalidateRange(did, address, end);
@@ -199,10 +204,11 @@ export class Iotlb {
     return dropped;
   }
 
+  /** At most one pass over the entries (`capacity` slots), stopping when the domain has none left. */
   private invalidateRange(did: number, start: number, end: number): number {
     const e = this.entries;
     let dropped = 0;
-    for (let at = 0; at < e.length; at += STRIDE) {
+    for (let at = 0; at < e.length && this.liveInDomain[did]! > 0; at += STRIDE) {
       const key = e[at + KEY]!;
       if (key === 0 || key >>> 2 !== did) continue;
       const size = 2 ** (12 + 9 * ((key & 3) - 1));
