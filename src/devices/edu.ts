@@ -5,14 +5,16 @@
  * as its requester id; completion runs on the platform's scheduler after `dmaDelayMs`.
  *
  * Where v86 differs from QEMU: only 8- and 32-bit MMIO exist, so a 64-bit access arrives as two
- * 32-bit halves, low first. A 32-bit write to a 64-bit register's low half sets the whole
- * register (as QEMU does for a 4-byte write), and one to its high half (0x84, 0x8C, 0x94, 0x9C)
- * sets bits 63:32; 32-bit reads of a high half return bits 63:32 (QEMU returns all ones there).
+ * 32-bit halves, low first (the device keeps its 64-bit registers as such halves: numbers, no
+ * bigint per access). Accesses of any other size than 4 bytes read all ones and are ignored. A
+ * 32-bit write to a 64-bit register's low half sets the whole register (as QEMU does for a
+ * 4-byte write), and one to its high half (0x84, 0x8C, 0x94, 0x9C) sets bits 63:32; 32-bit reads
+ * of a high half return bits 63:32 (QEMU returns all ones there).
  * A DMA range outside the device buffer, which stops QEMU with hw_error, is refused here
  * (no transfer, counted in `stats.rangeErrors`) and the command completes.
  */
 import type { DmaResult } from "../vtd-device/dma-result.ts";
-import type { MmioRegion, PciFunctionPort } from "./bus.ts";
+import { busAddress, mmioAllOnes, type MmioRegion, type PciFunctionPort } from "./bus.ts";
 import type { PciFunctionIdentity } from "./pci-config.ts";
 
 export const EduReg = {
@@ -75,8 +77,13 @@ export interface EduStats {
   interruptsSent: number;
 }
 
-const ALL_ONES = 0xffff_ffff_ffff_ffffn;
-const LOW32 = 0xffff_ffffn;
+/** The DMA registers (0x80-0x9F: source, destination, count, command) as eight 32-bit halves, low first. */
+const DMA_FIRST = EduReg.DMA_SOURCE;
+const DMA_END = EduReg.DMA_COMMAND + 8;
+const SOURCE = 0;
+const DESTINATION = 2;
+const COUNT = 4;
+const COMMAND = 6;
 
 export class EduDevice implements MmioRegion {
   /** The 4 KiB buffer at device address 0x40000. */
@@ -84,15 +91,14 @@ export class EduDevice implements MmioRegion {
   readonly stats: EduStats = { dmaTransfers: 0, dmaFailures: 0, rangeErrors: 0, lastDmaResult: undefined, interruptsSent: 0 };
   private readonly port: PciFunctionPort;
   private readonly dmaDelayMs: number;
-  private readonly dmaMask: bigint;
+  private readonly dmaMaskLow: number;
+  private readonly dmaMaskHigh: number;
   private liveness = 0;
   private factorial = 0;
   private status = 0;
   private interruptStatus = 0;
-  private dmaSource = 0n;
-  private dmaDestination = 0n;
-  private dmaCount = 0n;
-  private dmaCommand = 0n;
+  /** Index (offset - 0x80) / 4: SOURCE, DESTINATION, COUNT, COMMAND and their high halves after them. */
+  private readonly dma = new Uint32Array(8);
 
   constructor(options: EduOptions) {
     this.port = options.port;
@@ -101,23 +107,26 @@ export class EduDevice implements MmioRegion {
       throw new RangeError(`EduDevice option dmaDelayMs: expected a number of ms >= 0, got ${String(delay)}`);
     }
     this.dmaDelayMs = delay;
-    this.dmaMask = options.dmaMask ?? EDU_DEFAULT_DMA_MASK;
+    const mask = options.dmaMask ?? EDU_DEFAULT_DMA_MASK;
+    if (typeof mask !== "bigint" || mask < 0n || mask >= 1n << 64n) {
+      throw new RangeError(`EduDevice option dmaMask: expected a 64-bit bigint, got ${String(mask)}`);
+    }
+    this.dmaMaskLow = Number(mask & 0xffff_ffffn);
+    this.dmaMaskHigh = Number(mask >> 32n);
   }
 
   get interruptStatusBits(): number {
     return this.interruptStatus;
   }
 
-  readMmio(offset: number, size: 1 | 2 | 4 | 8): bigint {
-    if (!this.sizeAccepted(offset, size)) return ALL_ONES >> BigInt(64 - 8 * size);
-    const value = this.readRegister(offset);
-    if (value === undefined) return ALL_ONES >> BigInt(64 - 8 * size);
-    return size === 8 ? value : value & LOW32;
+  readMmio(offset: number, size: 1 | 2 | 4): number {
+    const value = size === 4 ? this.readRegister(offset) : -1;
+    return value < 0 ? mmioAllOnes(size) : value;
   }
 
-  writeMmio(offset: number, size: 1 | 2 | 4 | 8, value: bigint): void {
-    if (!this.sizeAccepted(offset, size)) return;
-    const low = Number(value & LOW32);
+  writeMmio(offset: number, size: 1 | 2 | 4, value: number): void {
+    if (size !== 4) return;
+    const low = value >>> 0;
     switch (offset) {
       case EduReg.LIVENESS:
         this.liveness = ~low >>> 0;
@@ -135,98 +144,68 @@ export class EduDevice implements MmioRegion {
         this.lowerInterrupt(low);
         return;
     }
-    if (offset < EduReg.DMA_SOURCE || offset >= EduReg.DMA_COMMAND + 8 || offset & (size - 1)) return;
+    if (offset < DMA_FIRST || offset >= DMA_END || offset & 3) return;
     if (this.dmaRunning) return; // registers are frozen while a transfer is under way
-    const register = offset & ~7;
-    const upper = (offset & 4) !== 0;
-    const current = this.dmaRegister(register);
-    const next = upper ? (current & LOW32) | ((value & LOW32) << 32n) : size === 8 ? value : value & LOW32;
-    this.setDmaRegister(register, next);
-    if (register === EduReg.DMA_COMMAND && !upper && (next & BigInt(EduDmaCommand.START)) !== 0n) {
+    const half = (offset - DMA_FIRST) >> 2;
+    this.dma[half] = low;
+    if (half & 1) return; // bits 63:32
+    this.dma[half + 1] = 0; // a 4-byte write to the low half sets the whole register (QEMU)
+    if (half === COMMAND && (low & EduDmaCommand.START) !== 0) {
       this.port.scheduler.after(this.dmaDelayMs, () => this.runDma());
     }
   }
 
-  private sizeAccepted(offset: number, size: number): boolean {
-    return offset < 0x80 ? size === 4 : size === 4 || size === 8;
-  }
-
-  private readRegister(offset: number): bigint | undefined {
+  /** The dword at `offset`, or -1 where no register answers. */
+  private readRegister(offset: number): number {
     switch (offset) {
       case EduReg.ID:
-        return BigInt(EDU_ID);
+        return EDU_ID;
       case EduReg.LIVENESS:
-        return BigInt(this.liveness);
+        return this.liveness;
       case EduReg.FACTORIAL:
-        return BigInt(this.factorial);
+        return this.factorial;
       case EduReg.STATUS:
-        return BigInt(this.status);
+        return this.status;
       case EduReg.INTERRUPT_STATUS:
-        return BigInt(this.interruptStatus);
+        return this.interruptStatus;
     }
-    if (offset >= EduReg.DMA_SOURCE && offset < EduReg.DMA_COMMAND + 8 && (offset & 3) === 0) {
-      const value = this.dmaRegister(offset & ~7);
-      return offset & 4 ? value >> 32n : value;
-    }
-    return undefined;
+    if (offset >= DMA_FIRST && offset < DMA_END && (offset & 3) === 0) return this.dma[(offset - DMA_FIRST) >> 2]!;
+    return -1;
   }
 
   private get dmaRunning(): boolean {
-    return (this.dmaCommand & BigInt(EduDmaCommand.START)) !== 0n;
+    return (this.dma[COMMAND]! & EduDmaCommand.START) !== 0;
   }
 
-  private dmaRegister(register: number): bigint {
-    switch (register) {
-      case EduReg.DMA_SOURCE:
-        return this.dmaSource;
-      case EduReg.DMA_DESTINATION:
-        return this.dmaDestination;
-      case EduReg.DMA_COUNT:
-        return this.dmaCount;
-      default:
-        return this.dmaCommand;
-    }
-  }
-
-  private setDmaRegister(register: number, value: bigint): void {
-    switch (register) {
-      case EduReg.DMA_SOURCE:
-        this.dmaSource = value;
-        return;
-      case EduReg.DMA_DESTINATION:
-        this.dmaDestination = value;
-        return;
-      case EduReg.DMA_COUNT:
-        this.dmaCount = value;
-        return;
-      default:
-        this.dmaCommand = value;
-    }
-  }
-
-  /** Buffer offset of [deviceAddress, deviceAddress + count) or -1 if it is not inside the buffer. */
-  private bufferOffset(deviceAddress: bigint, count: bigint): number {
-    const start = deviceAddress - BigInt(EDU_BUFFER_ADDRESS);
-    if (start < 0n || count > BigInt(EDU_BUFFER_SIZE) || start + count > BigInt(EDU_BUFFER_SIZE)) return -1;
-    return Number(start);
+  /** Buffer offset of `count` bytes at the device address in `dma[register]` (two halves), or -1 if they are not inside the buffer. */
+  private bufferOffset(register: number): number {
+    const dma = this.dma;
+    if (dma[register + 1] !== 0 || dma[COUNT + 1] !== 0) return -1;
+    const start = dma[register]! - EDU_BUFFER_ADDRESS;
+    const count = dma[COUNT]!;
+    if (start < 0 || count > EDU_BUFFER_SIZE || start + count > EDU_BUFFER_SIZE) return -1;
+    return start;
   }
 
   private runDma(): void {
     if (!this.dmaRunning) return;
-    const count = this.dmaCount;
-    const toRam = (this.dmaCommand & BigInt(EduDmaCommand.TO_RAM)) !== 0n;
-    const offset = this.bufferOffset(toRam ? this.dmaSource : this.dmaDestination, count);
+    const dma = this.dma;
+    const count = dma[COUNT]!;
+    const toRam = (dma[COMMAND]! & EduDmaCommand.TO_RAM) !== 0;
+    const offset = this.bufferOffset(toRam ? SOURCE : DESTINATION);
     if (offset < 0) {
       this.stats.rangeErrors++;
-    } else if (count > 0n) {
-      const window = this.buffer.subarray(offset, offset + Number(count));
-      const result = toRam ? this.port.dma.write(this.dmaDestination & this.dmaMask, window) : this.port.dma.read(this.dmaSource & this.dmaMask, window);
+    } else if (count > 0) {
+      const ram = toRam ? DESTINATION : SOURCE;
+      const address = busAddress(dma[ram]! & this.dmaMaskLow, dma[ram + 1]! & this.dmaMaskHigh);
+      const window = this.buffer.subarray(offset, offset + count);
+      const result = toRam ? this.port.dma.write(address, window) : this.port.dma.read(address, window);
       this.stats.lastDmaResult = result;
       if (result.ok) this.stats.dmaTransfers++;
       else this.stats.dmaFailures++;
     }
-    this.dmaCommand &= ~BigInt(EduDmaCommand.START);
-    if ((this.dmaCommand & BigInt(EduDmaCommand.IRQ)) !== 0n) this.raiseInterrupt(EduInterrupt.DMA);
+    dma[COMMAND] = dma[COMMAND]! & ~EduDmaCommand.START;
+    if ((dma[COMMAND]! & EduDmaCommand.IRQ) !== 0) this.raiseInterrupt(EduInterrupt.DMA);
   }
 
   private startFactorial(n: number): void {

@@ -103,11 +103,13 @@ describe("PCI config space", () => {
 
   it("decodes the MSI enable bit, 64-bit address and data as written", () => {
     const config = eduConfig();
+    expect(config.msiEnabled).toBe(false);
     config.write(0x44, 4, 0xfee0_1003);
     config.write(0x48, 4, 0x1);
     config.write(0x4c, 2, 0x4041);
     config.write(0x42, 2, 0xffff);
     expect(config.msi).toEqual({ enabled: true, address: 0x1_fee0_1000n, data: 0x4041 });
+    expect(config.msiEnabled).toBe(true);
     expect(config.read32(0x40) >>> 16).toBe(0x00f1); // 64-bit, MME writable, enabled; MMC stays 0
   });
 

@@ -238,6 +238,12 @@ export class PciConfigSpace {
     this.view.setUint16(PciReg.STATUS, asserted ? status | PciStatus.INTERRUPT : status & ~PciStatus.INTERRUPT, true);
   }
 
+  /** The MSI capability's enable bit (no allocation: asked at each interrupt). */
+  get msiEnabled(): boolean {
+    const cap = this.identity.msiCapability;
+    return cap !== undefined && (this.view.getUint16(cap + MsiCap.CONTROL, true) & MsiControl.ENABLE) !== 0;
+  }
+
   /** The MSI capability's enable bit, address and data as the guest last wrote them. */
   get msi(): MsiState {
     const cap = this.identity.msiCapability;

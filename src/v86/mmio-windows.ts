@@ -10,7 +10,8 @@
  * Windows in guest RAM (below v86's memory size) are not placed: v86 never asks MMIO there. Nor
  * are windows over the platform's fixed ranges (IO-APIC, VT-d unit, local APIC/MSI): as in a
  * chipset those decode first, so a BAR programmed over them stays undecoded rather than hiding
- * the guest's IOMMU or interrupt controllers.
+ * the guest's IOMMU or interrupt controllers. Accesses reach the region as numbers (no bigint per
+ * access).
  */
 import type { MmioRegion } from "../devices/bus.ts";
 import type { V86Cpu } from "./internals.ts";
@@ -128,20 +129,20 @@ export class MmioWindows {
       BLOCK_SIZE,
       (addr) => {
         const w = find(addr);
-        return w ? Number(w.region.readMmio((addr >>> 0) - w.address!, 1) & 0xffn) : saved.read8(addr);
+        return w ? w.region.readMmio((addr >>> 0) - w.address!, 1) & 0xff : saved.read8(addr);
       },
       (addr, value) => {
         const w = find(addr);
-        if (w) w.region.writeMmio((addr >>> 0) - w.address!, 1, BigInt(value & 0xff));
+        if (w) w.region.writeMmio((addr >>> 0) - w.address!, 1, value & 0xff);
         else saved.write8(addr, value);
       },
       (addr) => {
         const w = find(addr);
-        return w ? Number(w.region.readMmio((addr >>> 0) - w.address!, 4) & 0xffff_ffffn) | 0 : saved.read32(addr);
+        return w ? w.region.readMmio((addr >>> 0) - w.address!, 4) | 0 : saved.read32(addr);
       },
       (addr, value) => {
         const w = find(addr);
-        if (w) w.region.writeMmio((addr >>> 0) - w.address!, 4, BigInt(value >>> 0));
+        if (w) w.region.writeMmio((addr >>> 0) - w.address!, 4, value >>> 0);
         else saved.write32(addr, value);
       },
     );

@@ -7,17 +7,37 @@
  */
 import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "../vtd-device/dma-result.ts";
 import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
-import type { DmaHandle, MmioRegion, PciFunctionPort, PciInterrupts } from "../devices/bus.ts";
+import { MemoryAccess } from "../vtd-device/memory/memory-access.ts";
+import type { BusAddress, DmaHandle, MmioRegion, PciFunctionPort, PciInterrupts } from "../devices/bus.ts";
 import { buildConfigSpace, PciConfigSpace, type PciFunctionIdentity } from "../devices/pci-config.ts";
 import type { V86Cpu, V86Pci } from "./internals.ts";
 import { isInterruptAddress } from "./lapic-msi.ts";
 import { MmioWindow, MmioWindows } from "./mmio-windows.ts";
 import type { SafePoints } from "./safe-point.ts";
 
-/** What translates a function's DMA: the VT-d unit (VtdDevice has this shape). */
+/**
+ * What translates a function's DMA: the VT-d unit (VtdDevice has this shape). The IOVA is a
+ * number below 2^53 on the hot path, a bigint only at or above it (BusAddress).
+ */
 export interface DmaTranslator {
-  dmaRead(sid: number, iova: bigint, into: Uint8Array): DmaResult;
-  dmaWrite(sid: number, iova: bigint, data: Uint8Array): DmaResult;
+  dmaRead(sid: number, iova: BusAddress, into: Uint8Array): DmaResult;
+  dmaWrite(sid: number, iova: BusAddress, data: Uint8Array): DmaResult;
+}
+
+/**
+ * DMA without an IOMMU: the bus address is the guest-physical address. Numbers go through the
+ * unit's MemoryAccess (over `memory.direct` when there is one, allocation-free for small
+ * transfers, reporting writes through afterDirectWrite); a bigint address (at or above 2^53,
+ * never RAM) through GuestMemory's bigint interface. False outside RAM.
+ */
+export function untranslatedRead(memory: MemoryAccess, address: BusAddress, into: Uint8Array): boolean {
+  if (typeof address !== "number") return memory.memory.read(address, into);
+  return Number.isInteger(address) && memory.readInto(address, into, 0, into.length);
+}
+
+export function untranslatedWrite(memory: MemoryAccess, address: BusAddress, data: Uint8Array): boolean {
+  if (typeof address !== "number") return memory.memory.write(address, data);
+  return Number.isInteger(address) && memory.writeFrom(address, data, 0, data.length);
 }
 
 /** PIIX3 PIRQA-D routing (config 0x60-0x63) when no BIOS programmed it: SeaBIOS's choice for PIIX. */
@@ -46,16 +66,19 @@ export class V86PciBus {
   private readonly pci: V86Pci;
   private readonly functions = new Map<number, AttachedFunction>();
   private readonly windows: MmioWindows;
+  /** RAM as a function without an IOMMU reaches it. */
+  private readonly untranslated: MemoryAccess;
 
   constructor(
     cpu: V86Cpu,
     private readonly safePoints: SafePoints,
-    private readonly memory: GuestMemory,
+    memory: GuestMemory,
     private readonly translator: DmaTranslator | undefined,
     /** Delivers an MSI at a safe point (the platform's LAPIC injection). */
     private readonly deliverMsi: (address: bigint, data: number) => void,
   ) {
     this.pci = cpu.devices.pci;
+    this.untranslated = new MemoryAccess(memory);
     this.windows = new MmioWindows(cpu);
     this.routePirqsIfUnprogrammed();
     this.filterConfigWrites();
@@ -119,19 +142,19 @@ export class V86PciBus {
 
   private dmaHandle(bdf: number, config: PciConfigSpace): DmaHandle {
     const translator = this.translator;
-    const memory = this.memory;
+    const memory = this.untranslated;
     const abort = dmaFailure(DMA_ABORT);
     return {
       sourceId: bdf,
       read(iova, into) {
         if (!config.busMaster) return abort;
         if (translator) return translator.dmaRead(bdf, iova, into);
-        return memory.read(iova, into) ? DMA_OK : abort;
+        return untranslatedRead(memory, iova, into) ? DMA_OK : abort;
       },
       write(iova, data) {
         if (!config.busMaster) return abort;
         if (translator) return translator.dmaWrite(bdf, iova, data);
-        return memory.write(iova, data) ? DMA_OK : abort;
+        return untranslatedWrite(memory, iova, data) ? DMA_OK : abort;
       },
     };
   }
@@ -148,7 +171,7 @@ export class V86PciBus {
       else this.pci.lower_irq(bdf);
     };
     return {
-      msiEnabled: () => config.msi.enabled,
+      msiEnabled: () => config.msiEnabled,
       sendMsi: () => {
         const { address, data } = config.msi;
         if (!config.busMaster) return; // an MSI is a memory write: no bus mastering, no message

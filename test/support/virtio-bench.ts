@@ -37,6 +37,8 @@ export interface Buffer {
   phys: number;
   length: number;
   write?: boolean;
+  /** The address the descriptor carries instead of the bench's IOVA of `phys` (any 64-bit value). */
+  iova?: bigint;
 }
 
 export class VirtioBench {
@@ -136,7 +138,7 @@ export class TestRing {
       const index = (head + i) % this.size;
       const at = this.desc + 16 * index;
       const last = i === buffers.length - 1;
-      view.setBigUint64(at, BigInt(this.bench.iova(b.phys)), true);
+      view.setBigUint64(at, b.iova ?? BigInt(this.bench.iova(b.phys)), true);
       view.setUint32(at + 8, b.length, true);
       view.setUint16(at + 12, options.flags?.[i] ?? ((last ? 0 : 1) | (b.write ? 2 : 0)), true);
       view.setUint16(at + 14, options.next?.[i] ?? (head + i + 1) % this.size, true);
@@ -180,12 +182,25 @@ export class TestDriver {
     private readonly bench: VirtioBench,
   ) {}
 
-  read(offset: number, size: 1 | 2 | 4 | 8): number {
-    return Number(this.device.readMmio(offset, size));
+  read(offset: number, size: 1 | 2 | 4): number {
+    return this.device.readMmio(offset, size);
   }
 
+  /** A 64-bit read as v86 makes it: two dword reads, low first. */
+  read64(offset: number): bigint {
+    const low = this.read(offset, 4);
+    return (BigInt(this.read(offset + 4, 4)) << 32n) | BigInt(low);
+  }
+
+  /** A write of `size` bytes; 8 bytes go as v86 sends them: two dword writes, low first. */
   write(offset: number, size: 1 | 2 | 4 | 8, value: number | bigint): void {
-    this.device.writeMmio(offset, size, BigInt(value));
+    if (size === 8) {
+      const v = BigInt(value);
+      this.device.writeMmio(offset, 4, Number(v & 0xffff_ffffn));
+      this.device.writeMmio(offset + 4, 4, Number((v >> 32n) & 0xffff_ffffn));
+      return;
+    }
+    this.device.writeMmio(offset, size, typeof value === "number" ? value : Number(BigInt.asUintN(32, value)));
   }
 
   /** A 16-bit write as v86 delivers it: two byte writes, low first. */
@@ -236,9 +251,7 @@ export class TestDriver {
     this.write16AsBytes(Bar.COMMON + Common.Q_SELECT, index);
     this.write16AsBytes(Bar.COMMON + Common.Q_SIZE, ring.size);
     for (const [offset, phys] of [[Common.Q_DESC, ring.desc], [Common.Q_AVAIL, ring.avail], [Common.Q_USED, ring.used]] as const) {
-      const iova = BigInt(this.bench.iova(phys));
-      this.write(Bar.COMMON + offset, 4, iova & 0xffff_ffffn);
-      this.write(Bar.COMMON + offset + 4, 4, iova >> 32n);
+      this.write(Bar.COMMON + offset, 8, this.bench.iova(phys));
     }
     if (options.enable ?? true) this.write16AsBytes(Bar.COMMON + Common.Q_ENABLE, 1);
   }

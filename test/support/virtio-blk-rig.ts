@@ -62,8 +62,9 @@ export interface Request {
 /**
  * A request: header (readable), data buffers, status byte (writable). A data buffer that is not
  * `mapped` gets no IOMMU mapping; it, and one with `ownPage`, has pages no other buffer shares.
+ * `iova` puts that address in the buffer's descriptor instead of the bench's IOVA of its RAM.
  */
-export function request(r: Rig, type: number, sector: number, data: { length: number; write?: boolean; mapped?: boolean; ownPage?: boolean }[] = [], notify = true): Request {
+export function request(r: Rig, type: number, sector: number | bigint, data: { length: number; write?: boolean; mapped?: boolean; ownPage?: boolean; iova?: bigint }[] = [], notify = true): Request {
   const header = r.bench.alloc(16);
   const view = new DataView(r.bench.ram.buffer);
   view.setUint32(header, type, true);
@@ -76,7 +77,7 @@ export function request(r: Rig, type: number, sector: number, data: { length: nu
     if (own) r.bench.nextPage();
     const phys = r.bench.alloc(d.length, own ? 0x1000 : 512, mapped);
     if (own) r.bench.nextPage();
-    buffers.push({ phys, length: d.length, write: d.write ?? false });
+    buffers.push({ phys, length: d.length, write: d.write ?? false, ...(d.iova !== undefined ? { iova: d.iova } : {}) });
     return phys;
   });
   const status = r.bench.alloc(1, 1);

@@ -12,10 +12,9 @@
  */
 import type { DmaHandle } from "../bus.ts";
 import { RegisterFields, type RegisterField } from "./register-fields.ts";
-import { SplitVirtqueue } from "./split-virtqueue.ts";
-import { CommonCfg, DeviceStatus, Feature, featureBit, VIRTIO_MSI_NO_VECTOR } from "./virtio-spec.ts";
+import { QueueArea, SplitVirtqueue } from "./split-virtqueue.ts";
+import { CommonCfg, DeviceStatus, Feature, VIRTIO_MSI_NO_VECTOR } from "./virtio-spec.ts";
 
-const LOW32 = 0xffff_ffffn;
 const DRIVER_STATUS_BITS = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.DRIVER_OK | DeviceStatus.FEATURES_OK | DeviceStatus.FAILED;
 
 export interface CommonConfigEvents {
@@ -33,8 +32,10 @@ export class CommonConfig {
   readonly queues: SplitVirtqueue[];
   readonly registers: RegisterFields;
   status = 0;
-  driverFeatures = 0n;
   configGeneration = 0;
+  /** Feature bits as two dwords each (bits 31:0, 63:32): the feature registers read and write numbers. */
+  private readonly deviceWords = new Uint32Array(2);
+  private readonly driverWords = new Uint32Array(2);
   private deviceFeatureSelect = 0;
   private driverFeatureSelect = 0;
   private queueSelect = 0;
@@ -48,6 +49,13 @@ export class CommonConfig {
   ) {
     this.queues = Array.from({ length: queueCount }, (_, i) => new SplitVirtqueue(i, queueMaxSize, dma));
     this.registers = new RegisterFields(this.fields(), CommonCfg.SIZE);
+    this.deviceWords[0] = Number(BigInt.asUintN(32, deviceFeatures));
+    this.deviceWords[1] = Number(BigInt.asUintN(32, deviceFeatures >> 32n));
+  }
+
+  /** The features the driver accepted so far. */
+  get driverFeatures(): bigint {
+    return (BigInt(this.driverWords[1]!) << 32n) | BigInt(this.driverWords[0]!);
   }
 
   /** The features both sides agreed on (valid once FEATURES_OK is set). */
@@ -58,7 +66,7 @@ export class CommonConfig {
   /** Virtio 1.2 §2.4: back to the state at power-on. */
   reset(): void {
     this.status = 0;
-    this.driverFeatures = 0n;
+    this.driverWords.fill(0);
     this.deviceFeatureSelect = this.driverFeatureSelect = this.queueSelect = 0;
     for (const queue of this.queues) queue.reset();
   }
@@ -88,16 +96,19 @@ export class CommonConfig {
 
   /** Why the driver's features cannot be accepted, or undefined when they can. */
   private featureRefusal(): string | undefined {
-    const unknown = this.driverFeatures & ~this.deviceFeatures;
-    if (unknown !== 0n) return `driver accepted features not offered: 0x${unknown.toString(16)}`;
-    if ((this.driverFeatures & featureBit(Feature.VERSION_1)) === 0n) return "driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)";
+    const driver = this.driverWords;
+    const device = this.deviceWords;
+    if ((driver[0]! & ~device[0]!) !== 0 || (driver[1]! & ~device[1]!) !== 0) {
+      return `driver accepted features not offered: 0x${(this.driverFeatures & ~this.deviceFeatures).toString(16)}`;
+    }
+    const version1 = Feature.VERSION_1;
+    if (((driver[version1 >> 5]! >>> (version1 & 31)) & 1) === 0) return "driver did not accept VIRTIO_F_VERSION_1 (legacy drivers are not supported)";
     return undefined;
   }
 
   private writeDriverFeature(value: number): void {
     if (this.status & DeviceStatus.FEATURES_OK || this.driverFeatureSelect > 1) return; // §3.1.1: negotiation is over
-    const shift = BigInt(32 * this.driverFeatureSelect);
-    this.driverFeatures = (this.driverFeatures & ~(LOW32 << shift)) | (BigInt(value >>> 0) << shift);
+    this.driverWords[this.driverFeatureSelect] = value;
   }
 
   private writeQueueEnable(value: number): void {
@@ -108,32 +119,27 @@ export class CommonConfig {
     else queue.enabled = true;
   }
 
-  /** queue_desc/driver/device as two dwords; writable only while the queue is disabled. */
-  private queueAddressFields(offset: number, area: "descTable" | "driverArea" | "deviceArea"): RegisterField[] {
+  /** queue_desc/driver/device as two dwords (numbers); writable only while the queue is disabled. */
+  private queueAddressFields(offset: number, area: QueueArea): RegisterField[] {
     const half = (high: boolean): RegisterField => ({
       offset: offset + (high ? 4 : 0),
       width: 4,
-      read: () => {
-        const queue = this.selectedQueue;
-        return queue ? Number((high ? queue[area] >> 32n : queue[area]) & LOW32) : 0;
-      },
+      read: () => this.selectedQueue?.areaHalf(area, high) ?? 0,
       write: (value) => {
         const queue = this.selectedQueue;
-        if (!queue || queue.enabled) return;
-        const v = BigInt(value >>> 0);
-        queue[area] = high ? (queue[area] & LOW32) | (v << 32n) : (queue[area] & ~LOW32) | v;
+        if (queue && !queue.enabled) queue.setAreaHalf(area, high, value);
       },
     });
     return [half(false), half(true)];
   }
 
   private fields(): RegisterField[] {
-    const word = (features: bigint, select: number) => (select > 1 ? 0 : Number((features >> BigInt(32 * select)) & LOW32));
+    const word = (features: Uint32Array, select: number) => (select > 1 ? 0 : features[select]!);
     return [
       { offset: CommonCfg.DEVICE_FEATURE_SELECT, width: 4, read: () => this.deviceFeatureSelect, write: (v) => (this.deviceFeatureSelect = v) },
-      { offset: CommonCfg.DEVICE_FEATURE, width: 4, read: () => word(this.deviceFeatures, this.deviceFeatureSelect) },
+      { offset: CommonCfg.DEVICE_FEATURE, width: 4, read: () => word(this.deviceWords, this.deviceFeatureSelect) },
       { offset: CommonCfg.DRIVER_FEATURE_SELECT, width: 4, read: () => this.driverFeatureSelect, write: (v) => (this.driverFeatureSelect = v) },
-      { offset: CommonCfg.DRIVER_FEATURE, width: 4, read: () => word(this.driverFeatures, this.driverFeatureSelect), write: (v) => this.writeDriverFeature(v) },
+      { offset: CommonCfg.DRIVER_FEATURE, width: 4, read: () => word(this.driverWords, this.driverFeatureSelect), write: (v) => this.writeDriverFeature(v) },
       { offset: CommonCfg.CONFIG_MSIX_VECTOR, width: 2, read: () => VIRTIO_MSI_NO_VECTOR, write: () => {} },
       { offset: CommonCfg.NUM_QUEUES, width: 2, read: () => this.queues.length },
       { offset: CommonCfg.DEVICE_STATUS, width: 1, read: () => this.status, write: (v) => this.writeStatus(v) },
@@ -151,9 +157,9 @@ export class CommonConfig {
       { offset: CommonCfg.QUEUE_MSIX_VECTOR, width: 2, read: () => VIRTIO_MSI_NO_VECTOR, write: () => {} },
       { offset: CommonCfg.QUEUE_ENABLE, width: 2, read: () => (this.selectedQueue?.enabled ? 1 : 0), write: (v) => this.writeQueueEnable(v) },
       { offset: CommonCfg.QUEUE_NOTIFY_OFF, width: 2, read: () => (this.selectedQueue ? this.queueSelect : 0) },
-      ...this.queueAddressFields(CommonCfg.QUEUE_DESC, "descTable"),
-      ...this.queueAddressFields(CommonCfg.QUEUE_DRIVER, "driverArea"),
-      ...this.queueAddressFields(CommonCfg.QUEUE_DEVICE, "deviceArea"),
+      ...this.queueAddressFields(CommonCfg.QUEUE_DESC, QueueArea.DESCRIPTORS),
+      ...this.queueAddressFields(CommonCfg.QUEUE_DRIVER, QueueArea.DRIVER),
+      ...this.queueAddressFields(CommonCfg.QUEUE_DEVICE, QueueArea.DEVICE),
     ];
   }
 }

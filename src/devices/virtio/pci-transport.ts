@@ -13,13 +13,11 @@
  * fault the device model answers itself (a request's data buffer: VIRTIO_BLK_S_IOERR) is only
  * counted.
  */
-import type { MmioRegion, PciFunctionPort } from "../bus.ts";
+import { mmioAllOnes, type MmioRegion, type PciFunctionPort } from "../bus.ts";
 import { CommonConfig } from "./common-config.ts";
 import { ISR_LENGTH, NOTIFY_OFF_MULTIPLIER, VirtioBar } from "./pci-layout.ts";
 import type { QueueFailure, SplitVirtqueue } from "./split-virtqueue.ts";
 import { CommonCfg, DeviceStatus, IsrStatus } from "./virtio-spec.ts";
-
-const ALL_ONES = 0xffff_ffff_ffff_ffffn;
 
 /** What the transport needs from a device type (block, ...). */
 export interface VirtioDeviceModel {
@@ -140,16 +138,16 @@ export class VirtioPciTransport implements MmioRegion {
     this.queueFailed(queue);
   }
 
-  readMmio(offset: number, size: 1 | 2 | 4 | 8): bigint {
+  readMmio(offset: number, size: 1 | 2 | 4): number {
     if (offset >= VirtioBar.COMMON && offset < VirtioBar.COMMON + CommonCfg.SIZE) return this.common.registers.read(offset - VirtioBar.COMMON, size);
     if (offset >= VirtioBar.ISR && offset < VirtioBar.ISR + ISR_LENGTH) return this.readIsr(offset - VirtioBar.ISR);
     const config = this.model?.config;
     if (config && offset >= VirtioBar.DEVICE && offset < VirtioBar.DEVICE + config.length) return this.readConfig(config, offset - VirtioBar.DEVICE, size);
-    if (offset >= VirtioBar.NOTIFY && offset < VirtioBar.NOTIFY + this.common.queues.length * NOTIFY_OFF_MULTIPLIER) return 0n;
-    return ALL_ONES >> BigInt(64 - 8 * size);
+    if (offset >= VirtioBar.NOTIFY && offset < VirtioBar.NOTIFY + this.common.queues.length * NOTIFY_OFF_MULTIPLIER) return 0;
+    return mmioAllOnes(size);
   }
 
-  writeMmio(offset: number, size: 1 | 2 | 4 | 8, value: bigint): void {
+  writeMmio(offset: number, size: 1 | 2 | 4, value: number): void {
     if (offset >= VirtioBar.COMMON && offset < VirtioBar.COMMON + CommonCfg.SIZE) {
       this.common.registers.write(offset - VirtioBar.COMMON, size, value);
       return;
@@ -177,19 +175,20 @@ export class VirtioPciTransport implements MmioRegion {
   }
 
   /** §4.1.4.5.1: reading the ISR status clears it (and so the interrupt). */
-  private readIsr(offset: number): bigint {
-    if (offset !== 0) return 0n; // the upper bytes are reserved; the read of byte 0 clears
+  private readIsr(offset: number): number {
+    if (offset !== 0) return 0; // the upper bytes are reserved; the read of byte 0 clears
     const value = this.isr;
     this.isr = 0;
     if (value !== 0) this.stats.isrReads++;
     this.deassertIntx();
-    return BigInt(value);
+    return value;
   }
 
-  private readConfig(config: Uint8Array, offset: number, size: number): bigint {
-    let value = 0n;
-    for (let i = size - 1; i >= 0; i--) value = (value << 8n) | BigInt(offset + i < config.length ? config[offset + i]! : 0xff);
-    return value;
+  /** Little-endian bytes of the device configuration (past its end: 0xff). */
+  private readConfig(config: Uint8Array, offset: number, size: number): number {
+    let value = 0;
+    for (let i = 0; i < size; i++) value |= (offset + i < config.length ? config[offset + i]! : 0xff) << (8 * i);
+    return value >>> 0;
   }
 
   private interrupt(bits: number): void {

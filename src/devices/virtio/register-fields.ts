@@ -1,8 +1,9 @@
 /**
- * A register structure as a table of little-endian fields, accessed with any size at any offset:
- * v86 splits 16-bit MMIO into two byte accesses and 64-bit ones into two dwords, so a field may
- * be written a byte at a time. A write merges its bytes into the field's current value and hands
- * the field the merged value (once per field touched); bytes no field covers read as `gap`.
+ * A register structure as a table of little-endian fields, accessed with 1, 2 or 4 bytes at any
+ * offset, with numbers: v86 splits 16-bit MMIO into two byte accesses and 64-bit ones into two
+ * dwords, so a field may be written a byte at a time. A write merges its bytes into the field's
+ * current value and hands the field the merged value (once per field touched); bytes no field
+ * covers read as `gap`.
  */
 export interface RegisterField {
   readonly offset: number;
@@ -29,18 +30,15 @@ export class RegisterFields {
     });
   }
 
-  read(offset: number, size: number): bigint {
-    let low = 0;
-    let high = 0;
-    for (let i = 0; i < size; i++) {
-      const byte = this.byteAt(offset + i);
-      if (i < 4) low |= byte << (8 * i);
-      else high |= byte << (8 * (i - 4));
-    }
-    return size > 4 ? (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0) : BigInt(low >>> 0);
+  /** The `size` (at most 4) bytes at `offset`, little-endian, as an unsigned number. */
+  read(offset: number, size: number): number {
+    let value = 0;
+    for (let i = 0; i < size; i++) value |= this.byteAt(offset + i) << (8 * i);
+    return value >>> 0;
   }
 
-  write(offset: number, size: number, value: bigint): void {
+  /** Writes the low `size` (at most 4) bytes of `value` at `offset`. */
+  write(offset: number, size: number, value: number): void {
     let i = 0;
     while (i < size) {
       const at = offset + i;
@@ -53,7 +51,7 @@ export class RegisterFields {
       let merged = field.read();
       while (i < size && offset + i < this.size && this.fieldAt[offset + i] === index) {
         const shift = 8 * (offset + i - field.offset);
-        const byte = Number((value >> BigInt(8 * i)) & 0xffn);
+        const byte = (value >>> (8 * i)) & 0xff;
         merged = ((merged & ~(0xff << shift)) | (byte << shift)) >>> 0;
         i++;
       }

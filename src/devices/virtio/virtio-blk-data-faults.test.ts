@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { getField } from "../../spec/field.ts";
 import { FaultReason } from "../../spec/fault-reasons.ts";
-import { FRCD_OFFSET, FrcdHi, FrcdLo, Fsts, Reg } from "../../spec/registers.ts";
+import { Cap, FRCD_OFFSET, FrcdHi, FrcdLo, Fsts, Reg } from "../../spec/registers.ts";
 import { S } from "../../../test/support/virtio-bench.ts";
 import { pattern, request, rig, same, SID, ST, T, unmapIova, type Rig } from "../../../test/support/virtio-blk-rig.ts";
 
@@ -115,6 +115,46 @@ describe("virtio-blk: a DMA fault on a data buffer fails that request alone", ()
     expect([first.status(), id.status(), flush.status()]).toEqual([ST.OK, ST.IOERR, ST.OK]);
     expect(r.ring.usedIdx).toBe(3);
     expect(r.blk.stats).toMatchObject({ requests: 3, getIds: 1, flushes: 1, dataFaults: 1, ioErrors: 1, interrupts: 1 });
+  });
+
+  it("a data buffer at 0xFFFF_FFFF_FFFF_F000 (above 2^53): IOERR, and the unit's fault record holds that exact page", () => {
+    const r = rig();
+    const unit = r.bench.m.device;
+    const high = 0xffff_ffff_ffff_f000n;
+    const req = request(r, T.IN, 4, [{ length: 512, write: true, iova: high }]);
+    r.bench.run();
+    expect(req.status()).toBe(ST.IOERR);
+    expect(r.bench.ram.subarray(req.dataPhys[0]!, req.dataPhys[0]! + 512).every((b) => b === 0)).toBe(true); // nothing moved
+    expect(r.ring.usedElem(0)).toEqual({ id: req.head, len: 1 });
+    expect(r.driver.status & S.NEEDS_RESET).toBe(0);
+    expect(r.blk.stats).toMatchObject({ dataFaults: 1, deviceErrors: 0, lastDataFault: { address: high, what: expect.stringMatching(/write to buffer 1/) } });
+    // FRCD0 where the unit's CAP.FRO puts it; its low qword's FI is the page, to the bit (a number would round it to 2^64).
+    expect(Number(getField(unit.readRegister(Reg.CAP, 8), Cap.FRO)) * 16).toBe(FRCD_OFFSET);
+    expect(unit.readRegister(FRCD_OFFSET, 8) & FrcdLo.FI).toBe(high);
+    expect(faultRecord(r)).toMatchObject({ fault: true, page: high, sid: SID, read: false });
+
+
+    // An address a double cannot hold (it would round up into the next page): still exact.
+    unit.writeRegister(FRCD_OFFSET + 8, 8, 1n << 63n); // the driver's fault handler clears F
+    const odd = request(r, T.IN, 4, [{ length: 512, write: true, iova: 0xffff_ffff_ffff_efffn }]);
+    r.bench.run();
+    expect(odd.status()).toBe(ST.IOERR);
+    expect(r.blk.stats.lastDataFault).toMatchObject({ address: 0xffff_ffff_ffff_efffn });
+    expect(faultRecord(r)).toMatchObject({ fault: true, page: 0xffff_ffff_ffff_e000n, sid: SID, read: false });
+
+    // Data and status byte in one writable descriptor up there: the status byte is at the
+    // descriptor's address + 512, exact too; with no way to answer, the device needs a reset.
+    const both = request(r, T.IN, 4, [], false);
+    const view = new DataView(r.bench.ram.buffer);
+    const slot = r.ring.desc + 16 * ((both.head + 1) % r.ring.size); // the status descriptor: data and status from here
+    view.setBigUint64(slot, high, true);
+    view.setUint32(slot + 8, 512 + 1, true);
+    r.driver.notify(0);
+    r.bench.run();
+    expect(both.status()).toBe(0xee);
+    expect(r.driver.status & S.NEEDS_RESET).toBe(S.NEEDS_RESET);
+    expect(r.blk.transport.stats.lastQueueFailure).toMatchObject({ kind: "dma", address: high + 512n, what: expect.stringMatching(/write to buffer 1/) });
+    expect(r.blk.stats).toMatchObject({ dataFaults: 3, deviceErrors: 1 });
   });
 
   it("records each fault as the unit does: the second after the driver cleared the first record", () => {

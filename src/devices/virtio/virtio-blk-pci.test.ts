@@ -98,13 +98,15 @@ describe("virtio-blk: feature negotiation and status", () => {
     r.driver.write(Bar.COMMON + Common.Q_SIZE, 2, 8);
     expect(c(Common.Q_SIZE, 2)).toBe(0);
     expect(r.driver.read(Bar.COMMON + 0x38, 4)).toBe(0xffff_ffff); // past the structure
-    const d = (offset: number, size: 4 | 8) => r.blk.readMmio(Bar.DEVICE + offset, size);
-    expect(d(0, 8)).toBe(BigInt(SECTORS)); // capacity
-    expect(d(4, 4)).toBe(0n);
-    expect(d(0x0c, 4)).toBe(126n); // seg_max
-    expect(d(0x14, 4)).toBe(512n); // blk_size
-    r.blk.writeMmio(Bar.DEVICE, 4, 0n); // read-only
-    expect(d(0, 8)).toBe(BigInt(SECTORS));
+    const d = (offset: number) => r.blk.readMmio(Bar.DEVICE + offset, 4);
+    expect(r.driver.read64(Bar.DEVICE)).toBe(BigInt(SECTORS)); // capacity
+    expect(d(4)).toBe(0);
+    expect(d(0x0c)).toBe(126); // seg_max
+    expect(d(0x14)).toBe(512); // blk_size
+    expect(r.blk.readMmio(Bar.DEVICE + 0x14, 2)).toBe(512);
+    expect(r.blk.readMmio(Bar.DEVICE + 0x15, 1)).toBe(2);
+    r.blk.writeMmio(Bar.DEVICE, 4, 0); // read-only
+    expect(r.driver.read64(Bar.DEVICE)).toBe(BigInt(SECTORS));
   });
 
   it("takes 16-bit fields a byte at a time and 64-bit addresses as two dwords", () => {
@@ -112,9 +114,14 @@ describe("virtio-blk: feature negotiation and status", () => {
     expect(r.driver.read(Bar.COMMON + Common.Q_SIZE, 2)).toBe(0x40);
     r.driver.write(Bar.COMMON + Common.Q_DESC, 4, 0x1234_5670);
     r.driver.write(Bar.COMMON + Common.Q_DESC + 4, 4, 0x9);
-    expect(r.blk.readMmio(Bar.COMMON + Common.Q_DESC, 8)).toBe(0x9_1234_5670n);
+    expect(r.driver.read64(Bar.COMMON + Common.Q_DESC)).toBe(0x9_1234_5670n);
+    expect(r.blk.transport.common.queues[0]!.descTable).toBe(0x9_1234_5670);
     r.driver.write(Bar.COMMON + Common.Q_AVAIL, 8, 0xa_0000_1000n);
-    expect(r.blk.transport.common.queues[0]!.driverArea).toBe(0xa_0000_1000n);
+    expect(r.blk.transport.common.queues[0]!.driverArea).toBe(0xa_0000_1000);
+    // From 2^53 on, the queue keeps the exact address as a bigint.
+    r.driver.write(Bar.COMMON + Common.Q_USED, 8, 0xffff_ffff_ffff_f000n);
+    expect(r.blk.transport.common.queues[0]!.deviceArea).toBe(0xffff_ffff_ffff_f000n);
+    expect(r.driver.read64(Bar.COMMON + Common.Q_USED)).toBe(0xffff_ffff_ffff_f000n);
   });
 
   it("resets everything when 0 is written to device_status", () => {
@@ -129,7 +136,7 @@ describe("virtio-blk: feature negotiation and status", () => {
     expect(r.driver.readIsr()).toBe(0);
     expect(r.driver.read(Bar.COMMON + Common.Q_ENABLE, 2)).toBe(0);
     expect(r.driver.read(Bar.COMMON + Common.Q_SIZE, 2)).toBe(128);
-    expect(r.blk.readMmio(Bar.COMMON + Common.Q_DESC, 8)).toBe(0n);
+    expect(r.driver.read64(Bar.COMMON + Common.Q_DESC)).toBe(0n);
     expect(r.blk.transport.negotiatedFeatures).toBe(0n);
     expect(r.blk.stats.resets).toBe(2); // negotiate() starts with one
   });

@@ -75,10 +75,15 @@ describe("virtio-blk: requests through the IOMMU", () => {
     r.bench.ram.fill(0x5a, past.dataPhys[0]!, past.dataPhys[0]! + 1024);
     r.bench.run();
     expect([past.status(), partial.status(), huge.status()]).toEqual([ST.IOERR, ST.IOERR, ST.IOERR]);
+    // The sector's high dword: 1 (2^32, a number), 2^21 (2^53) and all ones (2^64 - 1, which a
+    // double would round to 2^64).
+    const high = [2n ** 32n, 2n ** 53n, 2n ** 64n - 1n].map((sector) => request(r, T.OUT, sector, [{ length: 512 }]));
+    r.bench.run();
+    expect(high.map((q) => q.status())).toEqual([ST.IOERR, ST.IOERR, ST.IOERR]);
     expect(r.bench.ram.subarray(past.dataPhys[0]!, past.dataPhys[0]! + 1024).every((b) => b === 0x5a)).toBe(true);
     same(r.disk, before);
     expect(r.ring.usedElem(0).len).toBe(1);
-    expect(r.blk.stats).toMatchObject({ ioErrors: 3, bytesRead: 0, bytesWritten: 0 });
+    expect(r.blk.stats).toMatchObject({ ioErrors: 6, bytesRead: 0, bytesWritten: 0 });
     expect(r.driver.status & S.NEEDS_RESET).toBe(0);
   });
 

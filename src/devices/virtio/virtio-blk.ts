@@ -20,11 +20,12 @@
  * written), as with a failed transfer on a real disk. A fault on the rings, a descriptor, the
  * header or the status byte leaves the device no way to answer: DEVICE_NEEDS_RESET.
  */
-import type { MmioRegion, PciFunctionPort } from "../bus.ts";
+import { busAddressPlus, type MmioRegion, type PciFunctionPort } from "../bus.ts";
 import type { PciFunctionIdentity } from "../pci-config.ts";
+import { TWO_POW_32 } from "../../spec/numbers.ts";
 import { virtioPciIdentity } from "./pci-layout.ts";
 import { VirtioPciTransport, type VirtioTransportStats } from "./pci-transport.ts";
-import { DescriptorChain, type QueueFailure, type SplitVirtqueue } from "./split-virtqueue.ts";
+import { DescriptorChain, dmaFailureOf, type QueueFailure, type SplitVirtqueue } from "./split-virtqueue.ts";
 import {
   BLK_ID_BYTES,
   BLK_SECTOR_SIZE,
@@ -50,7 +51,10 @@ export function virtioBlkPciIdentity(bar0Address: number): PciFunctionIdentity {
   return virtioPciIdentity({ deviceType: VirtioDeviceType.BLOCK, classCode: MASS_STORAGE_OTHER, deviceConfigLength: BlkConfig.SIZE, queueCount: 1 }, bar0Address);
 }
 
-/** One request as the device is about to serve it: its chain and header were read, no data has moved. */
+/**
+ * One request as the device is about to serve it: its chain and header were read, no data has
+ * moved. Built only for a hook (bigints here are the test-facing edge, not the request path).
+ */
 export interface VirtioBlkRequest {
   /** The chain's head descriptor index (the id the used element will carry). */
   head: number;
@@ -175,11 +179,11 @@ export class VirtioBlkDevice implements MmioRegion {
     return { ...transport, ...this.counters };
   }
 
-  readMmio(offset: number, size: 1 | 2 | 4 | 8): bigint {
+  readMmio(offset: number, size: 1 | 2 | 4): number {
     return this.transport.readMmio(offset, size);
   }
 
-  writeMmio(offset: number, size: 1 | 2 | 4 | 8, value: bigint): void {
+  writeMmio(offset: number, size: 1 | 2 | 4, value: number): void {
     this.transport.writeMmio(offset, size, value);
   }
 
@@ -220,24 +224,27 @@ export class VirtioBlkDevice implements MmioRegion {
     if (!layout.ordered || layout.readableBytes < BlkReqHeader.SIZE) return this.finish(chain, BlkStatus.IOERR, 0);
     if (!this.transfer(chain, 0, 0, this.header, false)) return this.stop();
     const type = this.headerView.getUint32(BlkReqHeader.TYPE, true);
-    const sector = this.headerView.getBigUint64(BlkReqHeader.SECTOR, true);
+    // The 64-bit sector as two dwords: no bigint on the request path.
+    const sectorLow = this.headerView.getUint32(BlkReqHeader.SECTOR, true);
+    const sectorHigh = this.headerView.getUint32(BlkReqHeader.SECTOR + 4, true);
     const hook = this.beforeRequest;
-    if (!hook) return this.dispatch(chain, type, sector);
+    if (!hook) return this.dispatch(chain, type, sectorLow, sectorHigh);
+    const sector = (BigInt(sectorHigh) << 32n) | BigInt(sectorLow);
     const after = hook({ head: chain.head, type, sector, buffers: this.buffersOf(chain) });
     try {
-      return this.dispatch(chain, type, sector);
+      return this.dispatch(chain, type, sectorLow, sectorHigh);
     } finally {
       if (typeof after === "function") after();
     }
   }
 
-  private dispatch(chain: DescriptorChain, type: number, sector: bigint): number {
+  private dispatch(chain: DescriptorChain, type: number, sectorLow: number, sectorHigh: number): number {
     const layout = this.layout;
     const dataIn = layout.writableBytes - 1; // the last writable byte is the status
     switch (type) {
       case BlkReqType.IN: {
         this.counters.reads++;
-        const start = this.diskRange(sector, dataIn);
+        const start = this.diskRange(sectorLow, sectorHigh, dataIn);
         if (start < 0) return this.finish(chain, BlkStatus.IOERR, 0);
         if (!this.transfer(chain, layout.firstWritable, 0, this.disk.subarray(start, start + dataIn), true)) return this.dataFault(chain);
         this.counters.bytesRead += dataIn;
@@ -246,7 +253,7 @@ export class VirtioBlkDevice implements MmioRegion {
       case BlkReqType.OUT: {
         this.counters.writes++;
         const length = layout.readableBytes - BlkReqHeader.SIZE;
-        const start = this.diskRange(sector, length);
+        const start = this.diskRange(sectorLow, sectorHigh, length);
         if (start < 0 || this.readOnly) return this.finish(chain, BlkStatus.IOERR, 0);
         if (!this.transfer(chain, 0, BlkReqHeader.SIZE, this.disk.subarray(start, start + length), false)) return this.dataFault(chain);
         this.counters.bytesWritten += length;
@@ -283,17 +290,21 @@ export class VirtioBlkDevice implements MmioRegion {
   /** The chain as the hook sees it (allocates; only with a hook). */
   private buffersOf(chain: DescriptorChain): VirtioBlkRequest["buffers"] {
     const buffers: VirtioBlkRequest["buffers"] = [];
-    for (let i = 0; i < chain.count; i++) buffers.push({ address: chain.addresses[i]!, length: chain.lengths[i]!, writable: chain.writable[i] === 1 });
+    for (let i = 0; i < chain.count; i++) buffers.push({ address: BigInt(chain.address(i)), length: chain.lengths[i]!, writable: chain.writable[i] === 1 });
     return buffers;
   }
 
-  /** Byte offset of `length` bytes at `sector`, or -1 when not whole sectors or past the end. */
-  private diskRange(sector: bigint, length: number): number {
-    if (length % BLK_SECTOR_SIZE !== 0) return -1;
-    const capacity = BigInt(this.disk.length / BLK_SECTOR_SIZE);
-    const sectors = BigInt(length / BLK_SECTOR_SIZE);
-    if (sector > capacity || sectors > capacity - sector) return -1;
-    return Number(sector) * BLK_SECTOR_SIZE;
+  /**
+   * Byte offset of `length` bytes at the sector whose dwords are given, or -1 when not whole
+   * sectors or past the end. Numbers: the capacity is far below 2^53 sectors, so a sector with
+   * a high dword of 2^21 or more is past the end, and below that it is exact.
+   */
+  private diskRange(sectorLow: number, sectorHigh: number, length: number): number {
+    if (length % BLK_SECTOR_SIZE !== 0 || sectorHigh >= 0x20_0000) return -1;
+    const capacity = this.disk.length / BLK_SECTOR_SIZE;
+    const sector = sectorHigh * TWO_POW_32 + sectorLow;
+    if (sector > capacity || length / BLK_SECTOR_SIZE > capacity - sector) return -1;
+    return sector * BLK_SECTOR_SIZE;
   }
 
   /** Writes the status byte (the chain's last writable byte); returns the bytes written, -1 when that DMA faulted (DEVICE_NEEDS_RESET). */
@@ -340,12 +351,11 @@ export class VirtioBlkDevice implements MmioRegion {
         continue;
       }
       const n = Math.min(length - skip, bytes.length - done);
-      const address = chain.addresses[i]! + BigInt(skip);
+      const address = busAddressPlus(chain.address(i), skip);
       const piece = bytes.subarray(done, done + n);
       const result = toGuest ? dma.write(address, piece) : dma.read(address, piece);
       if (!result.ok) {
-        const what = `request from head ${chain.head}: ${toGuest ? "write to" : "read of"} buffer ${i}`;
-        this.transferFailure = { kind: "dma", what, address, result };
+        this.transferFailure = dmaFailureOf(`request from head ${chain.head}: ${toGuest ? "write to" : "read of"} buffer ${i}`, address, result);
         return false;
       }
       done += n;
