@@ -48,6 +48,13 @@ class SizeClass {
     this.live++;
   }
 
+  /** Removes every mapping at once (an unmap covering the whole class). */
+  clear(): void {
+    this.entries.clear();
+    this.live = 0;
+    this.tombstones = 0;
+  }
+
   remove(iova: number): void {
     this.entries.set(iova, undefined);
     this.live--;
@@ -81,7 +88,7 @@ export class HostIommu {
       throw new HostIommuError("bad-argument", `map: host address ${String(hostAddress)} is not a 4 KiB aligned address`);
     }
     if (permission !== 1 && permission !== 2 && permission !== 3) throw new HostIommuError("bad-argument", `map: permission ${String(permission)} is not read (1), write (2) or both (3)`);
-    const clash = this.overlapping(iova, iova + size)[0];
+    const clash = this.firstOverlapping(iova, iova + size);
     if (clash) throw new HostIommuError("exists", `map ${hex(iova)}+${hex(size)}: ${hex(clash.iova)}+${hex(clash.size)} is already mapped`);
     let sizeClass = this.classes.find((c) => c.size === size);
     if (!sizeClass) this.classes.push((sizeClass = new SizeClass(size)));
@@ -102,8 +109,15 @@ export class HostIommu {
       }
     }
     let bytes = 0;
+    for (const c of this.classes) {
+      let inClass = 0;
+      for (const m of found) if (m.size === c.size) inClass++;
+      if (inClass === 0) continue;
+      // Everything of this size goes (an unmap of a whole space): one clear, not a removal each.
+      if (inClass === c.live) c.clear();
+      else for (const m of found) if (m.size === c.size) c.remove(m.iova);
+    }
     for (const m of found) {
-      this.classes.find((c) => c.size === m.size)!.remove(m.iova);
       this.mappingCount--;
       bytes += m.size;
     }
@@ -129,6 +143,26 @@ export class HostIommu {
     const out: HostMapping[] = [];
     for (const c of this.classes) for (const m of c.entries.values()) if (m) out.push(m);
     return out.sort((a, b) => a.iova - b.iova);
+  }
+
+  /** The first mapping overlapping [start, end) (a map's check: allocates nothing). */
+  private firstOverlapping(start: number, end: number): HostMapping | undefined {
+    const classes = this.classes;
+    for (let i = 0; i < classes.length; i++) {
+      const c = classes[i]!;
+      if (c.live === 0) continue;
+      const size = c.size;
+      const first = start - (start % size);
+      if (Math.ceil((end - first) / size) <= c.live) {
+        for (let key = first; key < end; key += size) {
+          const m = c.get(key);
+          if (m) return m;
+        }
+      } else {
+        for (const m of c.entries.values()) if (m && m.iova < end && m.iova + m.size > start) return m;
+      }
+    }
+    return undefined;
   }
 
   private overlapping(start: number, end: number): HostMapping[] {

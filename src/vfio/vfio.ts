@@ -4,6 +4,9 @@
  * no write permission) and every UNMAP into a host unmap; a replay at assignment copies what
  * the guest mapped before. Needs CAP.CM = 1 (registration is refused otherwise, unless the unit
  * was built with the unsafe `allowMapNotifiersWithoutCachingMode`).
+ *
+ * Like the unit, the shadow never lets the device reach the interrupt range 0xFEEx_xxxx where
+ * the unit faults there (interrupt-range.ts): a mapping reaching into it is mirrored only outside it.
  */
 import type { VtdDevice } from "../vtd-device/device.ts";
 import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
@@ -11,6 +14,7 @@ import type { IommuAddressSpace } from "../vtd-device/notifiers/address-space.ts
 import { NotifierFlag, type IommuEvent, type NotifierRange } from "../vtd-device/notifiers/notifier-types.ts";
 import { AssignedDevice } from "./assigned-device.ts";
 import { HostIommu } from "./host-iommu.ts";
+import { blocksOutsideInterruptRange, reachesInterruptRange } from "./interrupt-range.ts";
 
 export interface AssignOptions {
   /** Memory the device's DMA reaches. Default: the unit's (guest RAM as DMA sees it). */
@@ -23,8 +27,11 @@ export class VfioAssignment {
   readonly hostIommu = new HostIommu();
   readonly device: AssignedDevice;
   readonly space: IommuAddressSpace;
-  /** Events received, by type (MAP, UNMAP); MAPs not wholly inside the range are not mirrored. */
-  readonly events = { map: 0, unmap: 0, mapOutsideRange: 0 };
+  /**
+   * Events received, by type (MAP, UNMAP); MAPs not wholly inside the range are not mirrored;
+   * MAPs reaching into the interrupt range are mirrored only outside it.
+   */
+  readonly events = { map: 0, unmap: 0, mapOutsideRange: 0, mapClippedAtInterruptRange: 0 };
   private released = false;
   private readonly start: number;
   private readonly end: number;
@@ -48,7 +55,14 @@ export class VfioAssignment {
         this.events.mapOutsideRange++;
         return;
       }
-      this.hostIommu.map(event.iova, event.addressMask + 1, event.translatedAddress, event.permission);
+      const size = event.addressMask + 1;
+      if (this.space.interruptRangeBlocked && reachesInterruptRange(event.translatedAddress, size)) {
+        this.events.mapClippedAtInterruptRange++;
+        const permission = event.permission;
+        blocksOutsideInterruptRange(event.iova, event.translatedAddress, size, (iova, blockSize, output) => this.hostIommu.map(iova, blockSize, output, permission));
+        return;
+      }
+      this.hostIommu.map(event.iova, size, event.translatedAddress, event.permission);
     } else if (event.type === NotifierFlag.UNMAP) {
       this.events.unmap++;
       this.hostIommu.unmap(event.iova, event.addressMask + 1);

@@ -60,12 +60,20 @@ export interface VtdOptions {
    */
   allowMapNotifiersWithoutCachingMode?: boolean;
   /**
-   * Paging-structure tables one notifier sync may visit (a guest can alias one table under every
-   * entry and make its tables map 2^48 bytes with four pages). Past it the address space stops
-   * being mirrored: everything is unmapped and `notifiers.onWalkLimit` is told, as VFIO stops at
-   * its DMA-entry limit. Default 4096 (2 M entries read at most, 8 GiB of 4 KiB pages); 1..2^20.
+   * Guest paging-structure tables the notifier record of one address space may hold (one
+   * RecordNode, 4-8 KiB of host memory, per table mirrored), which also bounds the tables one
+   * sync visits. Past it the address space stops being mirrored: everything is unmapped and
+   * `notifiers.onWalkLimit` is told, as VFIO stops at its DMA-entry limit. Default 4096 (2 M
+   * entries read at most per sync, 8 GiB of 4 KiB pages, at most 34 MiB of record); 1..2^20.
    */
   notifierTableLimit?: number;
+  /**
+   * MAP and UNMAP events one notifier sync of one address space may report (a guest action: one
+   * invalidation descriptor or register command). Past it the space is unmapped whole and
+   * `notifiers.onWalkLimit` told. Default 2^20 (a replay of 4 GiB of 4 KiB pages, or 2 GiB of
+   * them changed at once); 1..2^24.
+   */
+  notifierEventBudget?: number;
 }
 
 export interface ResolvedOptions {
@@ -92,6 +100,7 @@ export interface ResolvedOptions {
   checker: ResolvedCheckerOptions | undefined;
   allowMapNotifiersWithoutCachingMode: boolean;
   notifierTableLimit: number;
+  notifierEventBudget: number;
 }
 
 /** The ATS completion time-out: a device-TLB invalidation may legally take up to a minute. */
@@ -167,6 +176,7 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     checker: resolveCheckerOptions(options.checker),
     allowMapNotifiersWithoutCachingMode: flag("allowMapNotifiersWithoutCachingMode", options.allowMapNotifiersWithoutCachingMode, false),
     notifierTableLimit: count("notifierTableLimit", options.notifierTableLimit, 4096, 1, 1 << 20),
+    notifierEventBudget: count("notifierEventBudget", options.notifierEventBudget, 1 << 20, 1, 1 << 24),
   };
 }
 

@@ -7,7 +7,8 @@
 import {
   bdf, NotifierError, NotifierFlag, type IommuEvent, type IommuNotifier, type NotifierEventType, type RegisterOptions,
 } from "./notifier-types.ts";
-import { forEachLeaf, RecordNode, type SyncSink } from "./page-walk-sync.ts";
+import type { SyncSink } from "./page-walk-sync.ts";
+import { forEachLeaf, type SpaceRecord } from "./record.ts";
 
 const MAP = NotifierFlag.MAP, UNMAP = NotifierFlag.UNMAP;
 
@@ -54,16 +55,27 @@ export class IommuAddressSpace implements SyncSink {
   levels = 0;
   /** First IOVA beyond the space. */
   inputLimit = 0;
+  /**
+   * The unit faults (0xE) on DMA whose output is in the interrupt range 0xFEEx_xxxx (VT-d §3.14)
+   * under this context: with TE on (second-stage and pass-through contexts), not with TE off.
+   * A consumer that maps memory must then leave that range out of what MAP events give it.
+   */
+  interruptRangeBlocked = false;
 
   /** While a MAP notifier listens: what was reported from the tables. */
-  record: RecordNode | undefined;
+  record: SpaceRecord | undefined;
   /** While a MAP notifier listens: the identity mapping of a Identity space was reported. */
   identityReported = false;
-  /** A sync hit `notifierTableLimit`: nothing is mirrored until the next context sync. */
+  /** A sync went past a bound (WalkLimitReport): nothing is mirrored until the next context sync. */
   walkLimited = false;
 
   constructor(readonly sid: number, private readonly owner: SpaceOwner) {
     this.name = bdf(sid);
+  }
+
+  /** Guest tables the record holds now (at most the unit's `notifierTableLimit`); 0 without a MAP notifier. */
+  get recordTables(): number {
+    return this.record === undefined ? 0 : this.record.tables;
   }
 
   get notifierCount(): number {
@@ -121,7 +133,7 @@ export class IommuAddressSpace implements SyncSink {
       }
     };
     if (this.identityReported) visit(0, 2 ** this.owner.awBits, 0, 3);
-    else if (this.record && this.mode === SpaceMode.Translated) forEachLeaf(this.record, this.levels, 0, r.start, r.end, visit);
+    else if (this.record && this.mode === SpaceMode.Translated) forEachLeaf(this.record.root, this.levels, 0, r.start, r.end, visit);
     return delivered;
   }
 
@@ -130,7 +142,7 @@ export class IommuAddressSpace implements SyncSink {
     const out: { iova: number; size: number; translatedAddress: number; permission: number }[] = [];
     if (this.identityReported) out.push({ iova: 0, size: 2 ** this.owner.awBits, translatedAddress: 0, permission: 3 });
     else if (this.record && this.mode === SpaceMode.Translated) {
-      forEachLeaf(this.record, this.levels, 0, 0, Infinity, (iova, size, translatedAddress, permission) => out.push({ iova, size, translatedAddress, permission }));
+      forEachLeaf(this.record.root, this.levels, 0, 0, Infinity, (iova, size, translatedAddress, permission) => out.push({ iova, size, translatedAddress, permission }));
     }
     return out;
   }

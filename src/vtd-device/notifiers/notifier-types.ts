@@ -72,6 +72,29 @@ export interface NotifierErrorReport {
   error: unknown;
 }
 
+/** Why a sync stopped mirroring an address space (see `WalkLimitReport`). */
+export type WalkCutCause = "shared-tables" | "table-limit" | "event-budget";
+
+/**
+ * A notifier sync went past one of its bounds, whatever the guest's tables hold: the address
+ * space was unmapped whole (one UNMAP of the address width, if anything had been reported) and is
+ * mirrored again from its next context invalidation, if its tables then fit.
+ * - `shared-tables`: the sync met tables it had already walked (a table under several parent
+ *   entries, or pointing to itself) more often than it found distinct tables;
+ * - `table-limit`: the space's record would hold more than `notifierTableLimit` tables;
+ * - `event-budget`: the sync would report more than `notifierEventBudget` MAP and UNMAP events.
+ */
+export interface WalkLimitReport {
+  sid: number;
+  cause: WalkCutCause;
+  /** The bound passed: allowed table visits (`shared-tables`), `notifierTableLimit` or `notifierEventBudget`. */
+  limit: number;
+  /** Of the sync that was cut: table visits, distinct tables and events reported before the cut. */
+  tablesVisited: number;
+  distinctTables: number;
+  events: number;
+}
+
 /** bus:device.function, as lspci and QEMU print a requester id. */
 export function bdf(sid: number): string {
   const hex2 = (v: number) => v.toString(16).padStart(2, "0");

@@ -16,6 +16,11 @@
  * Nothing at all happens while nobody listens (`active` is false: the invalidation path checks
  * one field).
  *
+ * Every sync is bounded whatever the guest's tables hold (page-walk-sync.ts): shared or
+ * self-referencing tables, `notifierTableLimit` tables in a space's record, `notifierEventBudget`
+ * events per sync. Past a bound the space is unmapped whole and `onWalkLimit` told. So one guest
+ * action (a register command or a descriptor) costs at most one bounded sync per listening space.
+ *
  * IOTLB invalidations use the context as of the space's last context sync, as hardware uses its
  * context cache: a context entry changed without a context-cache invalidation is not seen.
  */
@@ -24,9 +29,12 @@ import { IommuAddressSpace, SpaceMode, type SpaceOwner } from "./address-space.t
 import type { WalkConfig } from "../registers/capabilities.ts";
 import type { InvalidationListener } from "../invalidation/cache-invalidation.ts";
 import type { MemoryAccess } from "../memory/memory-access.ts";
-import { NotifierError, NotifierFlag, type IommuEvent, type IommuNotifier, type NotifierErrorReport, type NotifierEventType } from "./notifier-types.ts";
+import {
+  NotifierError, NotifierFlag, type IommuEvent, type IommuNotifier, type NotifierErrorReport, type NotifierEventType, type WalkLimitReport,
+} from "./notifier-types.ts";
 import type { ResolvedOptions } from "../options.ts";
-import { hasLeaf, PageWalkSync, RecordNode, WALK_LIMIT_REACHED } from "./page-walk-sync.ts";
+import { PageWalkSync, type WalkCut } from "./page-walk-sync.ts";
+import { hasLeaf, SpaceRecord } from "./record.ts";
 import { ContextWalk, walkContext } from "../translation/walk.ts";
 
 const MAP = NotifierFlag.MAP, UNMAP = NotifierFlag.UNMAP, DEVIOTLB_UNMAP = NotifierFlag.DEVIOTLB_UNMAP;
@@ -49,8 +57,11 @@ export class NotifierStats {
   deviceIotlbUnmapEvents = 0;
   /** Notifiers that threw. */
   notifierErrors = 0;
-  /** Syncs stopped by `notifierTableLimit` (the space was then unmapped whole). */
+  /** Syncs cut by a bound (the space was then unmapped whole), and by cause (WalkLimitReport). */
   walkLimitHits = 0;
+  sharedTableCuts = 0;
+  tableLimitCuts = 0;
+  eventBudgetCuts = 0;
 }
 
 export class IommuNotifiers implements InvalidationListener, SpaceOwner {
@@ -59,11 +70,11 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   readonly stats = new NotifierStats();
   readonly awBits: number;
   /**
-   * Called when a sync of `space` would visit more than `notifierTableLimit` tables (aliased or
-   * huge guest tables): the space was unmapped whole and is mirrored again from its next context
-   * invalidation, if its tables then fit.
+   * Called when a sync of `space` went past a bound (shared or self-referencing tables, more than
+   * `notifierTableLimit` tables, more than `notifierEventBudget` events): the space was unmapped
+   * whole and is mirrored again from its next context invalidation, if its tables then fit.
    */
-  onWalkLimit: ((space: IommuAddressSpace, tableLimit: number) => void) | undefined;
+  onWalkLimit: ((space: IommuAddressSpace, report: WalkLimitReport) => void) | undefined;
   /** Called when an address space gets its first notifier (QEMU: notify_flag_changed from none). */
   onFirstListener: ((space: IommuAddressSpace) => void) | undefined;
   /** Called when an address space loses its last notifier. */
@@ -89,7 +100,7 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
     private readonly translationRoot: () => number,
   ) {
     this.awBits = cfg.awBits;
-    this.walker = new PageWalkSync(memory, cfg, this.stats, options.notifierTableLimit);
+    this.walker = new PageWalkSync(memory, cfg, this.stats, options.notifierTableLimit, options.notifierEventBudget);
   }
 
   /** The address space of requester id `sid` (bus << 8 | dev << 3 | fn). */
@@ -251,29 +262,36 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
     if (start >= end) return;
     if (!(space.flags & MAP)) return void space.emit(UNMAP, start, end - start, 0, 0);
     if (space.walkLimited) return; // nothing is mirrored until the next context sync
-    try {
-      this.walker.sync(space.record!, space.tableRoot, space.levels, start, end, space);
-    } catch (error) {
-      if (error !== WALK_LIMIT_REACHED) throw error;
-      this.stopMirroring(space, true);
-    }
+    const record = space.record!;
+    const cut = this.walker.sync(record, space.tableRoot, space.levels, start, end, space);
+    if (cut !== undefined) this.stopMirroring(space, record, true, cut);
   }
 
-  /** Past the table limit: UNMAP everything reported (the shadow then holds nothing stale) and say so. */
-  private stopMirroring(space: IommuAddressSpace, reported: boolean): void {
-    this.stats.walkLimitHits++;
+  /** Past a bound: UNMAP everything reported (the shadow then holds nothing stale) and say so. */
+  private stopMirroring(space: IommuAddressSpace, record: SpaceRecord, reported: boolean, cut: WalkCut): void {
+    const stats = this.stats;
+    stats.walkLimitHits++;
+    if (cut.cause === "shared-tables") stats.sharedTableCuts++;
+    else if (cut.cause === "table-limit") stats.tableLimitCuts++;
+    else stats.eventBudgetCuts++;
     space.walkLimited = true;
-    space.record = new RecordNode();
-    if (reported) space.emit(UNMAP, 0, 2 ** this.awBits, 0, 0);
+    // UNMAP whole when anything was reported: before this sync (still in the record) or by it.
+    // (`record` is the one the sync walked: a notifier may have dropped the space's since.)
+    if (reported && (cut.events > 0 || hasLeaf(record.root))) space.emit(UNMAP, 0, 2 ** this.awBits, 0, 0);
+    record.reset();
+    const handler = this.onWalkLimit;
+    if (!handler) return;
     try {
-      this.onWalkLimit?.(space, this.options.notifierTableLimit);
+      handler(space, {
+        sid: space.sid, cause: cut.cause, limit: cut.limit, tablesVisited: cut.tablesVisited, distinctTables: cut.distinctTables, events: cut.events,
+      });
     } catch {
       // The embedder's handler must not break the unit.
     }
   }
 
   private unmapAllAndReplay(space: IommuAddressSpace): void {
-    const reachable = space.flags & MAP ? space.identityReported || (space.record !== undefined && hasLeaf(space.record)) : space.mode !== SpaceMode.None;
+    const reachable = space.flags & MAP ? space.identityReported || (space.record !== undefined && hasLeaf(space.record.root)) : space.mode !== SpaceMode.None;
     if (reachable) space.emit(UNMAP, 0, 2 ** this.awBits, 0, 0);
     this.readContext(space);
     if (space.flags & MAP) this.startRecord(space, true);
@@ -281,19 +299,17 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
 
   /** A fresh record of what the space maps now, reported as MAP events when `report`. */
   private startRecord(space: IommuAddressSpace, report: boolean): void {
-    const record = new RecordNode();
+    // The space's record is reused (emptied), so a guest repeating context invalidations allocates nothing here.
+    const record = space.record ?? new SpaceRecord();
+    record.reset();
     space.record = record;
     space.walkLimited = false;
     space.identityReported = space.mode === SpaceMode.Identity;
     if (space.mode === SpaceMode.Identity) {
       if (report) space.emit(MAP, 0, 2 ** this.awBits, 0, 3);
     } else if (space.mode === SpaceMode.Translated) {
-      try {
-        this.walker.sync(record, space.tableRoot, space.levels, 0, space.inputLimit, report ? space : undefined);
-      } catch (error) {
-        if (error !== WALK_LIMIT_REACHED) throw error;
-        this.stopMirroring(space, report);
-      }
+      const cut = this.walker.sync(record, space.tableRoot, space.levels, 0, space.inputLimit, report ? space : undefined);
+      if (cut !== undefined) this.stopMirroring(space, record, report, cut);
     }
   }
 
@@ -304,6 +320,8 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
     space.did = 0;
     space.tableRoot = 0;
     space.levels = 0;
+    // The unit faults on the interrupt range where it translates (TE on), not with TE off.
+    space.interruptRangeBlocked = root >= 0;
     if (root < 0) {
       space.mode = SpaceMode.Identity;
       space.inputLimit = fullWidth;
