@@ -1,0 +1,154 @@
+/**
+ * The VFIO shadow check: after every invalidation that covers an assigned requester id, the
+ * host mappings the shadow holds (src/vfio's public API) must equal the reference walk over the
+ * range the invalidation covers (everything for SRTP, TE, reset, context-cache invalidations and
+ * global/domain IOTLB ones; the page range for page-selective ones).
+ *
+ * The notifiers read a context at a context-level sync and keep it (as a context cache would):
+ * when the guest changed the root or context entry since, without such a sync, which context
+ * the unit may use is open, and the check waits for the next context-level sync.
+ */
+import type { VfioAssignment } from "../../src/vfio/index.ts";
+import type { Inval, Oracle, Problem } from "./oracle.ts";
+import { enumerate, normalise, walkContext, withoutInterruptRange, type Run } from "./walk.ts";
+
+/** More leaves or tables than this in one reference walk: the check is skipped (aliased tables). */
+const REFERENCE_LIMIT = 20_000;
+
+interface SpaceView {
+  /** Root and context entries, TE, TTM, root table as of the last context-level sync. */
+  snapshot: string;
+  /** DID the notifiers file this space under (0 for a faulting context). */
+  tag: number;
+}
+
+export class ShadowCheck {
+  private spaces = new Map<number, SpaceView>();
+  /** Requester ids whose sync hit the unit's table limit (reported through onWalkLimit). */
+  readonly walkLimited = new Set<number>();
+  checks = 0;
+
+  constructor(private readonly o: Oracle) {}
+
+  private view(sid: number): SpaceView {
+    const o = this.o, mem = o.mem;
+    const hex = (at: number) => (mem.has(at, 16) ? [0, 4, 8, 12].map((d) => mem.u32(at + d).toString(16)).join(".") : "-");
+    const rootEntry = o.rootTable + (sid >> 8) * 16;
+    let ctxEntry = "-";
+    if (mem.has(rootEntry, 16)) {
+      const ctp = (mem.u32(rootEntry + 4) & 0xfffff) * 2 ** 32 + ((mem.u32(rootEntry) & 0xfffff000) >>> 0);
+      ctxEntry = hex(ctp + (sid & 0xff) * 16);
+    }
+    const ctx = o.te && o.ttm === 0 ? walkContext(mem, o.u, o.rootTable, sid) : [];
+    const tag = ctx.length === 1 && ctx[0]!.ok ? ctx[0]!.did : 0;
+    return { snapshot: `${o.te}|${o.ttm}|${o.rootTable}|${hex(rootEntry)}|${ctxEntry}`, tag };
+  }
+
+  /** A notifier now listens on `sid` (its record starts from the tables as they are). */
+  listen(sid: number): void {
+    if (!this.spaces.has(sid)) this.spaces.set(sid, this.view(sid));
+  }
+
+  /** After a step's invalidations: compare each assignment's shadow with the reference. */
+  afterEvents(events: readonly Inval[], assignments: readonly VfioAssignment[]): Problem[] {
+    const problems: Problem[] = [];
+    if (events.length === 0) return problems;
+    for (const [sid, space] of this.spaces) {
+      const ranges: [number, number][] = [];
+      let full = false;
+      for (const e of events) {
+        const resync = () => {
+          Object.assign(space, this.view(sid));
+          full = true;
+        };
+        switch (e.k) {
+          case "all":
+          case "ctx-global":
+            resync();
+            break;
+          case "ctx-domain":
+            if (e.did === space.tag) resync();
+            break;
+          case "ctx-device": {
+            const mask = ~[0, 4, 6, 7][e.fm]! & 0xffff;
+            if ((sid & mask) === (e.sid & mask) && e.did === space.tag) resync();
+            break;
+          }
+          case "tlb-global":
+            full = true;
+            break;
+          case "tlb-domain":
+            if (e.did === space.tag) full = true;
+            break;
+          case "tlb-page":
+            if (e.did === space.tag) ranges.push([e.start, e.end]);
+            break;
+        }
+      }
+      if (!full && ranges.length === 0) continue;
+      if (this.view(sid).snapshot !== space.snapshot) continue; // context changed without a context-level sync
+      if (this.walkLimited.has(sid)) continue;
+      const width = 2 ** this.o.u.mgaw;
+      const scopes: [number, number][] = full ? [[0, width]] : ranges.map(([s, e]) => [Math.min(s, width), Math.min(e, width)]);
+      for (const vfio of assignments) {
+        if (vfio.sid !== sid) continue;
+        for (const [start, end] of scopes) {
+          if (start >= end) continue;
+          const expected = this.reference(sid, start, end);
+          if (expected === undefined) continue;
+          this.checks++;
+          const got = normalise(
+            vfio.hostIommu.mappings().map((m) => ({ iova: m.iova, end: m.iova + m.size, out: m.hostAddress, perm: m.permission })),
+            start,
+            end,
+          );
+          const diffs = expected.map((e) => firstDifference(e, got));
+          const diff = diffs.every((d) => d !== undefined) ? diffs[0] : undefined;
+          if (diff) {
+            const why = events.map((e) => e.k + ("did" in e ? ` did ${e.did}` : "") + (e.k === "tlb-page" ? ` [0x${e.start.toString(16)}, 0x${e.end.toString(16)})` : "")).join(", ");
+            problems.push({ check: "shadow", message: `VFIO shadow of sid 0x${sid.toString(16)} after ${why}, in [0x${start.toString(16)}, 0x${end.toString(16)}): ${diff}` });
+            return problems;
+          }
+        }
+      }
+    }
+    return problems;
+  }
+
+  /**
+   * The reference walk's mappings of `sid` in [start, end) (alternatives, any of which may hold),
+   * or undefined when it cannot say. An identity space (TE off, pass-through) may or may not leave
+   * out the interrupt range: it is never memory, and the README documents one identity MAP.
+   */
+  private reference(sid: number, start: number, end: number): Run[][] | undefined {
+    const o = this.o;
+    const identity = (size: number): Run[][] => {
+      const whole = [{ iova: 0, end: size, out: 0, perm: 3 }];
+      return [normalise(whole, start, end), normalise(withoutInterruptRange(whole), start, end)];
+    };
+    if (!o.te) return identity(2 ** o.u.mgaw);
+    if (o.ttm !== 0) return [[]];
+    const ctx = walkContext(o.mem, o.u, o.rootTable, sid);
+    if (ctx.length !== 1) return undefined;
+    const c = ctx[0]!;
+    if (!c.ok) return [[]];
+    if (c.tt === 2) return identity(2 ** o.u.haw);
+    const limit = 2 ** Math.min(o.u.mgaw, 30 + 9 * c.aw);
+    const leaves = enumerate(o.mem, o.u, c.root, c.aw, start, Math.min(end, limit), REFERENCE_LIMIT);
+    return leaves && [normalise(withoutInterruptRange(leaves), start, end)];
+  }
+}
+
+function show(r: Run | undefined): string {
+  return r ? `[0x${r.iova.toString(16)}, 0x${r.end.toString(16)}) → 0x${r.out.toString(16)} perm ${r.perm}` : "nothing";
+}
+
+function firstDifference(expected: Run[], got: Run[]): string | undefined {
+  for (let i = 0; i < Math.max(expected.length, got.length); i++) {
+    const a = expected[i], b = got[i];
+    if (!a || !b || a.iova !== b.iova || a.end !== b.end || a.out !== b.out || a.perm !== b.perm) {
+      return `reference has ${show(a)}, shadow has ${show(b)} (${expected.length} vs ${got.length} runs)`;
+    }
+  }
+  return undefined;
+}
