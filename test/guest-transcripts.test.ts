@@ -1,8 +1,9 @@
 /**
- * The same bare-metal VT-d test guest (firmware/) on v86 with our unit and on QEMU 7.2 with its
+ * The same bare-metal VT-d test guest (firmware/) on v86 with our unit and on QEMU 10.0 with its
  * intel-iommu: the transcripts must be identical except PLATFORM lines (PCI slot, BAR, memory,
- * ACPI addresses, times). v86 runs with awBits 39 to match QEMU 7.2's default, and once with
- * 48-bit (4-level) tables against QEMU's aw-bits=48.
+ * ACPI addresses, times). Both sides get the same explicit configuration (QEMU: intremap=off,
+ * caching-mode and aw-bits as the unit's): 39-bit (3-level) tables in most scenarios, and once
+ * 48-bit (4-level) tables, the default of QEMU 10.0 and of the unit.
  *
  * The `skip-cm-invalidation` run is expected to differ, in exactly one observation: the guest
  * makes the edu's context entry present after a DMA faulted on it, skips the CM = 1 context-cache
@@ -61,7 +62,7 @@ async function bootOnV86(kernel: Uint8Array, scenario: Scenario): Promise<GuestR
   return { exitCode: run.exitCode, timedOut: run.timedOut, transcript: run.transcript, elapsedMs: run.elapsedMs, diagnostics: "" };
 }
 
-describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit against QEMU 7.2", () => {
+describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit against QEMU 10.0", () => {
   const v86 = new Map<string, GuestRun>();
   const qemu = new Map<string, Promise<GuestRun>>();
   const compareWithQemu = qemuMissing === null || required;

@@ -1,5 +1,5 @@
 /**
- * Queued invalidation, differential: the same descriptors go through QEMU 7.2's intel-iommu and
+ * Queued invalidation, differential: the same descriptors go through QEMU 10.0's intel-iommu and
  * our VtdDevice, and the registers (IQH, IQT, FSTS, ICS, IECTL, GSTS), status writes in memory,
  * MSIs and DMA outcomes must match, except for the departures in ./oracle.ts (DEPARTURES).
  */
@@ -13,7 +13,7 @@ const CONFIGS: MachineConfig[] = [
   { awBits: 48, cachingMode: true },
 ];
 const EDU = EDU_SIDS[0]!;
-// Never a wait descriptor with both SW and IF: QEMU 7.2 aborts on it (see DEPARTURES).
+// Never a wait descriptor with both SW and IF: QEMU aborts on it (7.2 and 10.0.2; see DEPARTURES).
 
 interface Descriptor {
   lo: bigint;
@@ -86,7 +86,7 @@ class Queue {
   }
 }
 
-describeDifferential("queued invalidation: QEMU 7.2 vs ours", CONFIGS, (differential) => {
+describeDifferential("queued invalidation: QEMU 10.0 vs ours", CONFIGS, (differential) => {
   differential("IQA/IQT setup, QIE on with an empty queue, wait with status write", async (p) => {
     const q = new Queue(p);
     await q.enable();

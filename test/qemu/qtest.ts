@@ -2,10 +2,11 @@
  * A small client for QEMU's qtest line protocol, used to run QEMU's intel-iommu as a
  * register-level oracle (see test/qemu/oracle.ts).
  *
- * Debian's QEMU 7.2 has no qtest accelerator, so the CPU runs under TCG. To keep it from doing
- * anything, QEMU boots a 64 KiB "BIOS" whose reset vector is `cli; hlt`, and `-icount
- * shift=0,sleep=off` lets virtual time jump to the next timer while the CPU is halted: an edu DMA
- * (due 100 ms of virtual time after its command) then completes within a few real milliseconds.
+ * Debian's QEMU (7.2, and 10.0 from bookworm-backports) has no qtest accelerator, so the CPU
+ * runs under TCG. To keep it from doing anything, QEMU boots a 64 KiB "BIOS" whose reset vector
+ * is `cli; hlt`, and `-icount shift=0,sleep=off` lets virtual time jump to the next timer while
+ * the CPU is halted: an edu DMA (due 100 ms of virtual time after its command) then completes
+ * within a few real milliseconds.
  * `clock_step` needs the qtest accelerator and is therefore not offered.
  *
  * QEMU's trace points (given in `traceEvents`) are printed on stderr; the client keeps those
@@ -16,22 +17,25 @@ import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { qemuVersionProblem } from "../../firmware/qemu.ts";
 
 export const QEMU_BINARY = process.env.QEMU_SYSTEM_X86_64 ?? "qemu-system-x86_64";
 
-/** The binary's version line, or why it cannot be used. */
+/** The binary's version line, or why it cannot be used (not runnable, or older than the reference 10.0). */
 export function probeQemu(binary = QEMU_BINARY): { ok: true; version: string } | { ok: false; reason: string } {
   const result = spawnSync(binary, ["--version"], { encoding: "utf8", timeout: 10_000 });
   if (result.error) return { ok: false, reason: `${binary} cannot be run: ${result.error.message}` };
   if (result.status !== 0) return { ok: false, reason: `${binary} --version exited with ${result.status}: ${result.stderr.trim()}` };
   const version = result.stdout.split("\n")[0]?.trim() ?? "";
+  const tooOld = qemuVersionProblem(version);
+  if (tooOld) return { ok: false, reason: `${binary}: ${tooOld}` };
   return { ok: true, version };
 }
 
 export interface QemuMachineOptions {
-  /** intel-iommu aw-bits (39 is QEMU 7.2's default). */
+  /** intel-iommu aw-bits, always passed explicitly. Default 48 (QEMU 10.0's default, and the unit's). */
   awBits?: 39 | 48;
-  /** intel-iommu caching-mode. */
+  /** intel-iommu caching-mode, always passed (default off, as QEMU's and the unit's). */
   cachingMode?: boolean;
   /** Guest RAM in MiB. */
   memoryMiB?: number;
@@ -100,13 +104,13 @@ export class QtestClient {
     });
   }
 
-  /** Starts a q35 machine with intel-iommu (DMA remapping only) and edu devices. */
+  /** Starts a q35 machine with intel-iommu (DMA remapping only: intremap=off) and edu devices. */
   static async start(options: QemuMachineOptions = {}): Promise<QtestClient> {
     const scratchDir = mkdtempSync(join(tmpdir(), "v86-vtd-qtest-"));
     const bios = join(scratchDir, "halt.bin");
     writeFileSync(bios, haltingBios());
-    const iommu = ["intel-iommu", "intremap=off", `aw-bits=${options.awBits ?? 39}`];
-    if (options.cachingMode) iommu.push("caching-mode=on");
+    // Every property where a QEMU default could differ from the configuration under test is explicit.
+    const iommu = ["intel-iommu", "intremap=off", `aw-bits=${options.awBits ?? 48}`, `caching-mode=${options.cachingMode ? "on" : "off"}`];
     const args = [
       "-M", "q35",
       "-bios", bios,
@@ -275,10 +279,10 @@ export const Edu = {
   BUFFER_ADDRESS: 0x40000,
   BUFFER_SIZE: 0x1000,
   /**
-   * QEMU 7.2's edu checks the buffer range with an off-by-one and aborts (hw_error) on a DMA
-   * that reaches the buffer's last byte: 4095 bytes are usable.
+   * What a DMA may use of the buffer. QEMU 7.2's edu checked the range with an off-by-one and
+   * aborted (hw_error) on a DMA reaching the buffer's last byte; 10.0's accepts the whole buffer.
    */
-  USABLE_BUFFER: 0xfff,
+  USABLE_BUFFER: 0x1000,
 } as const;
 
 /** Requester ids of the edu devices (function 0 of each slot) on PCI bus 0. */
