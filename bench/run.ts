@@ -12,6 +12,7 @@ const benches: Record<string, () => Promise<{ default: Bench }>> = {
   "v86-boot": () => import("./v86-boot.bench.ts"),
   "guest-driver": () => import("./guest-driver.bench.ts"),
   notifiers: () => import("./notifiers.bench.ts"),
+  interrupts: () => import("./interrupts.bench.ts"),
   "virtio-blk": () => import("./virtio-blk.bench.ts"),
 };
 

@@ -1,4 +1,7 @@
-/** Fault reasons recorded in FRCD.FR, with the spec's numbers (VT-d §7.1.3, Table 26). */
+/**
+ * Fault reasons recorded in FRCD.FR, with the spec's numbers: DMA remapping (VT-d §7.1.3, Table 26)
+ * and interrupt remapping (VT-d §5.1.4.1, 20h-26h).
+ */
 export enum FaultReason {
   RootEntryNotPresent = 0x1,
   ContextEntryNotPresent = 0x2,
@@ -14,8 +17,27 @@ export enum FaultReason {
   PagingEntryReserved = 0xc,
   TranslationTypeBlocked = 0xd,
   InterruptAddress = 0xe,
+  /** A reserved field set in a remappable-format interrupt request (data bits 31:16). FI not valid. */
+  InterruptRequestReserved = 0x20,
+  /** The interrupt index is beyond the table IRTA gives (2^(S+1) entries), or its IRTE lies above HAW. */
+  InterruptIndexBeyondTable = 0x21,
+  /** The IRTE the interrupt index names has P = 0. */
+  IrteNotPresent = 0x22,
+  /** Reading the IRTE through IRTA failed (not memory). */
+  InterruptTableReadError = 0x23,
+  /** A reserved field (or a reserved encoding) set in a present IRTE. */
+  IrteReserved = 0x24,
+  /** A compatibility-format interrupt blocked: GSTS.CFIS = 0 (or IRTA.EIME = 1). FI not valid. */
+  CompatibilityInterruptBlocked = 0x25,
+  /** The request's source-id failed the IRTE's SVT/SQ/SID check. */
+  SourceIdVerificationFailed = 0x26,
   /** RTADDR.TTM holds a value the unit does not support (rev 5.10, scalable-mode table: 0x30). */
   InvalidRootTableMode = 0x30,
+}
+
+/** The interrupt-remapping reasons (20h-26h): FRCD.FI[63:48] holds the interrupt index except for 20h and 25h. */
+export function isInterruptFault(reason: number): boolean {
+  return reason >= FaultReason.InterruptRequestReserved && reason <= FaultReason.SourceIdVerificationFailed;
 }
 
 /** Short spec codes (VT-d Table 26) for traces and documentation. */
@@ -34,12 +56,21 @@ export const FAULT_CODES: Readonly<Record<FaultReason, string>> = {
   [FaultReason.PagingEntryReserved]: "LSS.2",
   [FaultReason.TranslationTypeBlocked]: "LCT.5",
   [FaultReason.InterruptAddress]: "LGN.4",
+  [FaultReason.InterruptRequestReserved]: "IR 20h",
+  [FaultReason.InterruptIndexBeyondTable]: "IR 21h",
+  [FaultReason.IrteNotPresent]: "IR 22h",
+  [FaultReason.InterruptTableReadError]: "IR 23h",
+  [FaultReason.IrteReserved]: "IR 24h",
+  [FaultReason.CompatibilityInterruptBlocked]: "IR 25h",
+  [FaultReason.SourceIdVerificationFailed]: "IR 26h",
   [FaultReason.InvalidRootTableMode]: "SRTA",
 };
 
 /**
- * Qualified faults are not recorded when a context entry seen on the way has FPD = 1
- * (VT-d §7.1.3). The root-level faults and context-table read errors are not qualified.
+ * Qualified faults are not recorded when the entry that qualifies them has FPD = 1: a context
+ * entry seen on the way for DMA (VT-d §7.1.3), the IRTE for interrupts (VT-d §5.1.4.1). The
+ * root-level faults, context-table read errors and the interrupt faults found before an IRTE was
+ * read (20h, 21h, 23h, 25h) are not qualified.
  */
 export function isQualified(reason: FaultReason): boolean {
   switch (reason) {
@@ -48,6 +79,10 @@ export function isQualified(reason: FaultReason): boolean {
     case FaultReason.ContextTableReadError:
     case FaultReason.RootEntryReserved:
     case FaultReason.InvalidRootTableMode:
+    case FaultReason.InterruptRequestReserved:
+    case FaultReason.InterruptIndexBeyondTable:
+    case FaultReason.InterruptTableReadError:
+    case FaultReason.CompatibilityInterruptBlocked:
       return false;
     default:
       return true;

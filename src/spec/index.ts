@@ -5,3 +5,4 @@ export * from "./fault-reasons.ts";
 export * from "./entries.ts";
 export * from "./descriptors.ts";
 export * from "./dmar.ts";
+export * from "./interrupts.ts";

@@ -1,10 +1,14 @@
 /**
- * The VT-d DMA-remapping unit: register interface for the guest CPU, DMA interface for devices.
- * Platform-neutral: it knows guest memory, a clock it is told about, and an interrupt sink.
+ * The VT-d remapping unit: register interface for the guest CPU, DMA and interrupt requests from
+ * devices. Platform-neutral: it knows guest memory, a clock it is told about, and an interrupt sink.
  */
 import type { FaultReason } from "../spec/fault-reasons.ts";
-import { Gcmd, Gsts, IOTLB_OFFSET, Reg, FRCD_OFFSET, FRCD_SIZE } from "../spec/registers.ts";
+import { IOTLB_OFFSET, Reg, FRCD_OFFSET, FRCD_SIZE } from "../spec/registers.ts";
 import { CachingPolicy } from "./caches/caching-policy.ts";
+import { InterruptEntryCache } from "./caches/interrupt-entry-cache.ts";
+import { InterruptRemapping } from "./interrupts/interrupt-remapping.ts";
+import { interruptFailure, type InterruptResult } from "./interrupts/interrupt-result.ts";
+import { GlobalCommand } from "./registers/global-command.ts";
 import { walkConfig, type WalkConfig } from "./registers/capabilities.ts";
 import { DriverChecker } from "./checker/checker.ts";
 import { ContextCache } from "./caches/context-cache.ts";
@@ -27,15 +31,6 @@ import { Translator } from "./translation/translator.ts";
 
 /** Numbers up to here are exact integers. */
 const MAX_EXACT = Number.MAX_SAFE_INTEGER;
-const TE = Number(Gcmd.TE), SRTP = Number(Gcmd.SRTP), WBF = Number(Gcmd.WBF), QIE = Number(Gcmd.QIE);
-const TES = Number(Gsts.TES), RTPS = Number(Gsts.RTPS);
-const IGNORED_COMMANDS: [number, string][] = [
-  [Number(Gcmd.SFL), "SFL (advanced fault logging not supported)"],
-  [Number(Gcmd.EAFL), "EAFL (advanced fault logging not supported)"],
-  [Number(Gcmd.IRE), "IRE (interrupt remapping not supported)"],
-  [Number(Gcmd.SIRTP), "SIRTP (interrupt remapping not supported)"],
-  [Number(Gcmd.CFI), "CFI (interrupt remapping not supported)"],
-];
 
 export class VtdDevice {
   readonly options: ResolvedOptions;
@@ -56,6 +51,9 @@ export class VtdDevice {
   private readonly faults: FaultRecording;
   private readonly queue: InvalidationQueue;
   private readonly translator: Translator;
+  private readonly globalCommand: GlobalCommand;
+  /** Interrupt remapping (option `interruptRemapping`); with it off, IRES stays 0 and requests pass unchanged. */
+  private readonly interrupts: InterruptRemapping;
   /** The endpoints' own translation caches (ATS), for context entries with TT = 1. */
   readonly deviceTlbs: DeviceTlbs;
   /** The strict checker of guest drivers (option `checker`): its reports and counts. Undefined when off. */
@@ -89,6 +87,9 @@ export class VtdDevice {
     this.completionEvent = new InterruptEvent(this.regs, "completion", Reg.IECTL, Reg.IEDATA, Reg.IEADDR, Reg.IEUADDR, send);
     this.faults = new FaultRecording(this.regs, o.faultRecords, this.faultEvent, this.trace, this.stats);
     this.queue = new InvalidationQueue(o, this.regs, this.memory, this.invalidation, this.faults, this.completionEvent, this.deviceTlbs, this.trace, this.stats, this.cfg);
+    this.interrupts = new InterruptRemapping(this.memory, new InterruptEntryCache(), policy, this.faults, this.stats, this.trace, this.cfg);
+    if (o.interruptRemapping) this.queue.executor.interruptEntries = this.interrupts.cache;
+    this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace);
     this.checker = o.checker ? this.installChecker(o.checker) : undefined;
   }
 
@@ -121,6 +122,7 @@ export class VtdDevice {
     this.faults.reset();
     this.queue.reset();
     this.deviceTlbs.clear();
+    this.interrupts.reset();
     this.checker?.reset();
   }
 
@@ -194,7 +196,7 @@ export class VtdDevice {
     else if (upperOf && upperOf.width === 64 && upperOf.actsOn === "high") r = upperOf;
     if (!r) return;
     switch (r.offset) {
-      case Reg.GCMD: return this.onGlobalCommand(written);
+      case Reg.GCMD: return this.globalCommand.write(written);
       case Reg.CCMD: return this.registerInvalidation.onContextCommand();
       case IOTLB_OFFSET: return this.registerInvalidation.onIotlbCommand();
       case Reg.FSTS: return this.faults.refresh();
@@ -204,48 +206,6 @@ export class VtdDevice {
       case Reg.IQT: return this.queue.onTailWrite();
     }
     if (r.offset >= FRCD_OFFSET && (r.offset - FRCD_OFFSET) % FRCD_SIZE === 8) this.faults.refresh();
-  }
-
-  /** GCMD (VT-d §11.4.4): one-shot bits act when written as 1, persistent bits when they change. */
-  private onGlobalCommand(command: number): void {
-    const status = this.regs.get32(Reg.GSTS);
-    const translator = this.translator;
-    if ((command ^ status) & TE) {
-      translator.enabled = (command & TE) !== 0;
-      this.regs.update32(Reg.GSTS, translator.enabled ? TES : 0, translator.enabled ? 0 : TES);
-      this.invalidation.everything();
-      this.traceCommand(translator.enabled ? "TE on" : "TE off");
-    }
-    if (command & SRTP) {
-      const rtaddr = this.regs.get64(Reg.RTADDR);
-      translator.rootTable = Number(rtaddr & ((1n << BigInt(this.cfg.awBits)) - 1n) & ~0xfffn);
-      // TTM (bits 11:10): only 00, legacy mode, is supported by this unit (no ECAP.SMTS, no ECAP.ADMS).
-      translator.rootTableModeValid = ((this.regs.get32(Reg.RTADDR) >>> 10) & 3) === 0;
-      this.regs.update32(Reg.GSTS, RTPS, 0);
-      this.invalidation.everything();
-      this.traceCommand("SRTP");
-    }
-    if (command & WBF) {
-      if (this.options.rwbf) {
-        // The write buffer is flushed at once: WBFS is set and cleared within the command.
-        this.stats.writeBufferFlushes++;
-        this.traceCommand("WBF");
-      } else {
-        this.traceCommand("WBF ignored (CAP.RWBF = 0)");
-      }
-    }
-    if ((command ^ status) & QIE) {
-      if (command & QIE) this.queue.enable();
-      else this.queue.disable();
-      this.traceCommand(command & QIE ? "QIE on" : "QIE off");
-    }
-    for (const [bit, name] of IGNORED_COMMANDS) {
-      if (command & bit && this.trace.active) this.traceCommand(`${name}: ignored`);
-    }
-  }
-
-  private traceCommand(command: string): void {
-    if (this.trace.active) this.trace.emit({ type: "vtd_gcmd", command, status: this.regs.get32(Reg.GSTS) });
   }
 
   private sendInterrupt(source: "fault" | "completion", address: bigint, data: number): void {
@@ -267,6 +227,35 @@ export class VtdDevice {
   /** The unit's clock in milliseconds since reset. */
   get now(): number {
     return this.queue.now;
+  }
+
+  // ---- interrupt requests (devices' MSIs, VT-d ch. 5) ----
+
+  /**
+   * A device of requester id `sid` writes `data` to `address` in the interrupt range (an MSI):
+   * the compatibility-format message the platform delivers, or the interrupt-remapping fault that
+   * blocked it (recorded, fault event raised). With interrupt remapping off (GSTS.IRES = 0) both
+   * formats pass unchanged. Anything that is no interrupt request (`sid` not 0..0xFFFF, `address`
+   * outside 0xFEE00000-0xFEEFFFFF, `data` not 0..2^32-1, wrong types) gives `{ ok: false, reason:
+   * 0 }` and records nothing. Never throws. The bigint edge; platforms use `remapInterrupt`.
+   */
+  interruptRequest(sid: number, address: bigint | number, data: number): InterruptResult {
+    const interrupts = this.interrupts;
+    if (!interrupts.request(sid, address, data)) return interruptFailure(interrupts.fault);
+    return { ok: true, address: BigInt(interrupts.address), data: interrupts.data };
+  }
+
+  /**
+   * `interruptRequest` on numbers, allocating nothing: true when an interrupt goes out (its
+   * message in `interrupt.address` and `interrupt.data`), false when none does (`interrupt.fault`).
+   */
+  remapInterrupt(sid: number, address: number, data: number): boolean {
+    return this.interrupts.request(sid, address, data);
+  }
+
+  /** The outcome of the last interrupt request. */
+  get interrupt(): { readonly address: number; readonly data: number; readonly fault: number } {
+    return this.interrupts;
   }
 
   // ---- DMA interface (devices) ----

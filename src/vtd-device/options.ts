@@ -26,6 +26,13 @@ export interface VtdOptions {
   dmaDrain?: boolean;
   /** ECAP.DT: device-TLB (ATS); makes context TT = 1 valid (QEMU `device-iotlb`). Default false. */
   deviceIotlb?: boolean;
+  /**
+   * ECAP.IR: interrupt remapping (QEMU `intremap`): IRTA, GCMD.SIRTP/IRE/CFI, remappable-format
+   * interrupts through IRTEs (`interruptRequest`), the interrupt entry cache. Default false for
+   * now: the platform, the C test guest and the QEMU comparison still run QEMU with
+   * intremap=off. The default becomes true, as QEMU's, when the platform integration lands.
+   */
+  interruptRemapping?: boolean;
   /** Cache not-present and faulting results. Only ever done with CM = 1; default true when cachingMode. */
   negativeCaching?: boolean;
   /** IOTLB capacity in entries (power of two, 4-way sets). Default 4096. */
@@ -86,6 +93,7 @@ export interface ResolvedOptions {
   faultRecords: number;
   dmaDrain: boolean;
   deviceIotlb: boolean;
+  interruptRemapping: boolean;
   negativeCaching: boolean;
   iotlbEntries: number;
   contextCacheEntries: number;
@@ -165,6 +173,7 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     faultRecords,
     dmaDrain: flag("dmaDrain", options.dmaDrain, true),
     deviceIotlb: flag("deviceIotlb", options.deviceIotlb, false),
+    interruptRemapping: flag("interruptRemapping", options.interruptRemapping, false),
     negativeCaching,
     iotlbEntries: powerOfTwo("iotlbEntries", options.iotlbEntries, 4096, 4, 1 << 20),
     contextCacheEntries: powerOfTwo("contextCacheEntries", options.contextCacheEntries, 256, 1, 65536),

@@ -12,6 +12,12 @@ export class DeviceStats {
   iotlbInvalidations = { global: 0, domain: 0, page: 0 };
   deviceIotlbInvalidations = 0;
   interruptEntryCacheInvalidations = 0;
+  /** Interrupt requests (`interruptRequest`): remapped through an IRTE, let through unchanged, blocked by a fault. */
+  interruptsRemapped = 0;
+  interruptsPassedThrough = 0;
+  interruptsBlocked = 0;
+  interruptEntryCacheHits = 0;
+  interruptEntryCacheMisses = 0;
   invalidationWaits = 0;
   descriptorsProcessed = 0;
   writeBufferFlushes = 0;

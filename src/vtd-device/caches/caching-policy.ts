@@ -1,6 +1,7 @@
 /**
- * What the unit may keep in its caches (VT-d §6.1, §6.2): every translation a walk found, and,
- * with caching mode (CAP.CM = 1, option `negativeCaching`), not-present and faulting results too.
+ * What the unit may keep in its caches (VT-d §6.1, §6.2): every translation a walk found and every
+ * valid IRTE, and, with caching mode (CAP.CM = 1, option `negativeCaching`), not-present and
+ * faulting results too.
  * A context or table read that failed (outside memory) is never cached: the spec's negative
  * entries are about what the tables said, not about a bus error.
  */
@@ -44,6 +45,16 @@ export class CachingPolicy {
   /** Caches a leaf translation. */
   cacheTranslation(did: number, level: number, address: number, pageOutput: number, permission: number): void {
     this.iotlb.insert(did, level, address, pageOutput, permission, 0);
+  }
+
+  /**
+   * An IRTE just read for an interrupt request (the interrupt entry cache follows CAP.CM as the
+   * other remapping caches do, VT-d §6.1): a present entry with nothing reserved set is always
+   * kept; a not-present or erroneous one only with caching mode, so the guest must then issue an
+   * interrupt-entry-cache invalidation after making it present. A failed read is never kept.
+   */
+  mayCacheInterruptEntry(valid: boolean): boolean {
+    return valid || this.negativeCaching;
   }
 
   /**

@@ -37,11 +37,13 @@ export class FaultRecording {
   }
 
   /**
-   * A translation fault on a request from `sid` for `address`. Qualified faults behind a context
-   * entry with FPD = 1 are not recorded. `exactAddress` is the request's address when `address`
-   * (a number) is not exact, at or above 2^53.
+   * A fault on a request from `sid`: a translation fault for `address`, or an interrupt-remapping
+   * fault with `address` = FI (the interrupt index << 48, or 0; VT-d §11.4.11), `write` true (an
+   * interrupt request is a write, T = 0). Qualified faults behind an entry with FPD = 1 (context
+   * entry or IRTE) are not recorded. `exactAddress` is the request's address when `address` (a
+   * number) is not exact, at or above 2^53. Returns whether a record was written.
    */
-  record(sid: number, address: number, reason: FaultReason, write: boolean, faultProcessingDisable: boolean, exactAddress?: bigint): void {
+  record(sid: number, address: number, reason: FaultReason, write: boolean, faultProcessingDisable: boolean, exactAddress?: bigint): boolean {
     let why = "recorded";
     let recorded = false;
     const status = this.regs.get32(Reg.FSTS);
@@ -84,6 +86,7 @@ export class FaultRecording {
     if (this.tracer.active) {
       this.tracer.emit({ type: "vtd_fault", sid, reason, address: exactAddress ?? BigInt(address), write, recorded, why });
     }
+    return recorded;
   }
 
   private pendingFor(sid: number): boolean {

@@ -8,6 +8,8 @@ import { TWO_POW_32 } from "../../spec/numbers.ts";
 import { ContextCacheDesc, DescriptorType, DeviceTlbDesc, InterruptEntryCacheDesc, InvalidationQueueError, IotlbDesc, WaitDesc } from "../../spec/descriptors.ts";
 import { Granularity, Ics, MAMV, Reg } from "../../spec/registers.ts";
 import { DeviceTlbRange } from "../caches/device-tlb.ts";
+import type { InterruptEntryCache } from "../caches/interrupt-entry-cache.ts";
+import { MHMV } from "../../spec/interrupts.ts";
 import type { InterruptEvent } from "../faults/interrupt-event.ts";
 import type { MemoryAccess } from "../memory/memory-access.ts";
 import type { ResolvedOptions } from "../options.ts";
@@ -35,6 +37,8 @@ export const CLOCK_LIMIT_MS = 2 ** 50;
 export class DescriptorExecution {
   /** Why the last descriptor was rejected (the trace's `vtd_iq_error.why`). */
   why = "";
+  /** The interrupt entry cache, set by the device when interrupt remapping is offered. */
+  interruptEntries: InterruptEntryCache | undefined = undefined;
   private readonly range = new DeviceTlbRange();
   /** Address bits 63:32 below the address width (MGAW = HAW here): higher bits are ignored. */
   private readonly upperAddressMask: number;
@@ -90,9 +94,7 @@ export class DescriptorExecution {
         return this.deviceTlb(w0, w1, w2, w3);
       case DescriptorType.InterruptEntryCache:
         if (reserved(INTERRUPT_ENTRY_CACHE_RESERVED, w0, w1, w2, w3)) return this.reject(RESERVED, "interrupt-entry-cache descriptor with reserved bits set");
-        this.stats.interruptEntryCacheInvalidations++;
-        if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "iec", granularity: w0 & 0x10 ? "index" : "global", source: "queue" });
-        return DONE;
+        return this.interruptEntryCache(w0, w1);
       case DescriptorType.InvalidationWait:
         return this.invalidationWait(w0, w1, w2, w3);
       default:
@@ -118,6 +120,32 @@ export class DescriptorExecution {
     const timesOut = latency > timeout;
     const due = Math.min(this.clock.now + (timesOut ? timeout : latency), CLOCK_LIMIT_MS);
     this.pending.push(sid, range.rangeStart, range.rangeEnd, due, timesOut);
+    return DONE;
+  }
+
+  /**
+   * Interrupt-entry-cache invalidation (VT-d §6.5.2.7): G = 0 global; G = 1 index-selective, the
+   * 2^IM entries from IIDX (IIDX aligned down to 2^IM: hardware may invalidate more than asked).
+   * IM above ECAP.MHMV is an invalid field value (IQE, as AM above MAMV). Without interrupt
+   * remapping (no cache, ECAP.IR = 0) the descriptor is only counted and traced, as before.
+   */
+  private interruptEntryCache(w0: number, w1: number): number {
+    const indexSelective = ((w0 >>> InterruptEntryCacheDesc.G.shift) & 1) !== 0;
+    const mask = (w0 >>> InterruptEntryCacheDesc.IM.shift) & 0x1f;
+    const index = (w1 >>> (InterruptEntryCacheDesc.IIDX.shift - 32)) & 0xffff;
+    const cache = this.interruptEntries;
+    let dropped = 0;
+    if (cache) {
+      if (indexSelective && mask > MHMV) return this.reject(RESERVED, `interrupt-entry-cache descriptor with IM ${mask} above MHMV ${MHMV}`);
+      if (indexSelective) {
+        const count = 1 << mask; // mask ≤ MHMV = 15
+        dropped = cache.invalidateIndexes(index - (index % count), count);
+      } else {
+        dropped = cache.invalidateAll();
+      }
+    }
+    this.stats.interruptEntryCacheInvalidations++;
+    if (this.tracer.active) this.tracer.emit({ type: "vtd_inv_iec", granularity: indexSelective ? "index" : "global", index, mask, dropped });
     return DONE;
   }
 

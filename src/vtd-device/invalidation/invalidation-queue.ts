@@ -43,7 +43,8 @@ export class InvalidationQueue {
   /** Time at which the next descriptor may be fetched (stepped processing only). */
   private nextFetchAt = 0;
   private readonly pending: PendingDeviceTlbInvalidations;
-  private readonly executor: DescriptorExecution;
+  /** Executes each fetched descriptor (the device gives it the interrupt entry cache). */
+  readonly executor: DescriptorExecution;
 
   constructor(
     private readonly options: ResolvedOptions,

@@ -1,6 +1,7 @@
 /** CAP and ECAP as a configuration reports them (VT-d §11.4.2, §11.4.3). */
 import { Cap, Ecap, FRO, IRO, MAMV, ND, SAGAW_39_BIT, SAGAW_48_BIT, SLLPS_1G, SLLPS_2M } from "../../spec/registers.ts";
 import { setField } from "../../spec/field.ts";
+import { MHMV } from "../../spec/interrupts.ts";
 import type { ResolvedOptions } from "../options.ts";
 import { PagingEntryMasks } from "../translation/paging-entry.ts";
 
@@ -26,6 +27,9 @@ export function extendedCapabilityValue(o: ResolvedOptions): bigint {
   ecap = setField(ecap, Ecap.C, o.coherent ? 1 : 0);
   ecap = setField(ecap, Ecap.QI, 1);
   ecap = setField(ecap, Ecap.DT, o.deviceIotlb ? 1 : 0);
+  // Interrupt remapping (needs QI, offered above); EIM stays 0: no x2APIC on the platform.
+  ecap = setField(ecap, Ecap.IR, o.interruptRemapping ? 1 : 0);
+  ecap = setField(ecap, Ecap.MHMV, o.interruptRemapping ? MHMV : 0);
   ecap = setField(ecap, Ecap.PT, o.passThrough ? 1 : 0);
   ecap = setField(ecap, Ecap.IRO, IRO);
   return ecap;

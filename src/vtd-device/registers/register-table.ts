@@ -4,6 +4,7 @@
  */
 import { EventControl, FRCD_OFFSET, FRCD_SIZE, Fsts, Ics, IOTLB_OFFSET, IVA_OFFSET, Reg, VERSION, Ccmd, Iotlb, Iva, Iqa, IQ_HEAD_TAIL_MASK, FrcdHi } from "../../spec/registers.ts";
 import { bits, fieldMask } from "../../spec/field.ts";
+import { Irta } from "../../spec/interrupts.ts";
 import { capabilityValue, extendedCapabilityValue } from "./capabilities.ts";
 import type { ResolvedOptions } from "../options.ts";
 
@@ -70,7 +71,9 @@ export function registerTable(o: ResolvedOptions): RegisterSpec[] {
     reg("IEADDR", Reg.IEADDR, 32, "§11.4.9.11", { writable: 0xffff_fffcn }),
     reg("IEUADDR", Reg.IEUADDR, 32, "§11.4.9.12"),
     reg("IQERCD", Reg.IQERCD, 64, "§11.4.9.4"),
-    reg("IRTA", Reg.IRTA, 64, "§11.4.8.1", { writable: 0xffff_ffff_ffff_f80fn }),
+    // Without interrupt remapping IRTA is reserved; it keeps QEMU's mask (intremap=off) for the
+    // register comparison. With it, EIME is RsvdZ (ECAP.EIM = 0) and reads 0.
+    reg("IRTA", Reg.IRTA, 64, "§11.4", { writable: o.interruptRemapping ? Irta.IRTA | fieldMask(Irta.S) : 0xffff_ffff_ffff_f80fn }),
     reg("IVA", IVA_OFFSET, 64, "§11.4.8.2", {
       writable: Iva.ADDR | fieldMask(Iva.IH) | fieldMask(Iva.AM),
       writeOnly: Iva.ADDR | fieldMask(Iva.IH) | fieldMask(Iva.AM),
