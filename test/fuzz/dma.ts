@@ -99,6 +99,15 @@ export function judgeDma(o: Oracle, mem: Mem, ram: Uint8Array, r: DmaRequest, be
     offset += length;
   } while (offset < r.bytes.length);
 
+  // Writes into the oracle's copy, undoable (see the aliasing case below).
+  const undo: { at: number; bytes: Uint8Array }[] = [];
+  const apply = (data: Uint8Array, at: number) => {
+    undo.push({ at, bytes: mem.bytes.slice(at, at + data.length) });
+    mem.set(data, at);
+  };
+  const rollback = () => {
+    for (let u = undo.pop(); u; u = undo.pop()) mem.set(u.bytes, u.at);
+  };
   let reached = true;
   for (const p of pieces) {
     if (p.address >= TWO64) {
@@ -129,7 +138,7 @@ export function judgeDma(o: Oracle, mem: Mem, ram: Uint8Array, r: DmaRequest, be
     } else if (r.write) {
       p.moved = definite >= 0 || coincident;
       p.notMoved = definite < 0;
-      if (definite >= 0) mem.set(r.bytes.subarray(p.offset, p.offset + p.length), definite);
+      if (definite >= 0) apply(r.bytes.subarray(p.offset, p.offset + p.length), definite);
     } else {
       p.moved = definite >= 0;
       p.notMoved = equal(r.bytes, p.offset, r.fill, p.offset, p.length);
@@ -166,9 +175,25 @@ export function judgeDma(o: Oracle, mem: Mem, ram: Uint8Array, r: DmaRequest, be
     }
   }
   if (r.write && outputsOverlap(pieces)) {
-    // Pieces may have overwritten each other (aliased mappings): which bytes each left is
-    // unknowable, so every permitted output takes what RAM holds; nothing else may change.
-    for (const p of pieces) for (const x of p.outcomes) if (x.kind === "map" && x.out + p.length <= ramSize) mem.set(ram.subarray(x.out, x.out + p.length), x.out);
+    // Pieces may have overwritten each other (aliased mappings, tables mapped onto themselves):
+    // RAM no longer shows which piece moved. Replay the request as the unit would have done it,
+    // each piece moving through its first permitted output, so that what the unit may have
+    // walked (and cached) on the way is known; then every permitted output takes what RAM
+    // holds, and nothing else may change.
+    rollback();
+    const outputs: [number, number][] = [];
+    for (const p of pieces) {
+      for (const x of p.outcomes) if (x.kind === "map") outputs.push([x.out, p.length]);
+      if (p.address >= TWO64 || !translated || blocked) break;
+      const again = o.outcomes(r.sid, p.address, r.write);
+      o.observe(r.sid, p.address);
+      const first = again.find((x) => x.kind === "map" && x.out + p.length <= ramSize);
+      for (const x of again) if (x.kind === "map") outputs.push([x.out, p.length]);
+      if (!first || first.kind !== "map") break;
+      apply(r.bytes.subarray(p.offset, p.offset + p.length), first.out);
+    }
+    rollback();
+    for (const [out, length] of outputs) if (out >= 0 && out + length <= ramSize) mem.set(ram.subarray(out, out + length), out);
     if (!explained) return problems;
   }
   if (!explained) {

@@ -152,6 +152,7 @@ export function runProgram(p: Program, options: RunOptions): RunResult {
     } catch (error) {
       return result({ step: i, check: "throw", message: `readRegister threw ${String(error)}` });
     }
+    if (options.trace && oracle.events.length > 0) options.trace(`   events: ${oracle.events.map((e) => JSON.stringify(e)).join(" ")}; IQH ${read(Reg.IQH, 8)}`);
     oracle.applyEvents();
     const found = [...oracle.problems.splice(0), ...shadowCheck.afterEvents(oracle.events, assignments)];
     for (const w of oracle.statusWrites) {

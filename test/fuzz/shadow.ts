@@ -20,6 +20,12 @@ interface SpaceView {
   snapshot: string;
   /** DID the notifiers file this space under (0 for a faulting context). */
   tag: number;
+  /**
+   * A context invalidation that may or may not have reached this space (one the spec does not
+   * require to, which the unit may still honour) came while the entries differed from the
+   * snapshot: which context the notifiers hold is open until a global one.
+   */
+  ambiguous?: boolean;
 }
 
 export class ShadowCheck {
@@ -58,8 +64,12 @@ export class ShadowCheck {
       let full = false;
       for (const e of events) {
         const resync = () => {
-          Object.assign(space, this.view(sid));
+          Object.assign(space, this.view(sid), { ambiguous: false });
           full = true;
+        };
+        const maybe = (required: boolean) => {
+          if (required && !space.ambiguous) resync();
+          else if (this.view(sid).snapshot !== space.snapshot) space.ambiguous = true;
         };
         switch (e.k) {
           case "all":
@@ -67,11 +77,11 @@ export class ShadowCheck {
             resync();
             break;
           case "ctx-domain":
-            if (e.did === space.tag) resync();
+            maybe(e.did === space.tag);
             break;
           case "ctx-device": {
             const mask = ~[0, 4, 6, 7][e.fm]! & 0xffff;
-            if ((sid & mask) === (e.sid & mask) && e.did === space.tag) resync();
+            if ((sid & mask) === (e.sid & mask)) maybe(e.did === space.tag);
             break;
           }
           case "tlb-global":
@@ -86,7 +96,7 @@ export class ShadowCheck {
         }
       }
       if (!full && ranges.length === 0) continue;
-      if (this.view(sid).snapshot !== space.snapshot) continue; // context changed without a context-level sync
+      if (space.ambiguous || this.view(sid).snapshot !== space.snapshot) continue; // context changed without a context-level sync
       if (this.walkLimited.has(sid)) continue;
       const width = 2 ** this.o.u.mgaw;
       const scopes: [number, number][] = full ? [[0, width]] : ranges.map(([s, e]) => [Math.min(s, width), Math.min(e, width)]);
