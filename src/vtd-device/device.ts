@@ -86,7 +86,7 @@ export class VtdDevice {
     this.faultEvent = new InterruptEvent(this.regs, "fault", Reg.FECTL, Reg.FEDATA, Reg.FEADDR, Reg.FEUADDR, send);
     this.completionEvent = new InterruptEvent(this.regs, "completion", Reg.IECTL, Reg.IEDATA, Reg.IEADDR, Reg.IEUADDR, send);
     this.faults = new FaultRecording(this.regs, o.faultRecords, this.faultEvent, this.trace, this.stats);
-    this.queue = new InvalidationQueue(o, this.regs, this.memory, this.invalidation, this.faults, this.completionEvent, this.deviceTlbs, this.trace, this.stats, this.cfg);
+    this.queue = new InvalidationQueue(o, this.regs, this.memory, this.invalidation, this.faults, this.completionEvent, this.deviceTlbs, this.trace, this.stats, this.cfg, () => this.invalidationWork());
     this.interrupts = new InterruptRemapping(this.memory, new InterruptEntryCache(), policy, this.faults, this.stats, this.trace, this.cfg);
     if (o.interruptRemapping) this.queue.executor.interruptEntries = this.interrupts.cache;
     this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace);
@@ -110,6 +110,15 @@ export class VtdDevice {
       return translate.call(translator, sid, address, write);
     };
     return checker;
+  }
+
+  /**
+   * Host work invalidations have done so far, in the queue budget's units: IOTLB slots and
+   * device-TLB slots visited, paging entries the notifiers walked, and 16 per notifier event.
+   */
+  private invalidationWork(): number {
+    const n = this.notifiers.stats;
+    return this.iotlb.work + this.deviceTlbs.invalidationWork + n.entriesWalked + 16 * (n.mapEvents + n.unmapEvents + n.deviceIotlbUnmapEvents);
   }
 
   /** Power-on reset: every register to its reset value, caches and internal state cleared. */

@@ -46,6 +46,13 @@ export interface VtdOptions {
    * queue at once. Above 0 the queue advances only with `advanceTime`, so IQH can be watched moving.
    */
   queueDescriptorTimeMs?: number;
+  /**
+   * Host work one tail write (or one step of the unit's clock) may spend on the queue, in units:
+   * a descriptor 1, an IOTLB slot or paging entry visited 1, a notifier event 16. Past it the
+   * queue pauses before the next descriptor and goes on as the clock moves (`advanceTime`) or at
+   * the next tail write, as hardware takes time over a long queue. Default 2^22.
+   */
+  queueWorkBudget?: number;
   /** Device time a device-TLB invalidation takes to complete at the endpoint, 0..60000 ms. Default 0. */
   deviceIotlbLatencyMs?: number;
   /** An endpoint that has not answered a device-TLB invalidation after this long raises ITE. Default 60000 (ATS). */
@@ -99,6 +106,7 @@ export interface ResolvedOptions {
   contextCacheEntries: number;
   onInterrupt: (address: bigint, data: number) => void;
   queueDescriptorTimeMs: number;
+  queueWorkBudget: number;
   deviceIotlbLatencyMs: number;
   deviceIotlbTimeoutMs: number;
   deviceIotlbEntries: number;
@@ -179,6 +187,7 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     contextCacheEntries: powerOfTwo("contextCacheEntries", options.contextCacheEntries, 256, 1, 65536),
     onInterrupt,
     queueDescriptorTimeMs: milliseconds("queueDescriptorTimeMs", options.queueDescriptorTimeMs, 0, 1000),
+    queueWorkBudget: count("queueWorkBudget", options.queueWorkBudget, 1 << 22, 1, 2 ** 30),
     deviceIotlbLatencyMs: milliseconds("deviceIotlbLatencyMs", options.deviceIotlbLatencyMs, 0, ATS_TIMEOUT_MS),
     deviceIotlbTimeoutMs: milliseconds("deviceIotlbTimeoutMs", options.deviceIotlbTimeoutMs, ATS_TIMEOUT_MS, 10 * ATS_TIMEOUT_MS),
     ...deviceTlbBounds(options),

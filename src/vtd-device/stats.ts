@@ -20,6 +20,8 @@ export class DeviceStats {
   interruptEntryCacheMisses = 0;
   invalidationWaits = 0;
   descriptorsProcessed = 0;
+  /** Times the queue stopped at its work budget (queueWorkBudget) with descriptors left. */
+  queueBudgetPauses = 0;
   writeBufferFlushes = 0;
   interruptsSent = 0;
   /** Interrupts whose `onInterrupt` handler threw (the unit went on). */

@@ -33,6 +33,8 @@ export class Iotlb {
   /** Live entries per domain id, so a domain or page-selective invalidation of an empty domain costs nothing. */
   private readonly liveInDomain = new Uint16Array(65536);
   count = 0;
+  /** Entry slots invalidations visited (a measure of their host cost, for the queue's work budget). */
+  work = 0;
 
   // Result of the last successful lookup (four stores per hit; the rest is derived).
   /** Output address of the hit page. */
@@ -176,6 +178,7 @@ export class Iotlb {
     if (this.liveInDomain[did & 0xffff] === 0) return 0;
     const e = this.entries;
     let dropped = 0;
+    this.work += this.capacity;
     for (let at = 0; at < e.length; at += STRIDE) {
       const key = e[at + KEY]!;
       if (key !== 0 && key >>> 2 === did) { this.drop(at); dropped++; }
@@ -193,6 +196,7 @@ export class Iotlb {
     const end = address + pages * 4096;
     if (pages > 64) return this.invalidateRange(did, address, end);
     let dropped = 0;
+    this.work += pages * 3;
     for (let level = 1; level <= 3; level++) {
       if (this.liveAtLevel[level] === 0) continue;
       const size = 2 ** (12 + 9 * (level - 1));
@@ -208,6 +212,7 @@ export class Iotlb {
   private invalidateRange(did: number, start: number, end: number): number {
     const e = this.entries;
     let dropped = 0;
+    this.work += this.capacity;
     for (let at = 0; at < e.length && this.liveInDomain[did]! > 0; at += STRIDE) {
       const key = e[at + KEY]!;
       if (key === 0 || key >>> 2 !== did) continue;

@@ -46,6 +46,9 @@ export class InvalidationQueue {
   /** Executes each fetched descriptor (the device gives it the interrupt entry cache). */
   readonly executor: DescriptorExecution;
 
+  /** The work budget ran out with descriptors left: the next clock step goes on with them. */
+  private paused = false;
+
   constructor(
     private readonly options: ResolvedOptions,
     private readonly regs: RegisterFile,
@@ -57,12 +60,15 @@ export class InvalidationQueue {
     private readonly tracer: Tracer,
     private readonly stats: DeviceStats,
     private readonly cfg: WalkConfig,
+    /** Host work done so far by invalidations (caches visited, notifier walks and events): the queue's budget reads it. */
+    private readonly workDone: () => number = () => 0,
   ) {
     this.pending = new PendingDeviceTlbInvalidations(options.deviceIotlbPendingInvalidations);
     this.executor = new DescriptorExecution(options, regs, memory, invalidation, completionEvent, this.pending, this, tracer, stats, cfg);
   }
 
   reset(): void {
+    this.paused = false;
     this.now = 0;
     this.head = 0;
     this.disableRequested = false;
@@ -144,12 +150,12 @@ export class InvalidationQueue {
     const until = Math.min(this.now + ms, CLOCK_LIMIT_MS);
     // Visit every moment something happens in (now, until], in order.
     while (true) {
-      const next = this.nextEventTime();
+      const next = this.paused ? this.now : this.nextEventTime();
       if (next > until) break;
       this.now = Math.max(this.now, next);
       this.settleDeviceTlb();
       this.process();
-      if (this.nextEventTime() <= this.now) break; // nothing can progress at this instant
+      if (this.paused || this.nextEventTime() <= this.now) break; // one budget per instant
     }
     this.now = until;
     this.settleDeviceTlb();
@@ -196,7 +202,17 @@ export class InvalidationQueue {
    */
   private process(): void {
     const stepped = this.options.queueDescriptorTimeMs > 0;
+    const budget = this.options.queueWorkBudget;
+    const start = this.workDone();
+    let descriptors = 0;
+    this.paused = false;
     while (this.enabled) {
+      if (descriptors + this.workDone() - start >= budget) {
+        // Past the budget: the rest waits for the clock or the next tail write.
+        this.paused = this.head !== this.tailIndex();
+        this.stats.queueBudgetPauses++;
+        return;
+      }
       if (this.regs.get32(Reg.FSTS) & (IQE | ITE)) return;
       const tail = this.tailIndex();
       if (this.dw === 1) return this.queueError(InvalidationQueueError.InvalidWidth, "IQA.DW = 1 needs scalable mode, which this unit does not offer");
@@ -210,6 +226,7 @@ export class InvalidationQueue {
       if (outcome === BLOCKED) return;
       if (outcome !== DONE) return this.queueError(outcome, this.executor.why);
       this.stats.descriptorsProcessed++;
+      descriptors++;
       this.head = (this.head + 1) % this.entries;
       this.setHead();
       if (this.pending.nextDue <= this.now) this.settleDeviceTlb(); // an endpoint that answers at once
