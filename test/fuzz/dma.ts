@@ -62,7 +62,9 @@ interface Piece {
 }
 
 function describe(o: Outcome): string {
-  return o.kind === "map" ? `map→0x${o.out.toString(16)}` : `fault ${o.reasons.map((r) => "0x" + r.toString(16)).join("|")}${o.qualified && o.fpd ? " (FPD)" : ""}`;
+  if (o.kind === "map") return `map→0x${o.out.toString(16)}`;
+  const reasons = o.reasons.includes(-1) ? "of any reason (TTM blocks)" : o.reasons.map((r) => "0x" + r.toString(16)).join("|");
+  return `fault ${reasons}${o.qualified && o.fpd ? " (FPD)" : ""}`;
 }
 
 /**
