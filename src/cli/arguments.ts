@@ -1,6 +1,7 @@
 /** The command line of `npm start` (src/main.ts): parsed strictly, every mistake named. */
 import { ArgumentError, flag, formatUsage, onOff, oneOf, option, parseOptions, seconds, text, type ParsedOptions } from "./options.ts";
 import { DEFAULT_NS_PER_INSTRUCTION } from "../v86/virtual-clock.ts";
+import { EXPLAIN_OPTIONS } from "./explain-options.ts";
 
 export const DEFAULT_KERNEL = "build/firmware/vtd-test.elf";
 export const DEFAULT_TIMEOUT_SECONDS = 60;
@@ -14,6 +15,7 @@ export const START_OPTIONS = {
   cmdline: option('--cmdline "<text>"', text({ anyValue: true }), "", ["the guest's command line; the test guest knows", "skip-cm-invalidation, no-qi, translation-off, dma-rounds=N"]),
   timeoutSeconds: option("--timeout <seconds>", seconds, DEFAULT_TIMEOUT_SECONDS, `wall-clock limit (default ${DEFAULT_TIMEOUT_SECONDS})`),
   deterministic: option("--deterministic", flag, undefined, [`guest time follows guest instructions (${DEFAULT_NS_PER_INSTRUCTION} ns each):`, "the same transcript every run, whatever the host does"]),
+  ...EXPLAIN_OPTIONS,
 };
 
 export type MainArguments = ParsedOptions<typeof START_OPTIONS>;
@@ -22,7 +24,9 @@ export const USAGE = formatUsage(
   `usage: npm start -- [options]
 
 Boots the VT-d test guest in v86 with the emulated IOMMU, streams its serial output,
-then prints a summary of the unit (VER/CAP/ECAP/GSTS/FSTS, invalidations, faults).
+then prints a summary of the unit (VER/CAP/ECAP/GSTS/FSTS, invalidations, faults). When the
+guest skipped an invalidation caching mode requires (skip-cm-invalidation), it says what
+happened and which invalidation would have covered it.
 Exits with the guest's exit code (124 on timeout).`,
   START_OPTIONS,
 );

@@ -1,6 +1,7 @@
 /** The command line of `npm run linux` (src/linux/main.ts): parsed strictly, every mistake named. */
 import { ArgumentError, flag, formatUsage, integer, onOff, option, parseOptions, seconds, text, type ParsedOptions } from "../cli/options.ts";
 import { DEFAULT_DISK_MIB, DEFAULT_WORKLOAD_MIB } from "./boot.ts";
+import { EXPLAIN_OPTIONS } from "../cli/explain-options.ts";
 
 export const DEFAULT_LINUX_CMDLINE = "intel_iommu=on";
 export const DEFAULT_LINUX_TIMEOUT_SECONDS = 180;
@@ -19,6 +20,7 @@ export const LINUX_OPTIONS = {
   /** Print only the summary, not the streamed console. */
   quiet: option("--quiet", flag, false, "do not stream the console"),
   deterministic: option("--deterministic", flag, false, "guest time follows guest instructions: the same console every run"),
+  ...EXPLAIN_OPTIONS,
 };
 
 export type LinuxArguments = ParsedOptions<typeof LINUX_OPTIONS>;

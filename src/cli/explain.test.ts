@@ -1,0 +1,46 @@
+import { describe, expect, it } from "vitest";
+import { parseArguments } from "./arguments.ts";
+import { cachingModeSentence, formatCachingModeComparison, type RunFigures } from "./explain.ts";
+import { TRACE_EVENT_TYPES, traceEventFilter, TraceOptionError } from "./trace-file.ts";
+import { describeDescriptor } from "../vtd-device/debug-view.ts";
+
+function figures(cachingMode: boolean, page: number): RunFigures {
+  const invalidations = new Map([["context-cache global", 1], ["iotlb page", page]]);
+  return { cachingMode, invalidations, waits: page, descriptors: 2 * page, faults: 1, iotlbMisses: 3, hostMs: 10, outcome: "exit 0" };
+}
+
+describe("explain options and texts", () => {
+  it("parses the explain options of npm start", () => {
+    const a = parseArguments(["--checker", "--dump", "--trace", "t.jsonl", "--trace-events=vtd_inv*", "--compare-caching-mode"]);
+    expect(a).toMatchObject({ checker: true, dump: true, trace: "t.jsonl", traceEvents: "vtd_inv*", compareCachingMode: true });
+    expect(() => parseArguments(["--trace-events"])).toThrow(/--trace-events needs a value/);
+  });
+
+  it("selects trace events by names and globs, refusing what matches nothing", () => {
+    expect([...traceEventFilter("vtd_inv*")].sort()).toEqual(["vtd_inv", "vtd_inv_iec", "vtd_inv_wait"]);
+    expect([...traceEventFilter("vtd_fault, vtd_ir_*")].sort()).toEqual(["vtd_fault", "vtd_ir_fault", "vtd_ir_remap"]);
+    expect(traceEventFilter("*").size).toBe(TRACE_EVENT_TYPES.length);
+    expect(() => traceEventFilter("vtd_invalid")).toThrow(TraceOptionError);
+    expect(() => traceEventFilter("vtd_inv,")).toThrow(/option --trace-events: "" is not an event name/);
+    expect(() => traceEventFilter("(.*)")).toThrow(/is not an event name or glob/);
+  });
+
+  it("says why CM=1 changed the invalidations, and shows the difference", () => {
+    const off = figures(false, 1), on = figures(true, 8);
+    expect(cachingModeSentence(off, on)).toContain("7 more invalidations (+7 iotlb page)");
+    expect(cachingModeSentence(off, figures(true, 1))).toContain("the same invalidations under both");
+    expect(cachingModeSentence(on, off)).toContain("7 fewer invalidations");
+    const table = formatCachingModeComparison(off, on, true);
+    expect(table).toMatch(/^invalidations: iotlb page +1 +8 +\+7$/m);
+    expect(table).toMatch(/^faults +1 +1 +=$/m);
+    expect(table).not.toContain("warms up");
+  });
+
+  it("decodes queued-invalidation descriptors", () => {
+    expect(describeDescriptor(0x00000000000100f2n, 0x000000000c000009n)).toBe("iotlb page DID 1 ADDR 0xc000000 AM 9");
+    expect(describeDescriptor(0x0000002000000031n, 0n)).toBe("context-cache device SID 00:04.0 FM 0 DID 0");
+    expect(describeDescriptor(0x0000000600000025n, 0x125080n)).toBe("wait SW data 0x6 to 0x125080");
+    expect(describeDescriptor(0x00000000000100e2n, 0n)).toBe("iotlb domain DID 1");
+    expect(describeDescriptor(0n, 0n)).toBe("(empty)");
+  });
+});

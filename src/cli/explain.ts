@@ -1,0 +1,195 @@
+/**
+ * What the main commands explain in words: the strict checker's reports as paragraphs
+ * (`--checker`), what happened after the guest skipped a caching-mode invalidation, and the
+ * CM=0 / CM=1 comparison table (`--compare-caching-mode`).
+ */
+import { FaultReason } from "../spec/index.ts";
+import { describeEntry, hex } from "../vtd-device/checker/checker-report.ts";
+import type { DriverBugReport, TraceEvent, VtdDevice } from "../vtd-device/index.ts";
+
+/** Checker reports and the events around them, in order (one sequence for both). */
+export class ExplainRecorder {
+  readonly reports: { seq: number; report: DriverBugReport }[] = [];
+  readonly faults: { seq: number; time: number; sid: number; reason: FaultReason; address: bigint }[] = [];
+  readonly invalidations: { seq: number; time: number; event: Extract<TraceEvent, { type: "vtd_inv" }> }[] = [];
+  private seq = 0;
+  private device: VtdDevice | undefined;
+
+  /** The vtd option `checker` for a unit whose reports this recorder keeps. */
+  readonly checkerOption = { onReport: (report: DriverBugReport) => void this.reports.push({ seq: this.seq++, report }) };
+
+  attach(device: VtdDevice): void {
+    this.device = device;
+    device.trace.subscribe((event) => {
+      if (event.type === "vtd_fault") this.faults.push({ seq: this.seq++, time: device.now, sid: event.sid, reason: event.reason, address: event.address });
+      else if (event.type === "vtd_inv") this.invalidations.push({ seq: this.seq++, time: device.now, event });
+    });
+  }
+
+  /** Requests the checker inspected, repeats of a reported bug and reports past the limit. */
+  get counts(): { inspected: number; duplicates: number; dropped: number } {
+    const c = this.device?.checker;
+    return { inspected: c?.inspected ?? 0, duplicates: c?.duplicates ?? 0, dropped: c?.dropped ?? 0 };
+  }
+}
+
+const RULES: Record<DriverBugReport["kind"], { rule: string; section: string; did: (r: DriverBugReport) => string; cached: string }> = {
+  "stale-cache": {
+    rule: "a present entry the unit may cache was changed or removed; software must invalidate the caches that may hold it before the device uses it again",
+    section: "VT-d §6.5",
+    did: (r) => `changed the entry without invalidating: the tables now hold ${describeEntry(r.current)}`,
+    cached: "a present entry, as it was before the change",
+  },
+  "missing-cm-invalidation": {
+    rule: "with CAP.CM = 1 the unit may cache not-present and faulting entries (negative caching); software must invalidate after making any entry present",
+    section: "VT-d §6.1",
+    did: (r) => `made the entry present without the invalidation caching mode requires: the tables now hold ${describeEntry(r.current)}`,
+    cached: "the not-present entry (a negative entry, kept because CAP.CM = 1)",
+  },
+  "unflushed-table-write": {
+    rule: "with ECAP.C = 0 the unit reads tables from memory, not the CPU's caches; software must flush (CLFLUSH) each table entry it writes before the unit may read it",
+    section: "VT-d §11.4.3 (ECAP.C)",
+    did: (r) => `stored a table entry and did not flush it: the CPU sees ${describeEntry(r.current)}`,
+    cached: "what memory still holds",
+  },
+};
+
+/** One report as a short paragraph. */
+export function explainReport(r: DriverBugReport, n: number): string {
+  const rule = RULES[r.kind];
+  return [
+    `[${n}] ${r.kind} at ${r.time.toFixed(3)} ms: device ${r.device} (SID ${hex(r.sid)}) ${r.write ? "write" : "read"} at IOVA ${hex(r.iova)}`,
+    `    what the guest did: ${rule.did(r)}`,
+    `    what the unit had cached: ${describeEntry(r.cached)}: ${rule.cached}`,
+    `    rule: ${rule.rule} (${rule.section})`,
+    `    what would have covered it: ${r.missing.text}`,
+  ].join("\n");
+}
+
+/** `--checker`: every report as a paragraph, with the checker's counts. */
+export function formatCheckerReports(recorder: ExplainRecorder): string {
+  const { inspected, duplicates, dropped } = recorder.counts;
+  const n = recorder.reports.length;
+  const lines = [`== strict checker: ${n === 0 ? "no driver bug" : `${n} driver bug${n === 1 ? "" : "s"}`} (${inspected} requests inspected${duplicates ? `, ${duplicates} repeats` : ""}${dropped ? `, ${dropped} past the report limit` : ""}) ==`];
+  recorder.reports.forEach(({ report }, i) => lines.push(explainReport(report, i + 1)));
+  return lines.join("\n");
+}
+
+function covers(event: Extract<TraceEvent, { type: "vtd_inv" }>, report: DriverBugReport): boolean {
+  if (report.cached.structure === "context-entry") {
+    if (event.cache !== "context") return false;
+    if (event.granularity === "global") return true;
+    if (event.granularity === "domain") return event.did === (report.cached.present ? report.cached.did : 0);
+    if (event.sid === undefined) return false;
+    const fm = event.fm ?? 0;
+    const ignore = fm === 0 ? 0 : ((1 << fm) - 1) << (3 - fm);
+    return (event.sid & ~ignore) === (report.sid & ~ignore);
+  }
+  if (event.cache !== "iotlb" || report.missing.action !== "iotlb-invalidation") return false;
+  const did = report.missing.did;
+  if (event.granularity === "global") return true;
+  if (event.did !== did) return false;
+  if (event.granularity === "domain") return true;
+  if (event.address === undefined) return false;
+  const size = 4096n << BigInt(event.am ?? 0);
+  return report.iova >= event.address && report.iova < event.address + size;
+}
+
+const GRANULARITY_WORDS: Record<string, string> = { global: "global", domain: "domain-selective", device: "device-selective", page: "page-selective" };
+
+/**
+ * What happened after the guest left out a caching-mode invalidation, in plain words, from the
+ * checker's missing-cm-invalidation reports; undefined when there is none.
+ */
+export function explainMissingCmInvalidations(recorder: ExplainRecorder): string | undefined {
+  const found = recorder.reports.filter(({ report }) => report.kind === "missing-cm-invalidation");
+  if (found.length === 0) return undefined;
+  const paragraphs = found.map(({ seq, report: r }) => {
+    const context = r.cached.structure === "context-entry";
+    const what = context ? `the context entry of device ${r.device}` : `IOVA page ${hex(r.iova & ~0xfffn)} of device ${r.device}`;
+    const cover = recorder.invalidations.find((i) => i.seq > seq && covers(i.event, r));
+    const faults = recorder.faults.filter((f) => f.seq > seq && f.sid === r.sid && (!cover || f.seq < cover.seq));
+    const reasons = [...new Set(faults.map((f) => `${FaultReason[f.reason] ?? "fault"} 0x${f.reason.toString(16)}`))].join(", ");
+    const until = cover
+      ? `until the guest's ${GRANULARITY_WORDS[cover.event.granularity] ?? cover.event.granularity} ${cover.event.cache === "context" ? "context-cache" : "IOTLB"} invalidation at ${cover.time.toFixed(3)} ms dropped it`
+      : "until the end of the run (no invalidation covering it came)";
+    const faulted = faults.length > 0 ? `kept faulting (${faults.length} fault${faults.length === 1 ? "" : "s"}: ${reasons}) ${until}` : `used it ${until}`;
+    return `the guest made ${what} present (${describeEntry(r.current)}) without invalidating under CM=1; the unit had cached the not-present entry ` +
+      `(negative caching) and ${faulted}; a ${r.missing.text} would have covered it (VT-d §6.1).`;
+  });
+  return ["== what happened: a caching-mode invalidation was left out ==", ...paragraphs].join("\n");
+}
+
+/** What one run counted, for the CM=0 / CM=1 table. */
+export interface RunFigures {
+  cachingMode: boolean;
+  invalidations: Map<string, number>;
+  waits: number;
+  descriptors: number;
+  faults: number;
+  iotlbMisses: number;
+  hostMs: number;
+  guestMs?: number | undefined;
+  instructions?: number | undefined;
+  outcome: string;
+}
+
+export function runFigures(device: VtdDevice, cachingMode: boolean, run: { hostMs: number; guestMs?: number | undefined; instructions?: number | undefined; outcome: string }): RunFigures {
+  const s = device.stats;
+  const invalidations = new Map<string, number>([
+    ["context-cache global", s.contextInvalidations.global],
+    ["context-cache domain", s.contextInvalidations.domain],
+    ["context-cache device", s.contextInvalidations.device],
+    ["iotlb global", s.iotlbInvalidations.global],
+    ["iotlb domain", s.iotlbInvalidations.domain],
+    ["iotlb page", s.iotlbInvalidations.page],
+    ["device-iotlb", s.deviceIotlbInvalidations],
+  ]);
+  return {
+    cachingMode, invalidations, waits: s.invalidationWaits, descriptors: s.descriptorsProcessed, faults: s.faultsRecorded + s.faultsSuppressed + s.faultsDropped,
+    iotlbMisses: s.iotlbMisses, ...run,
+  };
+}
+
+const total = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+
+/** The side-by-side table and one sentence on why. */
+export function formatCachingModeComparison(off: RunFigures, on: RunFigures, deterministic = false): string {
+  const rows: [string, number | undefined, number | undefined, number?][] = [];
+  for (const [kind, n] of off.invalidations) rows.push([`invalidations: ${kind}`, n, on.invalidations.get(kind)]);
+  rows.push(["invalidations: total", total(off.invalidations), total(on.invalidations)]);
+  rows.push(["invalidation waits", off.waits, on.waits]);
+  rows.push(["queue descriptors", off.descriptors, on.descriptors]);
+  rows.push(["faults", off.faults, on.faults]);
+  rows.push(["IOTLB misses", off.iotlbMisses, on.iotlbMisses]);
+  rows.push(["host time (ms)", Math.round(off.hostMs), Math.round(on.hostMs)]);
+  if (off.guestMs !== undefined && on.guestMs !== undefined) rows.push(["guest time (ms)", Number(off.guestMs.toFixed(3)), Number(on.guestMs.toFixed(3)), 3]);
+  if (off.instructions !== undefined && on.instructions !== undefined) rows.push(["guest instructions", off.instructions, on.instructions]);
+  const lines = ["== caching mode: CM=0 vs CM=1 ==", `${"".padEnd(36)}${"CM=0".padStart(12)}${"CM=1".padStart(12)}${"change".padStart(12)}`];
+  for (const [name, a, b, digits] of rows) {
+    const change = a === undefined || b === undefined ? "" : b === a ? "=" : `${b > a ? "+" : ""}${(b - a).toFixed(digits ?? 0)}`;
+    lines.push(`${name.padEnd(36)}${String(a ?? "").padStart(12)}${String(b ?? "").padStart(12)}${change.padStart(12)}`);
+  }
+  lines.push(`${"guest outcome".padEnd(36)}${off.outcome.padStart(12)}${on.outcome.padStart(12)}`);
+  if (!deterministic) lines.push("(times are host times: the first run also warms up v86's JIT; --deterministic makes guest time follow instructions)");
+  lines.push(cachingModeSentence(off, on));
+  return lines.join("\n");
+}
+
+export function cachingModeSentence(off: RunFigures, on: RunFigures): string {
+  const more = total(on.invalidations) - total(off.invalidations);
+  const changed = [...on.invalidations]
+    .map(([kind, n]) => [kind, n - (off.invalidations.get(kind) ?? 0)] as const)
+    .filter(([, d]) => d !== 0)
+    .map(([kind, d]) => `${d > 0 ? "+" : ""}${d} ${kind}`)
+    .join(", ");
+  if (more > 0) {
+    return `why: with CM=1 the unit may cache not-present entries (VT-d §6.1), so the guest must also invalidate when it makes an entry present ` +
+      `(a new context or a new mapping), not only when it removes or changes one: ${more} more invalidation${more === 1 ? "" : "s"} (${changed}).`;
+  }
+  if (more < 0) {
+    return `why: the guest issued ${-more} fewer invalidation${more === -1 ? "" : "s"} with CM=1 (${changed}); ` +
+      "CM=1 only adds invalidations for entries made present (VT-d §6.1), so this difference comes from the guest's own choices (a different path or timing).";
+  }
+  return "why: the guest issued the same invalidations under both: it made no entry present that CM=1 asks it to invalidate (VT-d §6.1), or it invalidates them whatever CM says.";
+}
