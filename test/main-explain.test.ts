@@ -4,7 +4,7 @@
  * account of a skipped caching-mode invalidation; `npm run linux` parses and wires the same
  * options (one boot with --checker --dump when a kernel is built).
  */
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -17,9 +17,16 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const work = mkdtempSync(join(tmpdir(), "v86-explain-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-function command(script: string, args: string[], timeout = 120_000) {
-  const run = spawnSync(process.execPath, ["--import", "tsx", join(root, script), ...args], { cwd: root, encoding: "utf8", timeout, maxBuffer: 64 * 2 ** 20 });
-  return { status: run.status, stdout: run.stdout, stderr: run.stderr };
+/** Runs a command without blocking the test worker (a Linux boot takes a minute; a blocked worker times out vitest's RPC). */
+function command(script: string, args: string[], timeout = 120_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", join(root, script), ...args], { cwd: root, timeout });
+    let stdout = "", stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (text: string) => (stdout += text));
+    child.stderr.setEncoding("utf8").on("data", (text: string) => (stderr += text));
+    child.on("error", reject);
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
 }
 const start = (...args: string[]) => command("src/main.ts", args);
 const linux = (...args: string[]) => command("src/linux/main.ts", args, 600_000);
@@ -35,8 +42,8 @@ function section(text: string, heading: string): string {
 const CM_HEADING = "== what happened: a caching-mode invalidation was left out ==";
 
 describe.skipIf(!haveGcc32())("npm start explains", () => {
-  it("says in plain words what a skipped caching-mode invalidation did, without --checker", () => {
-    const run = start("--cmdline", "skip-cm-invalidation");
+  it("says in plain words what a skipped caching-mode invalidation did, without --checker", async () => {
+    const run = await start("--cmdline", "skip-cm-invalidation");
     expect(run.status).toBe(0);
     expect(run.stdout).toContain("RESULT cm.stale-fault OBSERVED");
     const text = section(run.stdout, CM_HEADING);
@@ -50,8 +57,8 @@ describe.skipIf(!haveGcc32())("npm start explains", () => {
     expect(run.stdout).not.toContain("== strict checker");
   });
 
-  it("--checker: each report as a paragraph with the rule and the missing invalidation", () => {
-    const run = start("--cmdline", "skip-cm-invalidation", "--checker");
+  it("--checker: each report as a paragraph with the rule and the missing invalidation", async () => {
+    const run = await start("--cmdline", "skip-cm-invalidation", "--checker");
     expect(run.status).toBe(0);
     const text = section(run.stdout, "== strict checker:");
     expect(text).toMatch(/^== strict checker: 1 driver bug \(\d+ requests inspected/m);
@@ -62,16 +69,16 @@ describe.skipIf(!haveGcc32())("npm start explains", () => {
     expect(text).toContain("what would have covered it: device-selective context-cache invalidation SID 00:04.0 DID 0");
   });
 
-  it("a correct guest: the checker finds nothing and nothing is explained", () => {
-    const run = start("--checker");
+  it("a correct guest: the checker finds nothing and nothing is explained", async () => {
+    const run = await start("--checker");
     expect(run.status).toBe(0);
     expect(run.stdout).toMatch(/^== strict checker: no driver bug \(\d+ requests inspected\) ==$/m);
     expect(run.stdout).not.toContain(CM_HEADING);
   });
 
-  it("--dump and --trace: the views hold the values the guest wrote, the trace is filtered JSON lines", () => {
+  it("--dump and --trace: the views hold the values the guest wrote, the trace is filtered JSON lines", async () => {
     const file = join(work, "trace.jsonl");
-    const run = start("--dump", "--trace", file, "--trace-events", "vtd_reg_write,vtd_inv*");
+    const run = await start("--dump", "--trace", file, "--trace-events", "vtd_reg_write,vtd_inv*");
     expect(run.status).toBe(0);
     const events = readFileSync(file, "utf8").trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(new Set(events.map((e) => e.type))).toEqual(new Set(["vtd_reg_write", "vtd_inv", "vtd_inv_wait"]));
@@ -115,8 +122,8 @@ describe.skipIf(!haveGcc32())("npm start explains", () => {
     expect(run.stdout).not.toContain(CM_HEADING);
   });
 
-  it("--compare-caching-mode: a side-by-side table with more invalidations under CM=1, and why", () => {
-    const run = start("--compare-caching-mode", "--deterministic");
+  it("--compare-caching-mode: a side-by-side table with more invalidations under CM=1, and why", async () => {
+    const run = await start("--compare-caching-mode", "--deterministic");
     expect(run.status).toBe(0);
     const table = section(run.stdout, "== caching mode: CM=0 vs CM=1 ==");
     const row = (name: string) => {
@@ -141,35 +148,35 @@ describe.skipIf(!haveGcc32())("npm start explains", () => {
 });
 
 describe("bad explain options name the option (exit 2)", () => {
-  it("npm start: an unwritable --trace file, a bad or empty --trace-events pattern", () => {
-    let run = start("--trace", join(work, "no-such-dir", "t.jsonl"));
+  it("npm start: an unwritable --trace file, a bad or empty --trace-events pattern", async () => {
+    let run = await start("--trace", join(work, "no-such-dir", "t.jsonl"));
     expect(run.status).toBe(2);
     expect(run.stderr).toMatch(/error: option --trace: cannot write .*no-such-dir/);
-    run = start("--trace", join(work, "t.jsonl"), "--trace-events", "vtd_nothing*");
+    run = await start("--trace", join(work, "t.jsonl"), "--trace-events", "vtd_nothing*");
     expect(run.status).toBe(2);
     expect(run.stderr).toContain('option --trace-events: "vtd_nothing*" matches no trace event');
-    run = start("--trace", join(work, "t.jsonl"), "--trace-events", "vtd_inv;rm");
+    run = await start("--trace", join(work, "t.jsonl"), "--trace-events", "vtd_inv;rm");
     expect(run.status).toBe(2);
     expect(run.stderr).toContain('option --trace-events: "vtd_inv;rm" is not an event name or glob');
-    run = start("--trace-events", "vtd_inv");
+    run = await start("--trace-events", "vtd_inv");
     expect(run.status).toBe(2);
     expect(run.stderr).toContain("option --trace-events: needs --trace FILE");
-    run = start("--trace");
+    run = await start("--trace");
     expect(run.status).toBe(2);
     expect(run.stderr).toContain("option --trace needs a value");
   });
 
-  it("npm run linux: the same options, refused before any build or boot", () => {
-    let run = linux("--trace", join(work, "no-such-dir", "t.jsonl"), "--checker", "--dump");
+  it("npm run linux: the same options, refused before any build or boot", async () => {
+    let run = await linux("--trace", join(work, "no-such-dir", "t.jsonl"), "--checker", "--dump");
     expect(run.status).toBe(2);
     expect(run.stderr).toMatch(/error: option --trace: cannot write .*no-such-dir/);
-    run = linux("--trace", join(work, "t.jsonl"), "--trace-events", "nothing");
+    run = await linux("--trace", join(work, "t.jsonl"), "--trace-events", "nothing");
     expect(run.status).toBe(2);
     expect(run.stderr).toContain('option --trace-events: "nothing" matches no trace event');
-    run = linux("--dump", "--checker", "dump");
+    run = await linux("--dump", "--checker", "dump");
     expect(run.status).toBe(2);
     expect(run.stderr).toContain("unknown option dump (options start with --)");
-    run = linux("--help");
+    run = await linux("--help");
     expect(run.status).toBe(0);
     for (const option of ["--checker", "--trace <file>", "--trace-events <pattern>", "--dump", "--compare-caching-mode"]) expect(run.stdout).toContain(option);
   });
@@ -178,8 +185,8 @@ describe("bad explain options name the option (exit 2)", () => {
 const linuxReady = linuxGuestReadiness().ready;
 
 describe.skipIf(!linuxReady)("npm run linux explains (one boot)", () => {
-  it("--checker --dump: no driver bug from Linux, and the dump shows virtio-blk's context and the queue Linux used", () => {
-    const run = linux("--checker", "--dump", "--quiet", "--workload-mib", "1", "--deterministic");
+  it("--checker --dump: no driver bug from Linux, and the dump shows virtio-blk's context and the queue Linux used", async () => {
+    const run = await linux("--checker", "--dump", "--quiet", "--workload-mib", "1", "--deterministic");
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/^== strict checker: no driver bug \(\d+ requests inspected\) ==$/m);
     const inspected = Number(run.stdout.match(/no driver bug \((\d+) requests inspected/)![1]);
@@ -192,5 +199,5 @@ describe.skipIf(!linuxReady)("npm run linux explains (one boot)", () => {
     expect(tables).toMatch(/^00:09\.0 {2}0x/m);
     expect(run.stdout).toMatch(/^Invalidation queue on IOMMU: dmar0\n Base: 0x[0-9a-f]+\tHead: \d+\tTail: \d+/m);
     expect(run.stdout).toMatch(/^== context cache \([1-9]\d* entries\) ==$/m);
-  });
+  }, 600_000);
 });
