@@ -28,6 +28,8 @@ import { registerTable, registerWindowSize, type RegisterSpec } from "./register
 import { DeviceStats } from "./stats.ts";
 import { Tracer } from "./trace.ts";
 import { Translator } from "./translation/translator.ts";
+import { commitUnit, decodeUnit, saveUnit, type UnitParts } from "./state/unit-state.ts";
+import type { VtdSnapshot } from "./state/snapshot.ts";
 
 /** Numbers up to here are exact integers. */
 const MAX_EXACT = Number.MAX_SAFE_INTEGER;
@@ -133,6 +135,42 @@ export class VtdDevice {
     this.deviceTlbs.clear();
     this.interrupts.reset();
     this.checker?.reset();
+  }
+
+  // ---- save and restore (state/snapshot.ts) ----
+
+  /**
+   * A versioned, JSON-serialisable snapshot of everything guest-visible and cached: registers,
+   * latched root and queue state, every cache (CM negative entries included), fault recording,
+   * outstanding device-TLB invalidations, the clock, the counters. `JSON.stringify` it to store.
+   */
+  saveState(): VtdSnapshot {
+    return saveUnit(this.parts());
+  }
+
+  /**
+   * Makes this unit's state the snapshot's (the object, or its JSON text). A snapshot of another
+   * format, version or configuration, or a damaged or truncated one, is refused with a
+   * SnapshotError naming what is wrong, and the unit is left exactly as it was. Guest memory is
+   * the platform's to restore. Host registrations stay: trace listeners, `onInterrupt`, and
+   * notifiers, whose address spaces are resynced (UNMAP everything, MAP what the tables map now);
+   * the strict checker forgets what it reported.
+   */
+  restoreState(snapshot: VtdSnapshot | string): void {
+    const parts = this.parts();
+    const decoded = decodeUnit(parts, snapshot);
+    commitUnit(parts, decoded);
+    this.exactAddress = undefined;
+    this.checker?.reset();
+    // The notifiers' records describe what this unit's listeners were told: start them afresh.
+    if (this.notifiers.active) this.notifiers.everything();
+  }
+
+  private parts(): UnitParts {
+    return {
+      options: this.options, regs: this.regs, translator: this.translator, contextCache: this.contextCache, iotlb: this.iotlb,
+      deviceTlbs: this.deviceTlbs, interrupts: this.interrupts, faults: this.faults, queue: this.queue, stats: this.stats,
+    };
   }
 
   // ---- register interface (the guest CPU) ----

@@ -8,6 +8,8 @@ export type { InterruptResult } from "./interrupts/interrupt-result.ts";
 export type { TraceEvent, TraceListener } from "./trace.ts";
 export type { RegisterSpec } from "./registers/register-table.ts";
 export { DeviceStats } from "./stats.ts";
+export { SnapshotError } from "./state/codec.ts";
+export { SNAPSHOT_FORMAT, SNAPSHOT_VERSION, type SnapshotConfiguration, type VtdSnapshot } from "./state/snapshot.ts";
 export { FaultReason } from "../spec/fault-reasons.ts";
 export { IommuNotifiers, NotifierStats } from "./notifiers/notifiers.ts";
 export type { IommuAddressSpace } from "./notifiers/address-space.ts";

@@ -1,3 +1,17 @@
+import { numbersOf, type Section } from "../state/codec.ts";
+
+/** A context cache's contents as a snapshot holds them (arrays of numbers, one per slot). */
+export interface ContextCacheState {
+  tag: number[]; did: number[]; tableRoot: number[]; aw: number[]; inputLimit: number[];
+  translationType: number[]; faultProcessingDisable: number[]; reason: number[]; fastInputLimit: number[];
+}
+
+/** A checked snapshot of a context cache, ready to load. */
+export interface ContextCacheLoad {
+  tag: Int32Array; did: Int32Array; tableRoot: Float64Array; aw: Uint8Array; inputLimit: Float64Array;
+  translationType: Uint8Array; faultProcessingDisable: Uint8Array; reason: Uint8Array; fastInputLimit: Float64Array;
+}
+
 /**
  * The context cache (VT-d §6.2.2): context entries by source-id, direct mapped and bounded
  * (a new entry evicts the one in its slot). A negative entry (CM = 1 only) remembers a
@@ -86,5 +100,53 @@ export class ContextCache {
       if (t !== 0 && ((t - 1) & ~ignore) === want) { this.tag[i] = 0; this.count--; dropped++; }
     }
     return dropped;
+  }
+
+  // ---- snapshot (state/) ----
+
+  save(): ContextCacheState {
+    return {
+      tag: numbersOf(this.tag), did: numbersOf(this.did), tableRoot: numbersOf(this.tableRoot), aw: numbersOf(this.aw),
+      inputLimit: numbersOf(this.inputLimit), translationType: numbersOf(this.translationType),
+      faultProcessingDisable: numbersOf(this.faultProcessingDisable), reason: numbersOf(this.reason), fastInputLimit: numbersOf(this.fastInputLimit),
+    };
+  }
+
+  /** Checks a saved context cache against this one's shape (each tag in its own slot); touches nothing. */
+  decode(s: Section): ContextCacheLoad {
+    const n = this.capacity;
+    const state: ContextCacheLoad = {
+      tag: s.ints("tag", n, 0, 0x1_0000, Int32Array),
+      did: s.ints("did", n, 0, 0xffff, Int32Array),
+      tableRoot: s.numbers("tableRoot", n, 0, 2 ** 64),
+      aw: s.ints("aw", n, 0, 7, Uint8Array),
+      inputLimit: s.numbers("inputLimit", n, 0, 2 ** 64),
+      translationType: s.ints("translationType", n, 0, 3, Uint8Array),
+      faultProcessingDisable: s.ints("faultProcessingDisable", n, 0, 1, Uint8Array),
+      reason: s.ints("reason", n, 0, 0xff, Uint8Array),
+      fastInputLimit: s.numbers("fastInputLimit", n, 0, 2 ** 64),
+    };
+    for (let i = 0; i < n; i++) {
+      const t = state.tag[i]!;
+      if (t !== 0 && this.slot(t - 1) !== i) s.fail(`tag[${i}]: source-id ${t - 1} does not belong in slot ${i}`);
+      const fast = state.fastInputLimit[i]!;
+      if (fast !== 0 && fast !== state.inputLimit[i]) s.fail(`fastInputLimit[${i}]: ${fast} is neither 0 nor the entry's inputLimit`);
+    }
+    return state;
+  }
+
+  load(state: ContextCacheLoad): void {
+    this.tag.set(state.tag);
+    this.did.set(state.did);
+    this.tableRoot.set(state.tableRoot);
+    this.aw.set(state.aw);
+    this.inputLimit.set(state.inputLimit);
+    this.translationType.set(state.translationType);
+    this.faultProcessingDisable.set(state.faultProcessingDisable);
+    this.reason.set(state.reason);
+    this.fastInputLimit.set(state.fastInputLimit);
+    let count = 0;
+    for (let i = 0; i < this.capacity; i++) if (state.tag[i] !== 0) count++;
+    this.count = count;
   }
 }

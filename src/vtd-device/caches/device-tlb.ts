@@ -14,6 +14,18 @@
  * most min(4 × pages named, perEndpoint) slot visits.
  */
 import { TWO_POW_32 } from "../../spec/numbers.ts";
+import { numbersOf, type Section } from "../state/codec.ts";
+
+/** Device-TLBs as a snapshot holds them: null before the first fill, else every slot and each endpoint's fill order (next/prev). */
+export type DeviceTlbsState = null | {
+  owner: number[]; page: number[]; output: number[]; permission: number[]; next: number[]; prev: number[]; victim: number[];
+};
+
+/** A checked snapshot of the device-TLBs, ready to load (null: nothing was ever filled). */
+export type DeviceTlbsLoad = null | {
+  owner: Int32Array; page: Float64Array; output: Float64Array; permission: Int32Array; next: Int32Array; prev: Int32Array; victim: Int32Array;
+  oldest: Int32Array; newest: Int32Array; held: Int32Array; size: number;
+};
 
 /** Default `deviceIotlbEntries`: slots shared by every endpoint's device-TLB. */
 export const DEFAULT_DEVICE_TLB_ENTRIES = 4096;
@@ -199,6 +211,79 @@ export class DeviceTlbs {
     this.newest.fill(NONE);
     this.held.fill(0);
     this.size = 0;
+  }
+
+  // ---- snapshot (state/) ----
+
+  save(): DeviceTlbsState {
+    if (this.owner.length === 0) return null;
+    return {
+      owner: numbersOf(this.owner), page: numbersOf(this.page), output: numbersOf(this.output), permission: numbersOf(this.permission),
+      next: numbersOf(this.next), prev: numbersOf(this.prev), victim: numbersOf(this.victim),
+    };
+  }
+
+  /**
+   * Checks saved device-TLBs against this shape: each live slot in the set its tag hashes to and
+   * no tag twice, each endpoint's fill order one well-linked list of its own slots, at most
+   * `perEndpoint` long. Builds the per-endpoint heads and counts; touches nothing.
+   */
+  decode(s: Section, value: unknown): DeviceTlbsLoad {
+    if (value === null) return null;
+    const n = this.capacity;
+    const owner = s.ints("owner", n, 0, ENDPOINTS, Int32Array);
+    const page = s.numbers("page", n, 0, 2 ** 52);
+    const output = s.numbers("output", n, 0, 2 ** 64);
+    const permission = s.ints("permission", n, 0, 3, Int32Array);
+    const next = s.ints("next", n, NONE, n - 1, Int32Array);
+    const prev = s.ints("prev", n, NONE, n - 1, Int32Array);
+    const victim = s.ints("victim", n / WAYS, 0, WAYS - 1, Int32Array);
+    const oldest = new Int32Array(ENDPOINTS).fill(NONE);
+    const newest = new Int32Array(ENDPOINTS).fill(NONE);
+    const held = new Int32Array(ENDPOINTS);
+    let size = 0;
+    for (let at = 0; at < n; at++) {
+      const key = owner[at]!;
+      if (key === 0) continue;
+      const sid = key - 1, p = page[at]!;
+      if (!Number.isInteger(p)) s.fail(`page[${at}]: ${p} is not a page number`);
+      const first = this.setOf(sid, p);
+      if (at < first || at >= first + WAYS) s.fail(`slot ${at}: requester ${sid} page ${p} does not belong in this set`);
+      for (let other = first; other < at; other++) if (owner[other] === key && page[other] === p) s.fail(`slot ${at}: requester ${sid} page ${p} is cached twice`);
+      const before = prev[at]!, after = next[at]!;
+      if (before === NONE) {
+        if (oldest[sid] !== NONE) s.fail(`slot ${at}: requester ${sid} has two oldest entries`);
+        oldest[sid] = at;
+      } else if (owner[before] !== key || next[before] !== at) s.fail(`prev[${at}]: not linked back from slot ${before}`);
+      if (after === NONE) newest[sid] = at;
+      else if (owner[after] !== key || prev[after] !== at) s.fail(`next[${at}]: not linked back from slot ${after}`);
+      held[sid]!++;
+      size++;
+    }
+    // Every live slot is reached from its endpoint's oldest entry (no cycle apart from the lists).
+    let reached = 0;
+    for (let sid = 0; sid < ENDPOINTS; sid++) {
+      if (held[sid]! > this.perEndpoint) s.fail(`requester ${sid} holds ${held[sid]} entries, more than ${this.perEndpoint}`);
+      for (let at = oldest[sid]!, steps = 0; at !== NONE && steps <= n; at = next[at]!, steps++) reached++;
+    }
+    if (reached !== size) s.fail(`the endpoints' fill-order lists reach ${reached} of ${size} live entries`);
+    return { owner, page, output, permission, next, prev, victim, oldest, newest, held, size };
+  }
+
+  load(state: DeviceTlbsLoad): void {
+    if (state === null) return this.clear();
+    if (this.owner.length === 0) this.allocate();
+    this.owner.set(state.owner);
+    this.page.set(state.page);
+    this.output.set(state.output);
+    this.permission.set(state.permission);
+    this.next.set(state.next);
+    this.prev.set(state.prev);
+    this.victim.set(state.victim);
+    this.oldest.set(state.oldest);
+    this.newest.set(state.newest);
+    this.held.set(state.held);
+    this.size = state.size;
   }
 }
 

@@ -4,7 +4,19 @@
  * What may be kept is the caching policy's call: under caching mode a not-present or erroneous
  * IRTE too. Lookups and fills allocate nothing; an invalidation costs at most min(count, capacity).
  */
+import { numbersOf, type Section } from "../state/codec.ts";
+
 export const DEFAULT_INTERRUPT_ENTRY_CACHE_ENTRIES = 256;
+
+/** An interrupt entry cache as a snapshot holds it (one number per slot in each array). */
+export interface InterruptEntryCacheState {
+  tag: number[]; w0: number[]; w1: number[]; w2: number[]; w3: number[];
+}
+
+/** A checked snapshot of an interrupt entry cache, ready to load. */
+export interface InterruptEntryCacheLoad {
+  tag: Int32Array; w0: Int32Array; w1: Int32Array; w2: Int32Array; w3: Int32Array;
+}
 
 export class InterruptEntryCache {
   readonly capacity: number;
@@ -73,5 +85,34 @@ export class InterruptEntryCache {
     }
     this.count -= dropped;
     return dropped;
+  }
+
+  // ---- snapshot (state/) ----
+
+  save(): InterruptEntryCacheState {
+    return { tag: numbersOf(this.tag), w0: numbersOf(this.w0), w1: numbersOf(this.w1), w2: numbersOf(this.w2), w3: numbersOf(this.w3) };
+  }
+
+  /** Checks a saved cache against this one's shape (each index in its own slot); touches nothing. */
+  decode(s: Section): InterruptEntryCacheLoad {
+    const n = this.capacity;
+    const int32 = (key: string) => s.ints(key, n, -(2 ** 31), 2 ** 31 - 1, Int32Array);
+    const state = { tag: s.ints("tag", n, 0, 0x1_0000, Int32Array), w0: int32("w0"), w1: int32("w1"), w2: int32("w2"), w3: int32("w3") };
+    for (let slot = 0; slot < n; slot++) {
+      const t = state.tag[slot]!;
+      if (t !== 0 && ((t - 1) & this.mask) !== slot) s.fail(`tag[${slot}]: interrupt index ${t - 1} does not belong in slot ${slot}`);
+    }
+    return state;
+  }
+
+  load(state: InterruptEntryCacheLoad): void {
+    this.tag.set(state.tag);
+    this.w0.set(state.w0);
+    this.w1.set(state.w1);
+    this.w2.set(state.w2);
+    this.w3.set(state.w3);
+    let count = 0;
+    for (let slot = 0; slot < this.capacity; slot++) if (state.tag[slot] !== 0) count++;
+    this.count = count;
   }
 }

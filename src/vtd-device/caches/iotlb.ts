@@ -5,6 +5,19 @@
  * and fills allocate nothing.
  */
 import { TWO_POW_32 } from "../../spec/numbers.ts";
+import { numbersOf, type Section } from "../state/codec.ts";
+
+/** An IOTLB as a snapshot holds it: every slot (STRIDE numbers each) and each set's next victim. */
+export interface IotlbState {
+  entries: number[];
+  nextVictim: number[];
+}
+
+/** A checked snapshot of an IOTLB, ready to load. */
+export interface IotlbLoad {
+  entries: Float64Array;
+  nextVictim: Uint8Array;
+}
 
 const WAYS = 4;
 /** Input page size of a leaf at each level. */
@@ -221,5 +234,51 @@ export class Iotlb {
       if (first < end && first + size > start) { this.drop(at); dropped++; }
     }
     return dropped;
+  }
+
+  // ---- snapshot (state/) ----
+
+  save(): IotlbState {
+    return { entries: numbersOf(this.entries), nextVictim: numbersOf(this.nextVictim) };
+  }
+
+  /**
+   * Checks a saved IOTLB against this one's shape: each live entry a valid key in the set its tag
+   * hashes to, no tag twice. Touches nothing.
+   */
+  decode(s: Section): IotlbLoad {
+    const entries = s.numbers("entries", this.capacity * STRIDE, 0, 2 ** 64);
+    const nextVictim = s.ints("nextVictim", this.nextVictim.length, 0, WAYS - 1, Uint8Array);
+    for (let at = 0; at < entries.length; at += STRIDE) {
+      const key = entries[at + KEY]!;
+      if (key === 0) continue;
+      const where = `entries[${at}..${at + STRIDE - 1}]`;
+      const level = key % 4, did = Math.floor(key / 4), page = entries[at + PAGE]!, access = entries[at + ACCESS]!;
+      if (!Number.isInteger(key) || level === 0 || did > 0xffff) s.fail(`${where}: key ${key} is no domain and leaf level`);
+      if (!Number.isInteger(page) || page >= 2 ** 52) s.fail(`${where}: page ${page} is not a page number`);
+      if (!Number.isInteger(access) || access > 0xff * 4 + 3) s.fail(`${where}: access ${access} is no reason and permission`);
+      const set = this.setIndex(did, level, page) * STRIDE;
+      if (at < set || at >= set + WAYS * STRIDE) s.fail(`${where}: domain ${did} page ${page} does not belong in this set`);
+      for (let other = set; other < at; other += STRIDE) {
+        if (entries[other + KEY] === key && entries[other + PAGE] === page) s.fail(`${where}: domain ${did} page ${page} is cached twice`);
+      }
+    }
+    return { entries, nextVictim };
+  }
+
+  load(state: IotlbLoad): void {
+    this.entries.set(state.entries);
+    this.nextVictim.set(state.nextVictim);
+    this.liveAtLevel.fill(0);
+    this.liveInDomain.fill(0);
+    let count = 0;
+    for (let at = 0; at < this.entries.length; at += STRIDE) {
+      const key = this.entries[at + KEY]!;
+      if (key === 0) continue;
+      count++;
+      this.liveAtLevel[key & 3]!++;
+      this.liveInDomain[key >>> 2]!++;
+    }
+    this.count = count;
   }
 }

@@ -9,6 +9,7 @@ import type { InterruptEvent } from "./interrupt-event.ts";
 import type { RegisterFile } from "../registers/register-file.ts";
 import type { DeviceStats } from "../stats.ts";
 import type { Tracer } from "../trace.ts";
+import type { Section } from "../state/codec.ts";
 
 const PFO = Number(Fsts.PFO);
 const PPF = Number(Fsts.PPF);
@@ -30,6 +31,19 @@ export class FaultRecording {
 
   reset(): void {
     this.next = 0;
+  }
+
+  /** Snapshot (state/): the index of the next record hardware writes (the records are registers). */
+  save(): { next: number } {
+    return { next: this.next };
+  }
+
+  decode(s: Section): { next: number } {
+    return { next: s.int("next", 0, this.records - 1) };
+  }
+
+  load(state: { next: number }): void {
+    this.next = state.next;
   }
 
   private recordHigh(i: number): number {

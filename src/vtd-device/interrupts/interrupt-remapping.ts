@@ -26,6 +26,7 @@ import type { MemoryAccess } from "../memory/memory-access.ts";
 import type { WalkConfig } from "../registers/capabilities.ts";
 import type { DeviceStats } from "../stats.ts";
 import type { Tracer } from "../trace.ts";
+import type { Section } from "../state/codec.ts";
 import { interruptIndex, irteCheck, irteFaultProcessingDisable, isRemappable, remappedAddress, remappedData, requestReserved, sourceIdValid } from "./irte.ts";
 
 /** Not a VT-d fault reason: the write was no interrupt request (bad arguments, or outside 0xFEE00000-0xFEEFFFFF). */
@@ -33,6 +34,17 @@ export const NOT_AN_INTERRUPT = 0 as const;
 
 const BASE_BIGINT = BigInt(INTERRUPT_RANGE_BASE);
 const LIMIT_BIGINT = BigInt(INTERRUPT_RANGE_LIMIT);
+
+/** Interrupt remapping's latched state as a snapshot holds it (the entry cache is its own section). */
+export interface InterruptRemappingState {
+  enabled: boolean;
+  compatibilityFormatPasses: boolean;
+  tableBase: number;
+  tableEntries: number;
+  address: number;
+  data: number;
+  fault: number;
+}
 
 export class InterruptRemapping {
   /** GSTS.IRES. */
@@ -65,6 +77,35 @@ export class InterruptRemapping {
   ) {
     this.addressLimit = 2 ** cfg.awBits;
     this.upperAddressMask = 2 ** (cfg.awBits - 32) - 1;
+  }
+
+  /** Snapshot (state/): IRES, CFIS, the latched IRTA, and the outcome of the last request. */
+  save(): InterruptRemappingState {
+    return {
+      enabled: this.enabled, compatibilityFormatPasses: this.compatibilityFormatPasses, tableBase: this.tableBase, tableEntries: this.tableEntries,
+      address: this.address, data: this.data, fault: this.fault,
+    };
+  }
+
+  decode(s: Section): InterruptRemappingState {
+    const tableBase = s.int("tableBase", 0, this.addressLimit - 4096);
+    if (tableBase % 4096 !== 0) s.fail(`tableBase: 0x${tableBase.toString(16)} is not 4 KiB aligned`);
+    const tableEntries = s.int("tableEntries", 2, 65536);
+    if ((tableEntries & (tableEntries - 1)) !== 0) s.fail(`tableEntries: ${tableEntries} is not a power of two`);
+    return {
+      enabled: s.bool("enabled"), compatibilityFormatPasses: s.bool("compatibilityFormatPasses"), tableBase, tableEntries,
+      address: s.int("address", 0, 0xffff_ffff), data: s.int("data", 0, 0xffff_ffff), fault: s.int("fault", 0, 0xff),
+    };
+  }
+
+  load(state: InterruptRemappingState): void {
+    this.enabled = state.enabled;
+    this.compatibilityFormatPasses = state.compatibilityFormatPasses;
+    this.tableBase = state.tableBase;
+    this.tableEntries = state.tableEntries;
+    this.address = state.address;
+    this.data = state.data;
+    this.fault = state.fault;
   }
 
   reset(): void {

@@ -26,7 +26,20 @@ import type { RegisterFile } from "../registers/register-file.ts";
 import type { DeviceStats } from "../stats.ts";
 import type { Tracer } from "../trace.ts";
 import { BLOCKED, CLOCK_LIMIT_MS, DescriptorExecution, DONE } from "./descriptor-execution.ts";
-import { PendingDeviceTlbInvalidations } from "./pending-device-tlb.ts";
+import { PendingDeviceTlbInvalidations, type PendingDeviceTlbState } from "./pending-device-tlb.ts";
+import type { Section } from "../state/codec.ts";
+
+/** The queue's latched and internal state as a snapshot holds it (the registers hold the rest). */
+export interface InvalidationQueueState {
+  now: number;
+  base: number;
+  entries: number;
+  head: number;
+  disableRequested: boolean;
+  nextFetchAt: number;
+  paused: boolean;
+  pending: PendingDeviceTlbState;
+}
 
 const QIES = Number(Gsts.QIES);
 const IQE = Number(Fsts.IQE);
@@ -244,5 +257,43 @@ export class InvalidationQueue {
 
   private error(error: "IQE" | "ITE", why: string): void {
     if (this.tracer.active) this.tracer.emit({ type: "vtd_iq_error", error, head: this.head, why });
+  }
+
+  // ---- snapshot (state/) ----
+
+  save(): InvalidationQueueState {
+    return {
+      now: this.now, base: this.base, entries: this.entries, head: this.head, disableRequested: this.disableRequested,
+      nextFetchAt: this.nextFetchAt, paused: this.paused, pending: this.pending.save(),
+    };
+  }
+
+  /** Checks a saved queue state (the clock, the latched IQA, the head, the outstanding device-TLB work); touches nothing. */
+  decode(s: Section): InvalidationQueueState {
+    const entries = s.int("entries", 128, 32768);
+    if ((entries & (entries - 1)) !== 0) s.fail(`entries: ${entries} is not a power of two`);
+    const base = s.int("base", 0, 2 ** this.cfg.awBits - 4096);
+    if (base % 4096 !== 0) s.fail(`base: 0x${base.toString(16)} is not 4 KiB aligned`);
+    return {
+      now: s.number("now", 0, CLOCK_LIMIT_MS),
+      base,
+      entries,
+      head: s.int("head", 0, entries - 1),
+      disableRequested: s.bool("disableRequested"),
+      nextFetchAt: s.number("nextFetchAt", 0, CLOCK_LIMIT_MS + 1000),
+      paused: s.bool("paused"),
+      pending: this.pending.decode(s.section("pending"), CLOCK_LIMIT_MS),
+    };
+  }
+
+  load(state: InvalidationQueueState): void {
+    this.now = state.now;
+    this.base = state.base;
+    this.entries = state.entries;
+    this.head = state.head;
+    this.disableRequested = state.disableRequested;
+    this.nextFetchAt = state.nextFetchAt;
+    this.paused = state.paused;
+    this.pending.load(state.pending);
   }
 }

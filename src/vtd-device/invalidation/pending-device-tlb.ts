@@ -1,3 +1,14 @@
+import { describe, type Section } from "../state/codec.ts";
+
+/**
+ * Outstanding device-TLB invalidations as a snapshot holds them: in heap order, each
+ * [sid, start, end, due, order sent, times out (0 or 1)], and how many were ever sent.
+ */
+export interface PendingDeviceTlbState {
+  sent: number;
+  entries: number[][];
+}
+
 /**
  * Device-TLB invalidations sent to endpoints and not yet answered (VT-d §6.5.2.5, §6.5.2.10),
  * in the order they fall due: a binary min-heap on (due time, order sent) over fixed typed
@@ -119,5 +130,57 @@ export class PendingDeviceTlbInvalidations {
     this.sent = 0;
     for (let i = 0; i < this.limit; i++) this.free[i] = this.limit - 1 - i;
     this.freeCount = this.limit;
+  }
+
+  // ---- snapshot (state/) ----
+
+  save(): PendingDeviceTlbState {
+    const entries: number[][] = [];
+    for (let i = 0; i < this.length; i++) {
+      const slot = this.heap[i]!;
+      entries.push([this.sid[slot]!, this.start[slot]!, this.end[slot]!, this.due[slot]!, this.order[slot]!, this.timesOut[slot]!]);
+    }
+    return { sent: this.sent, entries };
+  }
+
+  /** Checks saved outstanding invalidations (count, fields, heap order); returns them as a fresh list, touching nothing. */
+  decode(s: Section, clockLimit: number): PendingDeviceTlbState {
+    const sent = s.int("sent", 0, 2 ** 53);
+    const list = s.array("entries");
+    if (list.length > this.limit) s.fail(`entries: ${list.length} outstanding, more than this unit's ${this.limit} (deviceIotlbPendingInvalidations)`);
+    const max = [0xffff, 2 ** 64, 2 ** 64, clockLimit, sent - 1, 1];
+    const entries = list.map((entry, i) => {
+      if (!Array.isArray(entry) || entry.length !== 6) s.fail(`entries[${i}]: expected [sid, start, end, due, order, timesOut], got ${describe(entry)}`);
+      return entry.map((x, k) => {
+        if (typeof x !== "number" || !Number.isFinite(x) || x < 0 || x > max[k]! || (k !== 1 && k !== 2 && k !== 3 && !Number.isInteger(x))) {
+          s.fail(`entries[${i}][${k}]: expected a number in 0..${max[k]}, got ${describe(x)}`);
+        }
+        return x as number;
+      });
+    });
+    const before = (a: number[], b: number[]) => a[3]! < b[3]! || (a[3] === b[3] && a[4]! < b[4]!);
+    for (let i = 1; i < entries.length; i++) {
+      if (before(entries[i]!, entries[(i - 1) >> 1]!)) s.fail(`entries[${i}]: out of heap order (falls due before its parent)`);
+    }
+    return { sent, entries };
+  }
+
+  load(state: PendingDeviceTlbState): void {
+    this.clear();
+    const n = state.entries.length;
+    // Slots 0..n-1 hold them in heap order; the free stack keeps the rest, as `push` would leave it.
+    for (let slot = 0; slot < n; slot++) {
+      const [sid, start, end, due, order, timesOut] = state.entries[slot]!;
+      this.sid[slot] = sid!;
+      this.start[slot] = start!;
+      this.end[slot] = end!;
+      this.due[slot] = due!;
+      this.order[slot] = order!;
+      this.timesOut[slot] = timesOut!;
+      this.heap[slot] = slot;
+    }
+    this.length = n;
+    this.freeCount = this.limit - n;
+    this.sent = state.sent;
   }
 }

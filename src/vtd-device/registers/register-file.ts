@@ -44,6 +44,21 @@ export class RegisterFile {
     this.value.set(this.resetValue);
   }
 
+  /** Snapshot (state/): a copy of the register bytes as hardware holds them (no masks). */
+  saveBytes(): Uint8Array {
+    return this.value.slice();
+  }
+
+  /** Snapshot restore: `bytes` checked by the caller to be `size` long. */
+  loadBytes(bytes: Uint8Array): void {
+    this.value.set(bytes);
+  }
+
+  /** The reset value of the 32 bits at `offset` (a snapshot's constant registers must match it). */
+  reset32(offset: number): number {
+    return readU32(this.resetValue, offset);
+  }
+
   /** Guest read of `size` bytes at `offset` (any alignment); bytes beyond the file read 0. */
   read(offset: number, size: number): bigint {
     let result = 0n;

@@ -13,8 +13,16 @@ import type { MemoryAccess } from "../memory/memory-access.ts";
 import type { WalkConfig } from "../registers/capabilities.ts";
 import type { DeviceStats } from "../stats.ts";
 import type { Tracer } from "../trace.ts";
+import type { Section } from "../state/codec.ts";
 import { PERMISSION_READ, PERMISSION_WRITE } from "./paging-entry.ts";
 import { ContextWalk, NOT_PRESENT, PageWalk, walkContext, walkPages } from "./walk.ts";
+
+/** The translator's latched state as a snapshot holds it. */
+export interface TranslatorState {
+  rootTable: number;
+  enabled: boolean;
+  rootTableModeValid: boolean;
+}
 
 export class Translator {
   /** Latched by GCMD.SRTP. */
@@ -29,6 +37,23 @@ export class Translator {
   resultLimit = 0;
   /** FPD of the context entry of the last request (its fault is then not recorded when qualified). */
   resultFpd = false;
+
+  /** Snapshot (state/): what SRTP and TE latched. */
+  save(): TranslatorState {
+    return { rootTable: this.rootTable, enabled: this.enabled, rootTableModeValid: this.rootTableModeValid };
+  }
+
+  decode(s: Section): TranslatorState {
+    const rootTable = s.int("rootTable", 0, 2 ** this.cfg.awBits - 4096);
+    if (rootTable % 4096 !== 0) s.fail(`rootTable: 0x${rootTable.toString(16)} is not 4 KiB aligned`);
+    return { rootTable, enabled: s.bool("enabled"), rootTableModeValid: s.bool("rootTableModeValid") };
+  }
+
+  load(state: TranslatorState): void {
+    this.rootTable = state.rootTable;
+    this.enabled = state.enabled;
+    this.rootTableModeValid = state.rootTableModeValid;
+  }
 
   private readonly contextWalk = new ContextWalk();
   private readonly pageWalk = new PageWalk();
