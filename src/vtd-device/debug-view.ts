@@ -10,6 +10,8 @@ import { DESCRIPTOR_SIZE, DescriptorType, DescriptorTypeHigh, DescriptorTypeLow 
 import { ContextHi, ContextLo, Pte, RootLo, awLevels, levelPageShift } from "../spec/entries.ts";
 import { getField } from "../spec/field.ts";
 import { Iqa, Reg } from "../spec/registers.ts";
+import type { ContextCache } from "./caches/context-cache.ts";
+import type { Iotlb } from "./caches/iotlb.ts";
 import type { GuestMemory } from "./memory/guest-memory.ts";
 import type { RegisterSpec } from "./registers/register-table.ts";
 
@@ -246,44 +248,27 @@ export interface CacheContents {
   iotlb: CachedTranslation[];
 }
 
-/**
- * What the unit's context cache and IOTLB hold, or undefined when this unit does not expose them.
- *
- * Stopgap: the unit keeps its caches private, so this reads their storage by shape (checked at
- * run time: anything unexpected gives undefined, never a wrong answer). It should become a public
- * read-only accessor of the unit (see the report of the worker that wrote it).
- */
-export function cacheContents(unit: object): CacheContents | undefined {
-  const u = unit as { contextCache?: unknown; iotlb?: unknown };
-  const cc = u.contextCache as { capacity?: unknown; tag?: unknown; did?: unknown; tableRoot?: unknown; aw?: unknown; translationType?: unknown; faultProcessingDisable?: unknown; reason?: unknown } | undefined;
-  const tlb = u.iotlb as { capacity?: unknown; entries?: unknown } | undefined;
-  if (!cc || !tlb) return undefined;
-  if (!(cc.tag instanceof Int32Array) || !(cc.did instanceof Int32Array) || !(cc.tableRoot instanceof Float64Array) || !(cc.aw instanceof Uint8Array) ||
-    !(cc.translationType instanceof Uint8Array) || !(cc.faultProcessingDisable instanceof Uint8Array) || !(cc.reason instanceof Uint8Array)) return undefined;
-  if (!(tlb.entries instanceof Float64Array) || typeof tlb.capacity !== "number" || tlb.entries.length !== tlb.capacity * 4) return undefined;
+/** What a context cache and an IOTLB hold, sorted by requester and by domain and IOVA. */
+export function readCacheContents(cc: ContextCache, tlb: Iotlb): CacheContents {
   const contexts: CachedContext[] = [];
-  for (let i = 0; i < cc.tag.length; i++) {
-    const tag = cc.tag[i]!;
-    if (tag === 0) continue;
+  cc.forEachEntry((sid, i) => {
     const reason = cc.reason[i]!;
     contexts.push({
-      sid: tag - 1, present: reason === 0, reason, did: cc.did[i]!, tableRoot: BigInt(cc.tableRoot[i]!), aw: cc.aw[i]!,
+      sid, present: reason === 0, reason, did: cc.did[i]!, tableRoot: BigInt(cc.tableRoot[i]!), aw: cc.aw[i]!,
       translationType: cc.translationType[i]!, fpd: cc.faultProcessingDisable[i]! !== 0,
     });
-  }
+  });
   contexts.sort((a, b) => a.sid - b.sid);
   const iotlb: CachedTranslation[] = [];
-  const e = tlb.entries;
-  for (let at = 0; at < e.length; at += 4) {
-    const key = e[at]!;
-    if (key === 0) continue;
-    const level = key % 4;
-    const access = e[at + 3]!;
-    iotlb.push({
-      did: Math.floor(key / 4), level, iova: BigInt(e[at + 1]!) << BigInt(levelPageShift(level)), output: BigInt(e[at + 2]!),
-      read: (access & 1) !== 0, write: (access & 2) !== 0, reason: Math.floor(access / 4),
-    });
-  }
+  tlb.forEachEntry((did, level, page, output, permission, reason) => {
+    iotlb.push({ did, level, iova: BigInt(page) << BigInt(levelPageShift(level)), output: BigInt(output), read: (permission & 1) !== 0, write: (permission & 2) !== 0, reason });
+  });
   iotlb.sort((a, b) => a.did - b.did || (a.iova < b.iova ? -1 : a.iova > b.iova ? 1 : 0));
   return { contexts, iotlb };
+}
+
+/** What the unit's context cache and IOTLB hold (`unit.cacheContents()`); undefined for anything that is not a unit. */
+export function cacheContents(unit: unknown): CacheContents | undefined {
+  const u = unit as { cacheContents?: unknown } | null;
+  return u && typeof u.cacheContents === "function" ? (u.cacheContents as () => CacheContents)() : undefined;
 }

@@ -28,6 +28,7 @@ import { registerTable, registerWindowSize, type RegisterSpec } from "./register
 import { DeviceStats } from "./stats.ts";
 import { Tracer } from "./trace.ts";
 import { Translator } from "./translation/translator.ts";
+import { readCacheContents, type CacheContents } from "./debug-view.ts";
 import { commitUnit, decodeUnit, saveUnit, type UnitParts } from "./state/unit-state.ts";
 import type { VtdSnapshot } from "./state/snapshot.ts";
 
@@ -377,6 +378,11 @@ export class VtdDevice {
     const reason = this.translator.translate(sid & 0xffff, Number(iova), write);
     if (reason !== 0) return { ok: false, reason };
     return { ok: true, address: BigInt(this.translator.resultOutput), limit: this.translator.resultLimit };
+  }
+
+  /** What the context cache and the IOTLB hold, as plain objects (debug views such as `--dump`; allocates). */
+  cacheContents(): CacheContents {
+    return readCacheContents(this.contextCache, this.iotlb);
   }
 
   /** Cache occupancy, for tests and the summary. */

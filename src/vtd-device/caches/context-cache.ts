@@ -58,6 +58,11 @@ export class ContextCache {
     return (sid ^ (sid >>> 8)) & this.mask;
   }
 
+  /** Calls `visit` with the source-id and slot of every cached entry (debug views; allocates nothing itself). */
+  forEachEntry(visit: (sid: number, slot: number) => void): void {
+    for (let i = 0; i < this.capacity; i++) if (this.tag[i] !== 0) visit(this.tag[i]! - 1, i);
+  }
+
   /** Slot index holding `sid`, or -1. */
   lookup(sid: number): number {
     const i = this.slot(sid);

@@ -178,6 +178,20 @@ export class Iotlb {
     this.liveInDomain[key >>> 2]!--;
   }
 
+  /**
+   * Calls `visit` for every cached entry: domain, leaf level (1 4 KiB, 2 2 MiB, 3 1 GiB), input
+   * page number at that level, output address, permission bits and fault reason (0 unless negative).
+   */
+  forEachEntry(visit: (did: number, level: number, page: number, output: number, permission: number, reason: number) => void): void {
+    const e = this.entries;
+    for (let at = 0; at < e.length; at += STRIDE) {
+      const key = e[at + KEY]!;
+      if (key === 0) continue;
+      const access = e[at + ACCESS]!;
+      visit(Math.floor(key / 4), key % 4, e[at + PAGE]!, e[at + OUTPUT]!, access & 3, Math.floor(access / 4));
+    }
+  }
+
   invalidateAll(): number {
     const dropped = this.count;
     if (dropped !== 0) for (let at = KEY; at < this.entries.length; at += STRIDE) this.entries[at] = 0;
