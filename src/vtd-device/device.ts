@@ -20,7 +20,7 @@ import { InvalidationQueue } from "./invalidation/invalidation-queue.ts";
 import { DeviceTlbs } from "./caches/device-tlb.ts";
 import { Iotlb } from "./caches/iotlb.ts";
 import { MemoryAccess } from "./memory/memory-access.ts";
-import { IommuNotifiers } from "./notifiers/notifiers.ts";
+import { IommuNotifiers, ROOT_BLOCKED, ROOT_TRANSLATION_OFF } from "./notifiers/notifiers.ts";
 import { resolveOptions, type ResolvedOptions, type VtdOptions } from "./options.ts";
 import { RegisterFile } from "./registers/register-file.ts";
 import { RegisterInvalidation } from "./invalidation/register-invalidation.ts";
@@ -82,7 +82,7 @@ export class VtdDevice {
     const policy = new CachingPolicy(this.contextCache, this.iotlb, this.cfg, o.negativeCaching);
     this.translator = new Translator(this.memory, this.cfg, this.contextCache, this.iotlb, this.deviceTlbs, policy, this.stats, this.trace);
     const translator = this.translator;
-    this.notifiers = new IommuNotifiers(o, this.memory, this.cfg, () => (translator.enabled ? translator.rootTable : -1));
+    this.notifiers = new IommuNotifiers(o, this.memory, this.cfg, () => (!translator.enabled ? ROOT_TRANSLATION_OFF : translator.rootTableModeValid ? translator.rootTable : ROOT_BLOCKED));
     this.invalidation.listener = this.notifiers;
     this.registerInvalidation = new RegisterInvalidation(this.regs, this.invalidation);
     const send = (source: "fault" | "completion", address: bigint, data: number) => this.sendInterrupt(source, address, data);

@@ -41,6 +41,10 @@ const MAP = NotifierFlag.MAP, UNMAP = NotifierFlag.UNMAP, DEVIOTLB_UNMAP = Notif
 const SYNCED = MAP | UNMAP;
 
 /** What the notifier machinery did: for tests, benchmarks and the summary. */
+/** What `translationRoot` returns: the latched root table, or TE off (identity), or every request blocked. */
+export const ROOT_TRANSLATION_OFF = -1;
+export const ROOT_BLOCKED = -2;
+
 export class NotifierStats {
   /** Address-space syncs by cause (one per space synced). */
   pageSyncs = 0;
@@ -322,6 +326,12 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
     space.levels = 0;
     // The unit faults on the interrupt range where it translates (TE on), not with TE off.
     space.interruptRangeBlocked = root >= 0;
+    if (root === ROOT_BLOCKED) {
+      // The unit faults every request (an unsupported RTADDR.TTM): nothing is mapped.
+      space.mode = SpaceMode.None;
+      space.inputLimit = 0;
+      return;
+    }
     if (root < 0) {
       space.mode = SpaceMode.Identity;
       space.inputLimit = fullWidth;
