@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { GuestRam } from "../vtd-device/memory/guest-memory.ts";
-import { checkMultibootImage, MemoryType, readMemoryMap, reserveRange, writeMemoryMap } from "./multiboot.ts";
+import { checkMultibootImage, memoryFields, MemoryType, provideMemoryFields, readMemoryMap, reserveRange, writeMemoryMap } from "./multiboot.ts";
 
 function header(at: number, flags: number, size = 8192, checksumDelta = 0): Uint8Array {
   const image = new Uint8Array(size);
@@ -63,5 +63,41 @@ describe("multiboot memory map", () => {
     writeMemoryMap(ram, info, reserved);
     expect(ram.read32(info + 44)).toBe(4 * 24);
     expect(readMemoryMap(ram, info)).toEqual(reserved);
+  });
+});
+
+describe("multiboot mem_lower / mem_upper (flags bit 0)", () => {
+  const MiB = 1 << 20;
+  const available = (base: number, length: number) => ({ base, length, type: MemoryType.Available });
+
+  it("takes them from v86's map, after the ACPI area is carved out below 1 MiB", () => {
+    const map = reserveRange([available(0, 0xa_0000), available(0xc_0000, 64 * MiB - 0xc_0000)], 0xe_0000, 0x10_0000);
+    expect(memoryFields(map, 64 * MiB)).toEqual({ lowerKiB: 640, upperKiB: 63 * 1024 });
+  });
+
+  it("stops upper memory at the first hole and joins adjacent available ranges", () => {
+    const map = [available(0, 0x9_fc00), available(0x10_0000, MiB), available(2 * MiB, MiB), { base: 3 * MiB, length: 4096, type: MemoryType.Reserved }, available(3 * MiB + 4096, MiB)];
+    expect(memoryFields(map, 8 * MiB)).toEqual({ lowerKiB: 639, upperKiB: 2048 });
+  });
+
+  it("caps lower memory at 640 KiB and gives 0 when nothing is available at 0 or 1 MiB", () => {
+    expect(memoryFields([available(0, 2 * MiB)], 2 * MiB)).toEqual({ lowerKiB: 640, upperKiB: 1024 });
+    expect(memoryFields([available(0x1000, 0x1000)], 2 * MiB)).toEqual({ lowerKiB: 0, upperKiB: 0 });
+  });
+
+  it("without a map (the header did not ask for one) uses the RAM size, as v86's map would", () => {
+    expect(memoryFields([], 128 * MiB)).toEqual({ lowerKiB: 640, upperKiB: 127 * 1024 });
+  });
+
+  it("writes the fields and sets flags bit 0, keeping the other flags", () => {
+    const ram = new GuestRam(1 << 20);
+    const info = 0x7c00;
+    ram.write32(info, 1 << 2); // cmdline only, no map
+    ram.write32(info + 4, 0xdead);
+    expect(provideMemoryFields(ram, info, 32 * MiB)).toEqual({ lowerKiB: 640, upperKiB: 31 * 1024 });
+    expect(ram.read32(info)).toBe((1 << 2) | 1);
+    expect(ram.read32(info + 4)).toBe(640);
+    expect(ram.read32(info + 8)).toBe(31 * 1024);
+    expect(() => provideMemoryFields(ram, (1 << 20) - 4, 32 * MiB)).toThrow(/outside RAM/);
   });
 });

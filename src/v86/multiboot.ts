@@ -1,6 +1,7 @@
 /**
- * Multiboot (v0.6.96) facts the platform needs: recognising an image, and carving a reserved range
- * (the ACPI tables) out of the memory map v86 hands the guest. v86's map reports
+ * Multiboot (v0.6.96) facts the platform needs: recognising an image, giving the guest the
+ * mem_lower/mem_upper fields v86 leaves out, and carving a reserved range (the ACPI tables) out of
+ * the memory map v86 hands the guest. v86's map reports
  * [0, 0xA0000) and [0xC0000, RAM size) as available, which would let a guest allocate over the
  * BIOS area where the RSDP must live.
  */
@@ -10,8 +11,12 @@ export const MULTIBOOT_HEADER_MAGIC = 0x1bad_b002;
 /** The header must lie, 4-byte aligned, in the image's first 8 KiB. */
 export const MULTIBOOT_SEARCH_BYTES = 8192;
 const FLAG_ADDRESS_FIELDS = 1 << 16;
+const INFO_FLAG_MEMORY = 1 << 0;
 const INFO_FLAG_MMAP = 1 << 6;
-const InfoOffset = { FLAGS: 0, MMAP_LENGTH: 44, MMAP_ADDR: 48 } as const;
+const InfoOffset = { FLAGS: 0, MEM_LOWER: 4, MEM_UPPER: 8, MMAP_LENGTH: 44, MMAP_ADDR: 48 } as const;
+/** Multiboot 0.6.96 §3.3: lower memory starts at 0 and is at most 640 KiB; upper memory starts at 1 MiB. */
+const LOWER_MEMORY_LIMIT = 0xa_0000;
+const UPPER_MEMORY_START = 0x10_0000;
 const MMAP_ENTRY_SIZE = 24;
 export const MemoryType = { Available: 1, Reserved: 2 } as const;
 
@@ -73,6 +78,54 @@ export function reserveRange(ranges: MemoryRange[], start: number, end: number):
   }
   result.push({ base: start, length: end - start, type: MemoryType.Reserved });
   return result.sort((a, b) => a.base - b.base);
+}
+
+function write32(memory: GuestMemory, address: number, value: number): void {
+  const bytes = new Uint8Array(4);
+  new DataView(bytes.buffer).setUint32(0, value >>> 0, true);
+  if (!memory.write(BigInt(address), bytes)) throw new Error(`multiboot info at 0x${address.toString(16)} is outside RAM`);
+}
+
+/** The end of the available RAM that runs without a gap from `start`, per the map (start if none). */
+function availableFrom(ranges: MemoryRange[], start: number): number {
+  let end = start;
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const r of ranges) {
+      if (r.type === MemoryType.Available && r.base <= end && r.base + r.length > end) {
+        end = r.base + r.length;
+        grew = true;
+      }
+    }
+  }
+  return end;
+}
+
+/**
+ * mem_lower and mem_upper in KiB (Multiboot 0.6.96 §3.3): the available RAM from 0 (at most
+ * 640 KiB) and from 1 MiB up to the first hole, taken from the memory map when there is one,
+ * else from the RAM size (v86's map: [0, 0xA0000) and [0xC0000, RAM size)).
+ */
+export function memoryFields(ranges: MemoryRange[], ramBytes: number): { lowerKiB: number; upperKiB: number } {
+  if (ranges.length === 0) {
+    return { lowerKiB: LOWER_MEMORY_LIMIT / 1024, upperKiB: Math.max(0, Math.min(ramBytes, 2 ** 32) - UPPER_MEMORY_START) / 1024 };
+  }
+  const lowerEnd = Math.min(availableFrom(ranges, 0), LOWER_MEMORY_LIMIT);
+  const upperEnd = Math.min(availableFrom(ranges, UPPER_MEMORY_START), 2 ** 32);
+  return { lowerKiB: Math.floor(lowerEnd / 1024), upperKiB: Math.floor((upperEnd - UPPER_MEMORY_START) / 1024) };
+}
+
+/**
+ * Gives the guest mem_lower/mem_upper and sets flags bit 0, which v86 never does (it writes only
+ * the memory map, and that only when the header asks for memory information). QEMU's multiboot
+ * loader always provides them; the spec requires them when the header's bit 1 is set.
+ */
+export function provideMemoryFields(memory: GuestMemory, infoAddress: number, ramBytes: number): { lowerKiB: number; upperKiB: number } {
+  const fields = memoryFields(readMemoryMap(memory, infoAddress), ramBytes);
+  write32(memory, infoAddress + InfoOffset.MEM_LOWER, fields.lowerKiB);
+  write32(memory, infoAddress + InfoOffset.MEM_UPPER, fields.upperKiB);
+  write32(memory, infoAddress + InfoOffset.FLAGS, read32(memory, infoAddress + InfoOffset.FLAGS) | INFO_FLAG_MEMORY);
+  return fields;
 }
 
 /** Rewrites the memory map in place (it may grow by two entries; v86 puts nothing after it). */

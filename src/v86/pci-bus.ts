@@ -3,13 +3,15 @@
  * the guest (or SeaBIOS) puts them while Memory Space is enabled (at their reset address for a
  * BIOS-less guest), INTx through the PIIX3 routing registers, MSI injected into the local APIC,
  * and DMA through the bus's translator (the IOMMU) as the function's requester id. Every
- * interrupt is raised at a safe point, never inside a handler.
+ * interrupt is raised at a safe point, never inside a handler. Configuration mechanism #1
+ * (ports 0xCF8-0xCFF) decodes as QEMU's q35 host bridge does (ConfigMechanism below), for every
+ * function on the bus, v86's own included.
  */
 import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "../vtd-device/dma-result.ts";
 import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 import { MemoryAccess } from "../vtd-device/memory/memory-access.ts";
 import type { BusAddress, DmaHandle, MmioRegion, PciFunctionPort, PciInterrupts } from "../devices/bus.ts";
-import { buildConfigSpace, PciConfigSpace, type PciFunctionIdentity } from "../devices/pci-config.ts";
+import { buildConfigSpace, PciCommand, PciConfigSpace, PciReg, type PciFunctionIdentity } from "../devices/pci-config.ts";
 import type { V86Cpu, V86Pci } from "./internals.ts";
 import { isInterruptAddress } from "./lapic-msi.ts";
 import { MmioWindow, MmioWindows } from "./mmio-windows.ts";
@@ -40,9 +42,104 @@ export function untranslatedWrite(memory: MemoryAccess, address: BusAddress, dat
   return Number.isInteger(address) && memory.writeFrom(address, data, 0, data.length);
 }
 
+/** The identity with QEMU's subsystem IDs when it names none (QEMU_SUBSYSTEM_*). */
+function withQemuSubsystem(identity: PciFunctionIdentity): PciFunctionIdentity {
+  if (identity.subsystemVendorId !== undefined || identity.subsystemId !== undefined) return identity;
+  return { ...identity, subsystemVendorId: QEMU_SUBSYSTEM_VENDOR_ID, subsystemId: QEMU_SUBSYSTEM_ID };
+}
+
 /** PIIX3 PIRQA-D routing (config 0x60-0x63) when no BIOS programmed it: SeaBIOS's choice for PIIX. */
 export const PIRQ_ROUTE_REGISTER = 0x60;
 export const DEFAULT_PIRQ_ROUTING = [10, 10, 11, 11] as const;
+
+/** PCI 3.0 §3.2.2.3.2 configuration mechanism #1. */
+export const CONFIG_ADDRESS_PORT = 0xcf8;
+export const CONFIG_DATA_PORT = 0xcfc;
+const CONFIG_ENABLE = 0x8000_0000;
+const CONFIG_SPACE_BYTES = 256;
+
+/**
+ * What SeaBIOS leaves in the command register of a function it assigned but does not drive
+ * (measured: edu on QEMU 10.0's q35 reads 0x0103): I/O and memory decoding and SERR# on, bus
+ * mastering off.
+ */
+export const FIRMWARE_COMMAND = PciCommand.IO_SPACE | PciCommand.MEMORY_SPACE | PciCommand.SERR;
+
+/**
+ * QEMU's PCI core gives every function that names no subsystem its own IDs (Red Hat/Qumranet
+ * 0x1AF4, device 0x1100); edu on QEMU 10.0 reads 0x11001AF4 at 0x2C.
+ */
+export const QEMU_SUBSYSTEM_VENDOR_ID = 0x1af4;
+export const QEMU_SUBSYSTEM_ID = 0x1100;
+
+/** The bytes and write path of the functions on bus 0, as the configuration ports reach them. */
+export interface ConfigTarget {
+  /** The function's 256 bytes for bus << 8 | device << 3 | function, or undefined if none answers. */
+  space(bdf: number): Uint8Array | undefined;
+  /** A naturally aligned write of `size` bytes to `register` of an existing function. */
+  write(bdf: number, register: number, size: 1 | 2 | 4, value: number): void;
+}
+
+/**
+ * Configuration mechanism #1 as QEMU 10.0's q35 host bridge decodes it (measured with
+ * test/guests/qemu-written-guest.c; docs/conformance.md, "The v86 platform"):
+ * - CONFIG_ADDRESS latches every bit of a dword write, bits 1:0 included, and a dword read returns
+ *   them (PCI 3.0 makes bits 1:0 read-only zero; QEMU keeps them). Narrower writes to 0xCF8-0xCFB
+ *   change nothing (PCI 3.0 and QEMU); narrower reads return all ones, as PCI 3.0's "normal I/O
+ *   transaction" that nothing claims (QEMU returns the register's low bytes). Port 0xCF9 is the
+ *   reset control register: not handled here.
+ * - A CONFIG_DATA access at port 0xCFC + n reaches register (CONFIG_ADDRESS | n) & 0xFF: the low
+ *   bits of CONFIG_ADDRESS are ORed in, so a dword read with bits 1:0 = 1 returns registers 1..4.
+ *   Bytes past register 0xFF read as zero and are not written.
+ * - Enable (bit 31) clear, a bus other than 0 or an empty slot: reads all ones, writes dropped.
+ * - A word or dword access at a port not aligned to its size (0xCFD, 0xCFE for a dword, 0xCFF)
+ *   reads zero and writes nothing, as on QEMU.
+ */
+export class ConfigMechanism {
+  /** CONFIG_ADDRESS as last written by a dword write. */
+  address = 0;
+
+  constructor(private readonly target: ConfigTarget) {}
+
+  readAddress(port: number, size: 1 | 2 | 4): number {
+    if (port === CONFIG_ADDRESS_PORT && size === 4) return this.address | 0;
+    return size === 4 ? -1 : size === 2 ? 0xffff : 0xff;
+  }
+
+  writeAddress(port: number, size: 1 | 2 | 4, value: number): void {
+    if (port === CONFIG_ADDRESS_PORT && size === 4) this.address = value >>> 0;
+  }
+
+  readData(port: number, size: 1 | 2 | 4): number {
+    const lane = port - CONFIG_DATA_PORT;
+    if (lane % size !== 0) return 0;
+    const space = this.selected();
+    if (!space) return size === 4 ? -1 : size === 2 ? 0xffff : 0xff;
+    const register = (this.address | lane) & 0xff;
+    let value = 0;
+    for (let i = 0; i < size && register + i < CONFIG_SPACE_BYTES; i++) value |= space[register + i]! << (8 * i);
+    return value;
+  }
+
+  writeData(port: number, size: 1 | 2 | 4, value: number): void {
+    const lane = port - CONFIG_DATA_PORT;
+    if (lane % size !== 0 || !this.selected()) return;
+    const bdf = (this.address >>> 8) & 0xff;
+    const register = (this.address | lane) & 0xff;
+    if (register % size === 0) {
+      this.target.write(bdf, register, size, value);
+      return;
+    }
+    for (let i = 0; i < size && register + i < CONFIG_SPACE_BYTES; i++) this.target.write(bdf, register + i, 1, (value >>> (8 * i)) & 0xff);
+  }
+
+  /** The addressed function's bytes, if CONFIG_ADDRESS enables a cycle to a function on bus 0. */
+  private selected(): Uint8Array | undefined {
+    const address = this.address;
+    if (!(address & CONFIG_ENABLE) || ((address >>> 16) & 0xff) !== 0) return undefined;
+    return this.target.space((address >>> 8) & 0xff);
+  }
+}
 
 export interface PciFunctionSpec {
   name: string;
@@ -68,6 +165,10 @@ export class V86PciBus {
   private readonly windows: MmioWindows;
   /** RAM as a function without an IOMMU reaches it. */
   private readonly untranslated: MemoryAccess;
+  /** Ports 0xCF8-0xCFF. */
+  readonly configMechanism: ConfigMechanism;
+  /** No firmware will run: functions start as SeaBIOS would have left them (leaveAsFirmwareWould). */
+  private firmwareLess = false;
 
   constructor(
     cpu: V86Cpu,
@@ -82,6 +183,18 @@ export class V86PciBus {
     this.windows = new MmioWindows(cpu);
     this.routePirqsIfUnprogrammed();
     this.filterConfigWrites();
+    this.configMechanism = this.installConfigPorts(cpu);
+  }
+
+  /**
+   * For a guest that no firmware runs before (multiboot without a BIOS): every function of ours,
+   * attached now or later, starts as SeaBIOS leaves a function it assigned but does not drive on
+   * QEMU: its BARs at their reset addresses (SeaBIOS's choice on QEMU for edu) and decoding, the
+   * command register FIRMWARE_COMMAND. Never call it when a BIOS runs: it sizes the BARs itself.
+   */
+  leaveAsFirmwareWould(): void {
+    this.firmwareLess = true;
+    for (const fn of this.functions.values()) this.enableAsFirmware(fn);
   }
 
   /** Registers a function, creates its device with the bus port and maps its BARs. */
@@ -90,22 +203,24 @@ export class V86PciBus {
     if (spec.device < 0 || spec.device > 31 || fn < 0 || fn > 7) throw new RangeError(`PCI ${spec.name}: device ${spec.device}.${fn} is not on bus 0`);
     const bdf = (spec.device << 3) | fn;
     if (this.pci.device_spaces[bdf]) throw new Error(`PCI ${spec.name}: 00:${spec.device.toString(16).padStart(2, "0")}.${fn} is taken`);
-    const { bytes, writable } = buildConfigSpace(spec.identity);
+    const identity = withQemuSubsystem(spec.identity);
+    const { bytes, writable } = buildConfigSpace(identity);
     const live = this.pci.register_device({
       name: spec.name,
       pci_id: bdf,
       pci_space: Array.from(bytes),
-      pci_bars: spec.identity.bars.map((bar) => ({ size: bar.size })),
+      pci_bars: identity.bars.map((bar) => ({ size: bar.size })),
     });
-    const config = new PciConfigSpace(new Uint8Array(live.buffer, live.byteOffset, 256), writable, spec.identity);
+    const config = new PciConfigSpace(new Uint8Array(live.buffer, live.byteOffset, 256), writable, identity);
     if (config.interruptPin !== 0) config.setInterruptLine(this.routedIrq(bdf, config.interruptPin));
     const device = create({
       dma: this.dmaHandle(bdf, config),
       interrupts: this.interrupts(bdf, config),
       scheduler: { after: (delayMs, action) => this.safePoints.defer(action, delayMs) },
     });
-    const attached = { config, bars: spec.identity.bars.map((bar) => ({ index: bar.index, window: new MmioWindow(bar.size, device) })) };
+    const attached = { config, bars: identity.bars.map((bar) => ({ index: bar.index, window: new MmioWindow(bar.size, device) })) };
     this.functions.set(bdf, attached);
+    if (this.firmwareLess) this.enableAsFirmware(attached);
     this.decodeBars(attached);
     return { bdf, config, device };
   }
@@ -138,6 +253,50 @@ export class V86PciBus {
     pci.pci_write8 = route(1);
     pci.pci_write16 = route(2);
     pci.pci_write32 = route(4);
+  }
+
+  private enableAsFirmware(fn: AttachedFunction): void {
+    fn.config.write(PciReg.COMMAND, 2, fn.config.command | FIRMWARE_COMMAND);
+    this.decodeBars(fn);
+  }
+
+  /**
+   * Takes ports 0xCF8-0xCFF from v86 (whose CONFIG_ADDRESS drops bits 1:0, reads back a status
+   * word, ignores the enable bit and answers misaligned data accesses from the aligned dword) for
+   * ConfigMechanism. Reads come from the live config spaces (v86 computes nothing on a read);
+   * writes go through pci_write8/16/32, so ours meet their write rule and v86's devices theirs.
+   * Byte accesses to 0xCF9 stay v86's (reset control).
+   */
+  private installConfigPorts(cpu: V86Cpu): ConfigMechanism {
+    const pci = this.pci;
+    const mechanism = new ConfigMechanism({
+      space: (bdf) => {
+        const space = pci.device_spaces[bdf];
+        return space ? new Uint8Array(space.buffer, space.byteOffset, CONFIG_SPACE_BYTES) : undefined;
+      },
+      write: (bdf, register, size, value) => {
+        const address = (bdf << 8) | register;
+        if (size === 1) pci.pci_write8(address, value);
+        else if (size === 2) pci.pci_write16(address, value);
+        else pci.pci_write32(address, value);
+      },
+    });
+    const io = cpu.io;
+    const owner = { name: "pci configuration mechanism #1" };
+    for (const port of [CONFIG_ADDRESS_PORT, CONFIG_ADDRESS_PORT + 2, CONFIG_ADDRESS_PORT + 3]) {
+      io.register_read(port, owner, () => mechanism.readAddress(port, 1), () => mechanism.readAddress(port, 2), () => mechanism.readAddress(port, 4));
+      io.register_write(port, owner, (v) => mechanism.writeAddress(port, 1, v), (v) => mechanism.writeAddress(port, 2, v), (v) => mechanism.writeAddress(port, 4, v));
+    }
+    // 0xCF9 keeps v86's byte handlers; its word and dword ones are CONFIG_ADDRESS's misaligned neighbours.
+    const resetControl = io.ports[CONFIG_ADDRESS_PORT + 1]!;
+    const resetOwner = resetControl.device as object; // v86 calls its handlers with this = device
+    io.register_read(CONFIG_ADDRESS_PORT + 1, resetOwner, resetControl.read8, () => mechanism.readAddress(CONFIG_ADDRESS_PORT + 1, 2), () => mechanism.readAddress(CONFIG_ADDRESS_PORT + 1, 4));
+    io.register_write(CONFIG_ADDRESS_PORT + 1, resetOwner, resetControl.write8, () => {}, () => {});
+    for (let port = CONFIG_DATA_PORT; port < CONFIG_DATA_PORT + 4; port++) {
+      io.register_read(port, owner, () => mechanism.readData(port, 1), () => mechanism.readData(port, 2), () => mechanism.readData(port, 4));
+      io.register_write(port, owner, (v) => mechanism.writeData(port, 1, v), (v) => mechanism.writeData(port, 2, v), (v) => mechanism.writeData(port, 4, v));
+    }
+    return mechanism;
   }
 
   private dmaHandle(bdf: number, config: PciConfigSpace): DmaHandle {

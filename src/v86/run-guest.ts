@@ -5,7 +5,7 @@
 import type { EduDevice } from "../devices/edu.ts";
 import type { VtdDevice, VtdOptions } from "../vtd-device/index.ts";
 import { Machine, type StopReason } from "./machine.ts";
-import { checkMultibootImage } from "./multiboot.ts";
+import { checkMultibootImage, provideMemoryFields } from "./multiboot.ts";
 import { installPlatform } from "./platform.ts";
 import { patchedV86Module } from "./v86-wasm.node.ts";
 import type { DeterministicOptions } from "./virtual-clock.ts";
@@ -75,12 +75,16 @@ export async function runMultibootGuest(options: RunGuestOptions): Promise<RunGu
     transcript += text;
     options.onSerial?.(text);
   });
+  const multibootInfoAddress = machine.cpu.reg32[3]! >>> 0;
   const platform = installPlatform(machine, {
     vtd: options.vtd,
     eduDmaDelayMs: options.eduDmaDelayMs,
     ...(options.eduDmaMask !== undefined ? { eduDmaMask: options.eduDmaMask } : {}),
-    multibootInfoAddress: machine.cpu.reg32[3]! >>> 0,
+    multibootInfoAddress,
   });
+  // No firmware runs: hand the guest what QEMU's multiboot loader and SeaBIOS would have.
+  provideMemoryFields(machine.memory, multibootInfoAddress, memoryMiB * 2 ** 20);
+  platform.bus.leaveAsFirmwareWould();
   options.onReady?.({ device: platform.device, edu: platform.edu, machine });
   const outcome = await machine.run(timeoutMs);
   return {
