@@ -5,7 +5,7 @@ import { machine } from "../../../test/support/tables.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16).padStart(16, "0")}`;
 
-describe("CAP and ECAP per configuration (QEMU 7.2, intremap=off)", () => {
+describe("CAP and ECAP per configuration (as QEMU 10.0 with intremap=off and the same aw-bits, caching-mode)", () => {
   const cases: [object, bigint, bigint][] = [
     [{ awBits: 39 }, 0x00d2008c22260206n, 0xf42n],
     [{ awBits: 39, cachingMode: true }, 0x00d2008c22260286n, 0xf42n],
