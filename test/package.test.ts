@@ -100,8 +100,10 @@ describe("the tarball", () => {
       expect(paths).toContain(target.default.replace(/^\.\//, ""));
       expect(paths).toContain(target.types.replace(/^\.\//, ""));
     }
-    const unexpected = paths.filter((path) => !(path === "package.json" || path === "README.md" || /^dist\/.+\.(js|d\.ts)$/.test(path)));
+    const unexpected = paths.filter((path) => !(path === "package.json" || path === "README.md" || path === "LICENSE" || /^dist\/.+\.(js|d\.ts)$/.test(path)));
     expect(unexpected).toEqual([]);
+    // The BSD-2-Clause notice travels with the binaries.
+    expect(paths).toContain("LICENSE");
     expect(paths.filter((path) => /\.test\.|^dist\/(cli|linux|main)/.test(path))).toEqual([]);
     // Every declaration has its module, and no TypeScript source is shipped.
     for (const path of paths.filter((p) => p.endsWith(".d.ts"))) expect(paths).toContain(path.replace(/\.d\.ts$/, ".js"));
