@@ -29,6 +29,14 @@ export type Inval =
   | { k: "tlb-domain"; did: number }
   | { k: "tlb-page"; did: number; start: number; end: number };
 
+/** A wait descriptor's status write (see Oracle.statusWrites). */
+export interface StatusWrite {
+  address: number;
+  data: number;
+  old: number;
+  after: number;
+}
+
 /** What one piece of a DMA may do: move through `out`, or fault with one of `reasons`. */
 export type Outcome =
   | { kind: "map"; out: number }
@@ -56,8 +64,12 @@ export class Oracle {
   private pendingIotlb: { iirg: number; did: number; iva: bigint; qies: boolean } | undefined;
   /** Invalidations of the step in progress, in order. */
   events: Inval[] = [];
-  /** Wait-descriptor status writes of the step (the shadow applies them). */
-  statusWrites: { address: number; data: number }[] = [];
+  /**
+   * Wait-descriptor status writes of the step, in order (the oracle's copy of RAM has them).
+   * `old` is what the dword held before; `after` is how many of the step's invalidations
+   * (`events`) came before the write: a sync at an earlier invalidation saw the old value.
+   */
+  statusWrites: StatusWrite[] = [];
   problems: Problem[] = [];
   /** A followed register got a value outside the API (NaN, fractional): only throws, time and the clock are checked from then on. */
   lenient = false;
@@ -222,8 +234,9 @@ export class Oracle {
           const address = Number(hi & ((1n << BigInt(this.u.haw)) - 1n) & ~3n);
           const data = Number(lo >> 32n);
           if (this.mem.has(address, 4)) {
+            const old = this.mem.u32(address);
             this.mem.setU32(address, data);
-            this.statusWrites.push({ address, data });
+            this.statusWrites.push({ address, data, old, after: this.events.length });
           }
         }
         return;

@@ -109,7 +109,10 @@ export function runProgram(p: Program, options: RunOptions): RunResult {
   unit.notifiers.onNotifierError = (report) => {
     if (!throwingNotifiers.has(report.notifier)) problems.push({ check: "shadow", message: `a notifier of sid 0x${report.sid.toString(16)} failed on ${eventText(report.event)}: ${String(report.error)}` });
   };
-  unit.notifiers.onWalkLimit = (space) => shadowCheck.walkLimited.add(space.sid);
+  unit.notifiers.onWalkLimit = (space) => {
+    shadowCheck.walkLimited.add(space.sid);
+    shadowCheck.walkLimitedThisStep.add(space.sid);
+  };
   const read = (off: number, size: 4 | 8) => unit.readRegister(off, size);
   let worstMs = 0, worstStep = -1, dmas = 0, clock = unit.now, lastAnswer = "";
 
@@ -154,7 +157,7 @@ export function runProgram(p: Program, options: RunOptions): RunResult {
     }
     if (options.trace && oracle.events.length > 0) options.trace(`   events: ${oracle.events.map((e) => JSON.stringify(e)).join(" ")}; IQH ${read(Reg.IQH, 8)}`);
     oracle.applyEvents();
-    const found = [...oracle.problems.splice(0), ...shadowCheck.afterEvents(oracle.events, assignments)];
+    const found = [...oracle.problems.splice(0), ...shadowCheck.afterEvents(oracle.events, assignments, oracle.statusWrites)];
     for (const w of oracle.statusWrites) {
       // A wait descriptor's status write: checked where it goes (anything else shows at the final compare).
       if (ram.direct.subarray(w.address, w.address + 4).some((b, k) => b !== shadow[w.address + k])) {
@@ -264,20 +267,31 @@ export function runProgram(p: Program, options: RunOptions): RunResult {
           vfio.device.dmaRead(step.iova, bytes);
           return false;
         }
-        vfio.device.dmaWrite(step.iova, bytes);
-        // Whatever moved went through the shadow's writable mappings, page by page.
+        const r = vfio.device.dmaWrite(step.iova, bytes);
+        // The assigned device writes through the shadow's host mappings as they stand (stale until
+        // an invalidation lets the notifiers change them, as with real VFIO), page by page in
+        // order, stopping at the first page without a writable mapping or with its target outside
+        // RAM. Pieces may alias (several IOVA pages onto one host page, e.g. a table mapped onto
+        // itself): a later piece overwrites an earlier one, so the copy is replayed in order.
+        let expectOk = true;
         for (let done = 0; done < bytes.length; ) {
           const at = step.iova + done;
           const chunk = Math.min(bytes.length - done, 4096 - (at % 4096));
           const m = vfio.hostIommu.lookup(at);
-          if (m && (m.permission & 2) !== 0) {
-            const target = m.hostAddress + (at - m.iova);
-            if (target + chunk <= c.ram && Buffer.compare(ram.direct.subarray(target, target + chunk), bytes.subarray(done, done + chunk)) === 0) {
-              mem.set(bytes.subarray(done, done + chunk), target);
-            }
+          if (!m || (m.permission & 2) === 0) {
+            expectOk = false;
+            break;
           }
+          const target = m.hostAddress + (at - m.iova);
+          if (target + chunk > c.ram) {
+            expectOk = false;
+            break;
+          }
+          mem.set(bytes.subarray(done, done + chunk), target);
           done += chunk;
         }
+        lastAnswer = r.ok ? "ok" : `fail 0x${r.reason.toString(16)}`;
+        if (r.ok !== expectOk) problems.push({ check: "dma", message: `assigned device's write of ${step.len} bytes at 0x${step.iova.toString(16)} answered ${lastAnswer}; its shadow's mappings say ${expectOk ? "ok" : "a fault or abort"}` });
         return true;
       }
       case "reset":
