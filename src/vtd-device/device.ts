@@ -121,7 +121,7 @@ export class VtdDevice {
    */
   private invalidationWork(): number {
     const n = this.notifiers.stats;
-    return this.iotlb.work + this.deviceTlbs.invalidationWork + n.entriesWalked + 16 * (n.mapEvents + n.unmapEvents + n.deviceIotlbUnmapEvents);
+    return this.iotlb.work + this.contextCache.work + this.deviceTlbs.invalidationWork + n.entriesWalked + 16 * (n.mapEvents + n.unmapEvents + n.deviceIotlbUnmapEvents);
   }
 
   /** Power-on reset: every register to its reset value, caches and internal state cleared. */

@@ -62,7 +62,8 @@ export class CachingPolicy {
    * when it must not be kept. The guest must invalidate after fixing the entry (VT-d §6.1).
    */
   cacheFault(did: number, address: number, permission: number, reason: number): boolean {
-    if (!this.negativeCaching) return false;
+    // A table that could not be read (LSS.1, or the top table: LCT.4 from the walk) is a bus error, not table content.
+    if (!this.negativeCaching || reason === FaultReason.PagingEntryReadError || reason === FaultReason.ContextEntryInvalid) return false;
     this.iotlb.insert(did, 1, address, 0, permission, reason);
     return true;
   }

@@ -39,6 +39,8 @@ export class ContextCache {
    */
   readonly fastInputLimit: Float64Array;
   count = 0;
+  /** Slots invalidations visited (host cost, for the queue's work budget). */
+  work = 0;
 
   constructor(capacity: number) {
     this.capacity = capacity;
@@ -85,6 +87,7 @@ export class ContextCache {
   }
 
   invalidateDomain(did: number): number {
+    this.work += this.capacity;
     let dropped = 0;
     for (let i = 0; i < this.capacity; i++) {
       if (this.tag[i] !== 0 && this.did[i] === did) { this.tag[i] = 0; this.count--; dropped++; }
@@ -97,6 +100,7 @@ export class ContextCache {
    * (FM 1: ignore bit 2 of the function, 2: bits 2:1, 3: bits 2:0; VT-d §11.4.7.1).
    */
   invalidateDevice(sid: number, functionMask: number): number {
+    this.work += this.capacity;
     const ignore = functionMask === 0 ? 0 : ((1 << functionMask) - 1) << (3 - functionMask);
     const want = sid & ~ignore;
     let dropped = 0;

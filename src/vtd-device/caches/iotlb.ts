@@ -44,7 +44,7 @@ export class Iotlb {
   /** Live entries per leaf level, so lookups skip levels with nothing cached. */
   private readonly liveAtLevel = new Int32Array(4);
   /** Live entries per domain id, so a domain or page-selective invalidation of an empty domain costs nothing. */
-  private readonly liveInDomain = new Uint16Array(65536);
+  private readonly liveInDomain = new Int32Array(65536);
   count = 0;
   /** Entry slots invalidations visited (a measure of their host cost, for the queue's work budget). */
   work = 0;

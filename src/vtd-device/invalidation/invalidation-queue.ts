@@ -61,6 +61,8 @@ export class InvalidationQueue {
 
   /** The work budget ran out with descriptors left: the next clock step goes on with them. */
   private paused = false;
+  /** A pass over the queue is running (guards against re-entry from host callbacks). */
+  private processing = false;
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -111,6 +113,11 @@ export class InvalidationQueue {
     this.regs.update32(Reg.GSTS, QIES, 0);
     this.nextFetchAt = this.now;
     this.process();
+  }
+
+  /** GCMD.QIE set again while a disable waits for the queue to go idle: the guest's last word wins. */
+  cancelDisable(): void {
+    this.disableRequested = false;
   }
 
   /** GCMD.QIE clear: honoured once the queue is idle (head = tail, nothing outstanding). */
@@ -214,23 +221,35 @@ export class InvalidationQueue {
    * IQE/ITE). One call fetches fewer than one queue's worth: the head never passes the tail.
    */
   private process(): void {
+    // A host callback inside a descriptor (an onInterrupt that writes IQT) must not run the queue
+    // again from the same head: the running pass re-reads the tail on every turn.
+    if (this.processing) return;
+    this.processing = true;
+    try {
+      this.fetchAndExecute();
+    } finally {
+      this.processing = false;
+    }
+  }
+
+  private fetchAndExecute(): void {
     const stepped = this.options.queueDescriptorTimeMs > 0;
     const budget = this.options.queueWorkBudget;
     const start = this.workDone();
     let descriptors = 0;
     this.paused = false;
     while (this.enabled) {
-      if (descriptors + this.workDone() - start >= budget) {
-        // Past the budget: the rest waits for the clock or the next tail write.
-        this.paused = this.head !== this.tailIndex();
-        this.stats.queueBudgetPauses++;
-        return;
-      }
       if (this.regs.get32(Reg.FSTS) & (IQE | ITE)) return;
       const tail = this.tailIndex();
       if (this.dw === 1) return this.queueError(InvalidationQueueError.InvalidWidth, "IQA.DW = 1 needs scalable mode, which this unit does not offer");
       if (tail >= this.entries) return this.queueError(InvalidationQueueError.InvalidTail, `tail ${tail} beyond a queue of ${this.entries} descriptors`);
       if (this.head === tail) break;
+      if (descriptors + this.workDone() - start >= budget) {
+        // Past the budget with descriptors left: they wait for the clock or the next tail write.
+        this.paused = true;
+        this.stats.queueBudgetPauses++;
+        return;
+      }
       if (stepped && this.now < this.nextFetchAt) return;
       const at = this.base + this.head * 16;
       const w0 = this.memory.read32(at), w1 = this.memory.read32(at + 4), w2 = this.memory.read32(at + 8), w3 = this.memory.read32(at + 12);

@@ -8,7 +8,8 @@
  * - anywhere else: an open-addressing hash set that doubles only when a sync meets more such
  *   tables than any before it (a sync meets at most `notifierTableLimit` tables).
  */
-const TWO_POW_32 = 2 ** 32;
+import { TWO_POW_32 } from "../../spec/numbers.ts";
+
 /** Pages of RAM the direct stamps cover at most (4 GiB); tables above go to the hash set. */
 const MAX_DIRECT_PAGES = 1 << 20;
 

@@ -78,6 +78,9 @@ export class GlobalCommand {
       if (command & QIE) this.queue.enable();
       else this.queue.disable();
       this.traceCommand(command & QIE ? "QIE on" : "QIE off");
+    } else if (command & QIE) {
+      // QIES is still 1 while an earlier QIE = 0 waits for the queue to go idle: set again, it stays on.
+      this.queue.cancelDisable();
     }
     if (this.options.interruptRemapping) this.interruptCommands(command, status);
     for (const [bit, name] of this.ignored) {

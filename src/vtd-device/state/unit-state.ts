@@ -17,6 +17,8 @@ import type { ResolvedOptions } from "../options.ts";
 import type { RegisterFile } from "../registers/register-file.ts";
 import { DeviceStats } from "../stats.ts";
 import type { Translator, TranslatorState } from "../translation/translator.ts";
+import { walkConfig } from "../registers/capabilities.ts";
+import { checkCachedAddresses } from "./cached-addresses.ts";
 import { crc32, describe, hexOf, isRecord, Section, SnapshotError } from "./codec.ts";
 import { checkHeader, configurationOf, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, type VtdSnapshot } from "./snapshot.ts";
 
@@ -84,6 +86,12 @@ export function decodeUnit(p: UnitParts, input: unknown): Decoded {
     stats: decodeStats(Section.of(snapshot, "stats")),
   };
   checkRegisters(p.regs, decoded);
+  const cfg = walkConfig(p.options);
+  checkCachedAddresses(cfg, decoded.contextCache, decoded.iotlb, decoded.deviceTlbs);
+  const root = decoded.translation.rootTable;
+  if (!(Number.isInteger(root) && root >= 0 && root < 2 ** cfg.awBits && root % 4096 === 0)) {
+    throw new SnapshotError(`snapshot section translation: rootTable ${describe(root)} is no 4 KiB-aligned address below 2^${cfg.awBits}`);
+  }
   const { checksum, ...body } = snapshot;
   const actual = crc32(JSON.stringify(body));
   if (checksum !== actual) {
