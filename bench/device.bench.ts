@@ -97,7 +97,40 @@ export default function run(r: BenchReporter): void {
       done += batch;
     }
   }, COUNT, 5);
-  r.figure("page-selective IOTLB descriptors processed", psi.opsPerSecond / 1e6, "M/s", { target: "≥ 5 M/s", met: psi.opsPerSecond >= 5e6 });
+  r.figure("page-selective IOTLB descriptors processed, their domains with nothing cached", psi.opsPerSecond / 1e6, "M/s");
+
+  // The same descriptors against a populated IOTLB: eight domains each with 512 cached 4 KiB pages
+  // at 4 GiB, and descriptors naming pages below (each looks in its sets and drops nothing, so the
+  // IOTLB stays as populated as it was: the state this figure names).
+  const pm = machine({ awBits: 48 }, 64 << 20);
+  for (let d = 1; d <= 8; d++) {
+    const sid = 0x100 + d * 8;
+    const root = pm.tables.context(sid, { did: d, aw: 2 });
+    for (let p = 0; p < 512; p++) pm.tables.map(root, 4, 0x1_0000_0000 + p * 4096, 0x200_0000 + p * 4096, R | W);
+  }
+  enableTranslation(pm);
+  const probe = new Uint8Array(8);
+  for (let d = 1; d <= 8; d++) for (let p = 0; p < 512; p++) pm.device.dmaRead(0x100 + d * 8, 0x1_0000_0000 + p * 4096, probe);
+  const cached = pm.device.cacheOccupancy.iotlbEntries;
+  const pq = new Queue(pm, 0x100_0000, 7).enable();
+  for (let i = 0; i < pq.entries; i++) {
+    const [lo, hi] = desc.iotlbPage(1 + (i & 7), BigInt((i % 4096) * 4096));
+    pm.ram.write64(pq.base + i * 16, lo);
+    pm.ram.write64(pq.base + i * 16 + 8, hi);
+  }
+  const psiPopulated = r.measure((n) => {
+    let tail = pq.head;
+    for (let done = 0; done < n; ) {
+      const batch = Math.min(n - done, pq.entries - 1);
+      tail = (tail + batch) % pq.entries;
+      pm.device.writeRegister(Reg.IQT, 8, BigInt(tail) << 4n);
+      done += batch;
+    }
+  }, COUNT, 5);
+  if (pm.device.cacheOccupancy.iotlbEntries !== cached) throw new Error("the populated IOTLB changed under the benchmark");
+  r.figure(`page-selective IOTLB descriptors processed, populated IOTLB (${cached} entries)`, psiPopulated.opsPerSecond / 1e6, "M/s", {
+    baseline: psi.opsPerSecond / 1e6, baselineName: "domains with nothing cached", target: "≥ 5 M/s", met: psiPopulated.opsPerSecond >= 5e6,
+  });
 
   const wm = machine({ awBits: 48 });
   const wq = new Queue(wm).enable();
