@@ -28,13 +28,26 @@ export function runCommand<A extends { help?: boolean }>(
       console.log(usage);
       return 0;
     }
-    return run(args);
+    try {
+      return await run(args);
+    } catch (error) {
+      // An option found bad only when the command acts on it (an unwritable --trace file).
+      if (!(error instanceof ArgumentError)) throw error;
+      console.error(`error: ${error.message}`);
+      return EXIT_USAGE;
+    }
   };
-  main().then(
-    (status) => process.exit(status),
-    (error: unknown) => {
-      console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
-      process.exit(EXIT_FAILED);
-    },
-  );
+  main().then(exitAfterOutput, (error: unknown) => {
+    console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+    exitAfterOutput(EXIT_FAILED);
+  });
+}
+
+/**
+ * Exits once everything written to stdout and stderr has left the process: writes to a pipe are
+ * asynchronous, and a plain process.exit could cut the summary off the end of a run's output.
+ */
+function exitAfterOutput(status: number): void {
+  process.exitCode = status;
+  process.stdout.write("", () => process.stderr.write("", () => process.exit(status)));
 }
