@@ -7,12 +7,13 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { parseArguments, USAGE, type MainArguments } from "./cli/arguments.ts";
-import { EXIT_TIMEOUT, EXIT_USAGE, runCommand } from "./cli/command.ts";
+import { EXIT_TIMEOUT, runCommand } from "./cli/command.ts";
+import { ArgumentError } from "./cli/options.ts";
 import { ensureFirmware } from "../firmware/build.ts";
 import { formatDump } from "./cli/dump.ts";
 import { ExplainRecorder, explainMissingCmInvalidations, formatCachingModeComparison, formatCheckerReports, runFigures } from "./cli/explain.ts";
 import { formatSummary, TraceCounts } from "./cli/summary.ts";
-import { openTraceFile, TraceOptionError, type TraceFile } from "./cli/trace-file.ts";
+import { openTraceFile, type TraceFile } from "./cli/trace-file.ts";
 import { runMultibootGuest, type RunGuestResult } from "./v86/run-guest.ts";
 import { EDU_FULL_DMA_MASK } from "./devices/edu.ts";
 import { DEFAULT_NS_PER_INSTRUCTION } from "./v86/virtual-clock.ts";
@@ -77,21 +78,11 @@ function status(run: RunGuestResult): number {
 }
 
 runCommand(parseArguments, USAGE, async (args) => {
-  let trace: TraceFile | undefined;
-  try {
-    trace = openTraceFile(args.trace, args.traceEvents);
-  } catch (error) {
-    if (!(error instanceof TraceOptionError)) throw error;
-    console.error(`error: ${error.message}`);
-    return EXIT_USAGE;
-  }
+  const trace = openTraceFile(args.trace, args.traceEvents);
   try {
     // The test guest is rebuilt when its sources (or src/spec, which its header comes from) changed.
     const kernelPath = args.kernel ?? (await ensureFirmware());
-    if (!existsSync(kernelPath)) {
-      console.error(`error: option --kernel: ${kernelPath} does not exist`);
-      return EXIT_USAGE;
-    }
+    if (!existsSync(kernelPath)) throw new ArgumentError(`option --kernel: ${kernelPath} does not exist`);
     const kernel = new Uint8Array(readFileSync(kernelPath));
     const deterministic = args.deterministic ?? false;
     const how = `${args.awBits}-bit address width${deterministic ? ", deterministic" : ""}`;

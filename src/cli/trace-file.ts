@@ -3,6 +3,7 @@
  * JSON lines (bigints as hex strings, with the unit's clock in ms as `time`), filtered by a
  * QEMU-style pattern: names or globs (`*`) separated by commas, e.g. `vtd_inv*,vtd_fault`.
  */
+import { ArgumentError } from "./options.ts";
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { TraceEvent, VtdDevice } from "../vtd-device/index.ts";
 
@@ -16,7 +17,8 @@ const EVENT_TYPES = {
 export const TRACE_EVENT_TYPES: readonly string[] = Object.keys(EVENT_TYPES);
 
 /** A problem with a trace option, to be reported naming the option (exit 2). */
-export class TraceOptionError extends Error {}
+/** A bad --trace or --trace-events: a usage error (exit 2), found when the command starts. */
+export class TraceOptionError extends ArgumentError {}
 
 /** The event types a pattern selects; a malformed pattern, or a part that matches nothing, names --trace-events. */
 export function traceEventFilter(pattern: string): Set<string> {

@@ -6,10 +6,10 @@
  */
 import { readFileSync } from "node:fs";
 import { ensureLinuxGuest, LinuxBuildError } from "../../firmware/linux/build.ts";
-import { EXIT_FAILED, EXIT_TIMEOUT, EXIT_USAGE, runCommand } from "../cli/command.ts";
+import { EXIT_FAILED, EXIT_TIMEOUT, runCommand } from "../cli/command.ts";
 import { formatDump } from "../cli/dump.ts";
 import { ExplainRecorder, explainMissingCmInvalidations, formatCachingModeComparison, formatCheckerReports, runFigures } from "../cli/explain.ts";
-import { openTraceFile, TraceOptionError, type TraceFile } from "../cli/trace-file.ts";
+import { openTraceFile, type TraceFile } from "../cli/trace-file.ts";
 import { LINUX_USAGE, parseLinuxArguments, type LinuxArguments } from "./arguments.ts";
 import { bootLinux, lastConsoleLines, type LinuxRun } from "./boot.ts";
 import { formatLinuxSummary, linuxChecks, type Check } from "./summary.ts";
@@ -67,14 +67,7 @@ function verdict(args: LinuxArguments, run: LinuxRun, checks: Check[]): { status
 }
 
 runCommand(parseLinuxArguments, LINUX_USAGE, async (args) => {
-  let trace: TraceFile | undefined;
-  try {
-    trace = openTraceFile(args.trace, args.traceEvents);
-  } catch (error) {
-    if (!(error instanceof TraceOptionError)) throw error;
-    console.error(`error: ${error.message}`);
-    return EXIT_USAGE;
-  }
+  const trace = openTraceFile(args.trace, args.traceEvents);
   try {
     let built;
     try {
