@@ -115,23 +115,8 @@ export default function run(r: BenchReporter): void {
   {
     const { m, leaf } = space("4K");
     const queue = new Queue(m, 0x100_0000, 7).enable(); // 32,768 descriptors
-    const fill = (descriptor: (i: number) => [bigint, bigint]) => {
-      for (let i = 0; i < queue.entries; i++) {
-        const [lo, hi] = descriptor(i);
-        m.ram.write64(queue.base + i * 16, lo);
-        m.ram.write64(queue.base + i * 16 + 8, hi);
-      }
-    };
-    /** Processes n descriptors from the queue, in tail writes of up to a queue's worth. */
-    const process = (n: number) => {
-      let tail = queue.head;
-      for (let done = 0; done < n; ) {
-        const batch = Math.min(n - done, queue.entries - 1);
-        tail = (tail + batch) % queue.entries;
-        m.device.writeRegister(Reg.IQT, 8, BigInt(tail) << 4n);
-        done += batch;
-      }
-    };
+    const fill = (descriptor: (i: number) => [bigint, bigint]) => queue.fillRing(descriptor);
+    const process = (n: number) => queue.advance(n);
     /** One descriptor per tail write, `before` run first each time. */
     const oneByOne = (before: (i: number) => void) => (n: number) => {
       let tail = queue.head;

@@ -44,6 +44,26 @@ export class Queue {
     this.m.device.writeRegister(Reg.IQT, 8, BigInt(this.tail) << 4n);
   }
 
+  /** Writes a descriptor into every slot of the ring (the tail is not moved): for benchmarks that go round it. */
+  fillRing(descriptor: (slot: number) => Descriptor): void {
+    for (let i = 0; i < this.entries; i++) {
+      const [lo, hi] = descriptor(i);
+      this.m.ram.write64(this.base + i * 16, lo);
+      this.m.ram.write64(this.base + i * 16 + 8, hi);
+    }
+  }
+
+  /** Processes the next n descriptors of a filled ring, in tail writes of up to a queue's worth each. */
+  advance(n: number): void {
+    let tail = this.head;
+    for (let done = 0; done < n; ) {
+      const batch = Math.min(n - done, this.entries - 1);
+      tail = (tail + batch) % this.entries;
+      this.m.device.writeRegister(Reg.IQT, 8, BigInt(tail) << 4n);
+      done += batch;
+    }
+  }
+
   get head(): number {
     return Number(this.m.device.readRegister(Reg.IQH, 8) >> 4n);
   }
