@@ -18,7 +18,6 @@
 import { FaultReason } from "../../spec/fault-reasons.ts";
 import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT } from "../../spec/entries.ts";
 import { IRTE_SIZE } from "../../spec/interrupts.ts";
-import { TWO_POW_32 } from "../../spec/numbers.ts";
 import type { CachingPolicy } from "../caches/caching-policy.ts";
 import type { InterruptEntryCache } from "../caches/interrupt-entry-cache.ts";
 import type { FaultRecording } from "../faults/fault-recording.ts";
@@ -64,7 +63,6 @@ export class InterruptRemapping {
   /** 2^HAW: an IRTE must lie below it. */
   private readonly addressLimit: number;
   /** IRTA bits 63:32 below HAW (higher bits are ignored). */
-  private readonly upperAddressMask: number;
 
   constructor(
     private readonly memory: MemoryAccess,
@@ -73,10 +71,9 @@ export class InterruptRemapping {
     private readonly faults: FaultRecording,
     private readonly stats: DeviceStats,
     private readonly trace: Tracer,
-    cfg: WalkConfig,
+    private readonly cfg: WalkConfig,
   ) {
     this.addressLimit = 2 ** cfg.awBits;
-    this.upperAddressMask = 2 ** (cfg.awBits - 32) - 1;
   }
 
   /** Snapshot (state/): IRES, CFIS, the latched IRTA, and the outcome of the last request. */
@@ -122,7 +119,7 @@ export class InterruptRemapping {
    * global interrupt-entry-cache invalidation (GCMD.SIRTP, VT-d §11.4.4).
    */
   latchTable(low: number, high: number): void {
-    this.tableBase = (high & this.upperAddressMask) * TWO_POW_32 + ((low & 0xffff_f000) >>> 0);
+    this.tableBase = this.cfg.entryMasks.address(low, high);
     this.tableEntries = 2 ** ((low & 0xf) + 1);
   }
 

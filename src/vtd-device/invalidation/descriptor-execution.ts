@@ -41,7 +41,6 @@ export class DescriptorExecution {
   interruptEntries: InterruptEntryCache | undefined = undefined;
   private readonly range = new DeviceTlbRange();
   /** Address bits 63:32 below the address width (MGAW = HAW here): higher bits are ignored. */
-  private readonly upperAddressMask: number;
 
   constructor(
     private readonly options: ResolvedOptions,
@@ -53,9 +52,8 @@ export class DescriptorExecution {
     private readonly clock: Clock,
     private readonly tracer: Tracer,
     private readonly stats: DeviceStats,
-    cfg: WalkConfig,
+    private readonly cfg: WalkConfig,
   ) {
-    this.upperAddressMask = 2 ** (cfg.awBits - 32) - 1;
   }
 
   /** Executes one descriptor given as four dwords (w0 = bits 31:0 ... w3 = bits 127:96) fetched at queue index `head`. */
@@ -84,7 +82,7 @@ export class DescriptorExecution {
             const am = w2 & 0x3f;
             if (am > MAMV) return this.reject(RESERVED, `IOTLB descriptor with AM ${am} above MAMV ${MAMV}`);
             // ADDR bits at and above MGAW are ignored, as in IVA (VT-d §11.4.8.2): they name no input address.
-            const address = (w3 & this.upperAddressMask) * TWO_POW_32 + ((w2 & 0xffff_f000) >>> 0);
+            const address = this.cfg.entryMasks.address(w2, w3);
             this.invalidation.iotlbPages(did, address, am, (w2 & 0x40) !== 0, "queue");
             return DONE;
           }
@@ -162,7 +160,7 @@ export class DescriptorExecution {
     if (!statusWrite && !interrupt && !fence) return this.reject(RESERVED, "wait descriptor with none of SW, IF, FN");
     if (this.pending.length > 0) return BLOCKED;
     // Status address bits 63:2; bits at and above the address width are ignored.
-    const address = (w3 & this.upperAddressMask) * TWO_POW_32 + ((w2 & ~3) >>> 0);
+    const address = (w3 & this.cfg.entryMasks.hiAddress) * TWO_POW_32 + ((w2 & ~3) >>> 0);
     if (statusWrite) this.memory.write32(address, w1);
     if (interrupt && (this.regs.get32(Reg.ICS) & IWC) === 0) {
       this.regs.update32(Reg.ICS, IWC, 0);

@@ -103,10 +103,10 @@ export class InvalidationQueue {
   /** GCMD.QIE set: IQA is latched, QIES set, and a tail already written is processed (VT-d §6.5.2). */
   enable(): void {
     this.disableRequested = false;
-    const iqa = this.regs.get64(Reg.IQA);
-    this.base = Number(iqa & ((1n << BigInt(this.cfg.awBits)) - 1n) & ~0xfffn);
-    const qs = Number(iqa & 7n);
-    const dw = Number((iqa >> 11n) & 1n);
+    const iqa = this.regs.get32(Reg.IQA);
+    this.base = this.cfg.entryMasks.address(iqa, this.regs.get32(Reg.IQA + 4));
+    const qs = iqa & 7;
+    const dw = (iqa >>> 11) & 1;
     this.entries = 2 ** (qs + 8 - dw);
     this.head = 0;
     this.setHead();

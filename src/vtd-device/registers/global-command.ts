@@ -57,8 +57,7 @@ export class GlobalCommand {
       this.traceCommand(translator.enabled ? "TE on" : "TE off");
     }
     if (command & SRTP) {
-      const rtaddr = this.regs.get64(Reg.RTADDR);
-      translator.rootTable = Number(rtaddr & ((1n << BigInt(this.cfg.awBits)) - 1n) & ~0xfffn);
+      translator.rootTable = this.cfg.entryMasks.address(this.regs.get32(Reg.RTADDR), this.regs.get32(Reg.RTADDR + 4));
       // TTM (bits 11:10): only 00, legacy mode, is supported by this unit (no ECAP.SMTS, no ECAP.ADMS).
       translator.rootTableModeValid = ((this.regs.get32(Reg.RTADDR) >>> 10) & 3) === 0;
       this.regs.update32(Reg.GSTS, RTPS, 0);

@@ -46,7 +46,10 @@ export class PagingEntryMasks {
     return (lo & reservedLo) !== 0 || (hi & this.hiReserved) !== 0;
   }
 
-  /** The address an entry holds (next table, or leaf output before alignment to its size). */
+  /**
+   * The 4 KiB-aligned address below the HAW that two dwords hold: a paging entry's next table or
+   * leaf output (before alignment to its size), and likewise RTADDR, IQA, IRTA and descriptors' ADDR.
+   */
   address(lo: number, hi: number): number {
     return (hi & this.hiAddress) * TWO_POW_32 + ((lo & 0xffff_f000) >>> 0);
   }
