@@ -6,7 +6,7 @@
  *
  * Everything here but `runMultibootGuest` and `patchedV86Module` is free of node: imports; those
  * two read v86.wasm from the installed v86 package (Node only). In a browser, fetch v86.wasm,
- * patch it with `patchClflush`, compile it and pass it to `Machine.create({ wasmModule })`.
+ * patch it with `patchV86Wasm`, compile it and pass it to `Machine.create({ wasmModule })`.
  */
 export {
   Machine, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, INITRD_ADDRESS,
@@ -20,7 +20,7 @@ export {
 export { V86PciBus, type AttachedPciFunction, type DmaTranslator, type PciFunctionSpec } from "./pci-bus.ts";
 export { mapVtdUnit, VTD_UNIT_BASE, VTD_REGISTER_PAGE_SIZE } from "./unit-mmio.ts";
 export { deliverMsiToLapic, isInterruptAddress, MSI_ADDRESS_BASE, type MsiOutcome } from "./lapic-msi.ts";
-export { patchClflush, V86_VERSION } from "./wasm-patch.ts";
+export { patchClflush, patchV86Wasm, V86_VERSION } from "./wasm-patch.ts";
 export { runMultibootGuest, DEFAULT_TIMEOUT_MS, type RunGuestOptions, type RunGuestResult } from "./run-guest.ts";
 export { patchedV86Module, readV86Wasm } from "./v86-wasm.node.ts";
 export {

@@ -1,11 +1,11 @@
 /**
- * Node only: finds v86.wasm in the installed package, checks the version, patches CLFLUSH and
- * compiles it once per process. A browser page would fetch the bytes and call `patchClflush` itself.
+ * Node only: finds v86.wasm in the installed package, checks the version, patches it (patchV86Wasm) and
+ * compiles it once per process. A browser page would fetch the bytes and call `patchV86Wasm` itself.
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { patchClflush, V86_VERSION } from "./wasm-patch.ts";
+import { patchV86Wasm, V86_VERSION } from "./wasm-patch.ts";
 
 const require = createRequire(import.meta.url);
 
@@ -28,6 +28,6 @@ let compiled: Promise<WebAssembly.Module> | undefined;
 
 /** The patched, compiled v86 module, shared by all machines of this process. */
 export function patchedV86Module(): Promise<WebAssembly.Module> {
-  compiled ??= Promise.resolve().then(() => WebAssembly.compile(patchClflush(readV86Wasm())));
+  compiled ??= Promise.resolve().then(() => WebAssembly.compile(patchV86Wasm(readV86Wasm())));
   return compiled;
 }

@@ -25,6 +25,28 @@ export const CLFLUSH_SITE = {
   after: [0x0c, 0x65],
 } as const;
 
+/**
+ * The I/O APIC for interrupt remapping: v86's I/O APIC keeps only bits 63:56 of a redirection entry
+ * (the xAPIC destination) when the guest writes the upper dword, so a remappable-format entry
+ * (VT-d §5.1.5.1: interrupt format bit 48, interrupt index in 63:49) loses its format and most of
+ * its index. In 0.5.462's build (the I/O APIC write, function at file offset ~0xCB000):
+ *   local.get 3; i32.const 255; i32.and; i32.const 2; i32.shl      ; irq * 4
+ *   local.get 1; i32.const 0xFF000000; i32.and                     <- 6 bytes at 0xCB8D5
+ *   i32.store offset=0x8BD0                                         ; ioredtbl_destination[irq]
+ * The mask becomes `i32.const -1; i32.and; nop; nop; nop`: the whole upper dword is kept, as on
+ * QEMU's I/O APIC. v86 itself still reads only bits 31:24 of it (the destination).
+ */
+export const IOAPIC_DESTINATION_SITE = {
+  offset: 0xcb8d5,
+  /** local.get 3; i32.const 255; i32.and; i32.const 2; i32.shl; local.get 1 */
+  before: [0x20, 0x03, 0x41, 0xff, 0x01, 0x71, 0x41, 0x02, 0x74, 0x20, 0x01],
+  /** i32.const 0xFF000000; i32.and */
+  original: [0x41, 0x80, 0x80, 0x80, 0x78, 0x71],
+  /** i32.store align=2 offset=0x8BD0 */
+  after: [0x36, 0x02, 0xd0, 0x97, 0x82, 0x80, 0x00],
+} as const;
+const IOAPIC_KEEP_ALL = [0x41, 0x7f, 0x71, 0x01, 0x01, 0x01];
+
 /** The import the patched interpreter calls, and the frame-relative offset of modrm_resolve's address. */
 export const CLFLUSH_HOOK_IMPORT = { module: "env", name: "jit_clear_func" } as const;
 export const CLFLUSH_FRAME_ADDRESS_OFFSET = 4032 + 4;
@@ -116,21 +138,41 @@ export function findFunctionImport(wasm: Uint8Array, module: string, name: strin
   throw new Error(`v86.wasm: no function import ${module}.${name}`);
 }
 
-/**
- * Returns a patched copy of v86.wasm in which CLFLUSH calls the hook import instead of raising #UD.
- * Throws, naming the expected bytes, when the bytes at the site are not those of v86 0.5.462.
- */
-export function patchClflush(wasm: Uint8Array): Uint8Array<ArrayBuffer> {
-  const { offset, before, original, after } = CLFLUSH_SITE;
+type PatchSite = { offset: number; before: readonly number[]; original: readonly number[]; after: readonly number[] };
+
+/** Throws, naming the expected bytes, when the bytes around `site` are not those of v86 0.5.462. */
+function checkSite(wasm: Uint8Array, site: PatchSite, what: string): void {
+  const { offset, before, original, after } = site;
   const expected = [...before, ...original, ...after];
   const start = offset - before.length;
   const found = wasm.subarray(start, start + expected.length);
   if (found.length !== expected.length || expected.some((b, i) => found[i] !== b)) {
     throw new Error(
-      `v86.wasm is not the build this project patches (v86 ${V86_VERSION}): expected bytes ${hex(expected)} ` +
+      `v86.wasm is not the build this project patches (v86 ${V86_VERSION}, ${what}): expected bytes ${hex(expected)} ` +
         `at file offset 0x${start.toString(16)}, found ${hex(found)}. Pin the npm package v86@${V86_VERSION}.`,
     );
   }
+}
+
+/**
+ * Everything this project changes in v86.wasm, on a copy: CLFLUSH (patchClflush) and the I/O
+ * APIC's full redirection entries for interrupt remapping (IOAPIC_DESTINATION_SITE). What
+ * `Machine` needs; throws, naming the bytes, for any other build than v86 0.5.462's.
+ */
+export function patchV86Wasm(wasm: Uint8Array): Uint8Array<ArrayBuffer> {
+  checkSite(wasm, IOAPIC_DESTINATION_SITE, "I/O APIC");
+  const patched = patchClflush(wasm);
+  patched.set(IOAPIC_KEEP_ALL, IOAPIC_DESTINATION_SITE.offset);
+  return patched;
+}
+
+/**
+ * Returns a patched copy of v86.wasm in which CLFLUSH calls the hook import instead of raising #UD.
+ * Throws, naming the expected bytes, when the bytes at the site are not those of v86 0.5.462.
+ */
+export function patchClflush(wasm: Uint8Array): Uint8Array<ArrayBuffer> {
+  checkSite(wasm, CLFLUSH_SITE, "CLFLUSH");
+  const { offset } = CLFLUSH_SITE;
   const hook = findFunctionImport(wasm, CLFLUSH_HOOK_IMPORT.module, CLFLUSH_HOOK_IMPORT.name);
   if (hook.params.length !== 1 || hook.params[0] !== 0x7f || hook.results.length !== 0 || hook.index >= 1 << 21) {
     throw new Error(`v86.wasm: import ${CLFLUSH_HOOK_IMPORT.name} is not a function (i32) -> () with a small index`);
