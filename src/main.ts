@@ -12,7 +12,7 @@ import { ArgumentError } from "./cli/options.ts";
 import { ensureFirmware } from "../firmware/build.ts";
 import { formatDump } from "./cli/dump.ts";
 import { ExplainRecorder, explainMissingCmInvalidations, formatCachingModeComparison, formatCheckerReports, runFigures } from "./cli/explain.ts";
-import { formatSummary, TraceCounts } from "./cli/summary.ts";
+import { formatSummary } from "./cli/summary.ts";
 import { openTraceFile, type TraceFile } from "./cli/trace-file.ts";
 import { runMultibootGuest, type RunGuestResult } from "./v86/run-guest.ts";
 import { EDU_FULL_DMA_MASK } from "./devices/edu.ts";
@@ -20,12 +20,10 @@ import { DEFAULT_NS_PER_INSTRUCTION } from "./v86/virtual-clock.ts";
 
 interface OneRun {
   run: RunGuestResult;
-  counts: TraceCounts;
   recorder: ExplainRecorder;
 }
 
 async function runOnce(args: MainArguments, kernel: Uint8Array, cachingMode: boolean, trace: TraceFile | undefined, label: string | undefined, stream: boolean): Promise<OneRun> {
-  const counts = new TraceCounts();
   const recorder = new ExplainRecorder();
   const run = await runMultibootGuest({
     kernel,
@@ -38,13 +36,12 @@ async function runOnce(args: MainArguments, kernel: Uint8Array, cachingMode: boo
     eduDmaMask: EDU_FULL_DMA_MASK,
     ...(stream ? { onSerial: (text: string) => void process.stdout.write(text) } : {}),
     onReady: ({ device }) => {
-      device.trace.subscribe(counts.listener);
       recorder.attach(device);
       trace?.attach(device, label);
     },
   });
   trace?.detach();
-  return { run, counts, recorder };
+  return { run, recorder };
 }
 
 /** What the guest's transcript and the checker say about a skipped caching-mode invalidation. */
@@ -111,7 +108,7 @@ runCommand(parseArguments, USAGE, async (args) => {
     const one = await runOnce(args, kernel, args.cachingMode, trace, undefined, true);
     const { run } = one;
     if (!run.transcript.endsWith("\n")) process.stdout.write("\n");
-    console.log(formatSummary({ ...run, counts: one.counts }));
+    console.log(formatSummary(run));
     if (deterministic) console.log(`guest time: ${run.guestMs.toFixed(3)} ms on the virtual clock (${DEFAULT_NS_PER_INSTRUCTION} ns per instruction)`);
     const out = explainRun(args, args.cachingMode, one);
     if (out.length > 0) console.log(`\n${out.join("\n\n")}`);

@@ -1,26 +1,32 @@
 /**
  * What `npm start` prints after the guest: the unit's identification and status registers,
- * the invalidations it saw by cache, granularity and interface, and the faults, from trace events.
+ * the invalidations it saw by cache, granularity and interface, and the faults, from the unit's
+ * counters (no trace listener: a run without --trace builds no event).
  */
 import { FAULT_CODES, FaultReason, Fsts, Gsts, Reg } from "../spec/index.ts";
-import type { TraceEvent, VtdDevice } from "../vtd-device/index.ts";
+import { INVALIDATION_KINDS, type UnitCounters } from "../vtd-device/stats.ts";
+import type { VtdDevice } from "../vtd-device/index.ts";
 
-export class TraceCounts {
-  readonly invalidations = new Map<string, number>();
-  readonly faults = new Map<FaultReason, { recorded: number; notRecorded: number }>();
+/** Invalidations so far by kind and interface, keyed as the summaries print them ("iotlb page (queue)"); kinds never seen are left out. */
+export function invalidationCounts(counters: UnitCounters): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const source of ["register", "queue"] as const) {
+    const counts = counters.invalidations[source];
+    INVALIDATION_KINDS.forEach((kind, i) => {
+      if (counts[i]! > 0) out.set(`${kind} (${source})`, counts[i]!);
+    });
+  }
+  return out;
+}
 
-  readonly listener = (event: TraceEvent): void => {
-    if (event.type === "vtd_inv") {
-      const granularity = event.cache === "device-iotlb" ? "" : ` ${event.granularity}`;
-      const key = `${event.cache}${granularity} (${event.source})`;
-      this.invalidations.set(key, (this.invalidations.get(key) ?? 0) + 1);
-    } else if (event.type === "vtd_fault") {
-      const entry = this.faults.get(event.reason) ?? { recorded: 0, notRecorded: 0 };
-      if (event.recorded) entry.recorded++;
-      else entry.notRecorded++;
-      this.faults.set(event.reason, entry);
-    }
-  };
+/** Faults so far by reason: recorded, and not recorded (FPD, PFO, same-source compression); reasons never seen are left out. */
+export function faultCounts(counters: UnitCounters): Map<FaultReason, { recorded: number; notRecorded: number }> {
+  const out = new Map<FaultReason, { recorded: number; notRecorded: number }>();
+  for (let reason = 0; reason < 256; reason++) {
+    const recorded = counters.faultsRecordedByReason[reason]!, notRecorded = counters.faultsNotRecordedByReason[reason]!;
+    if (recorded + notRecorded > 0) out.set(reason, { recorded, notRecorded });
+  }
+  return out;
 }
 
 const hex = (value: bigint, digits: number) => `0x${value.toString(16).padStart(digits, "0")}`;
@@ -34,14 +40,13 @@ function flagNames(value: bigint, flags: Record<string, bigint>): string {
 
 export interface SummaryInput {
   device: VtdDevice;
-  counts: TraceCounts;
   exitCode: number | null;
   timedOut: boolean;
   elapsedMs: number;
   instructions?: number | undefined;
 }
 
-export function formatSummary({ device, counts, exitCode, timedOut, elapsedMs, instructions }: SummaryInput): string {
+export function formatSummary({ device, exitCode, timedOut, elapsedMs, instructions }: SummaryInput): string {
   const reg = (offset: number, size: 4 | 8) => device.readRegister(offset, size);
   const ver = reg(Reg.VER, 4);
   const gsts = reg(Reg.GSTS, 4);
@@ -56,12 +61,13 @@ export function formatSummary({ device, counts, exitCode, timedOut, elapsedMs, i
     `FSTS  ${hex(fsts, 8)}${flagNames(fsts, fstsFlags)}`,
     "invalidations:",
   ];
-  const invalidations = [...counts.invalidations].sort(([a], [b]) => a.localeCompare(b));
+  const invalidations = [...invalidationCounts(device.counters)].sort(([a], [b]) => a.localeCompare(b));
   if (invalidations.length === 0) lines.push("  none");
   for (const [kind, n] of invalidations) lines.push(`  ${kind}: ${n}`);
   lines.push("faults:");
-  if (counts.faults.size === 0) lines.push("  none");
-  for (const [reason, { recorded, notRecorded }] of [...counts.faults].sort(([a], [b]) => a - b)) {
+  const faults = faultCounts(device.counters);
+  if (faults.size === 0) lines.push("  none");
+  for (const [reason, { recorded, notRecorded }] of [...faults].sort(([a], [b]) => a - b)) {
     lines.push(`  0x${reason.toString(16)} ${FaultReason[reason]} (${FAULT_CODES[reason]}): ${recorded} recorded${notRecorded ? `, ${notRecorded} not recorded` : ""}`);
   }
   const outcome = timedOut ? "timed out" : exitCode === null ? "halted without exiting" : `exit ${exitCode}`;

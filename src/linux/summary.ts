@@ -127,7 +127,7 @@ export function formatLinuxSummary(run: LinuxRun, checks: Check[]): string {
   lines.push("checks:");
   for (const check of checks) lines.push(`  ${check.ok ? "ok  " : "FAIL"} ${check.name}: ${check.detail}`);
 
-  lines.push("", formatSummary({ device: run.platform.device, counts: run.counts.trace, exitCode: run.exitCode, timedOut: run.outcome === "timeout", elapsedMs: run.elapsedMs, instructions: run.instructions }));
+  lines.push("", formatSummary({ device: run.platform.device, exitCode: run.exitCode, timedOut: run.outcome === "timeout", elapsedMs: run.elapsedMs, instructions: run.instructions }));
   const sid = run.disk?.sourceId;
   if (sid !== undefined) {
     lines.push(`virtio-blk DMA (requester id 0x${sid.toString(16).padStart(4, "0")}): ${run.unit.iotlbMissesBySid.get(sid) ?? 0} IOTLB misses, ${run.unit.contextMissesBySid.get(sid) ?? 0} context misses; all requesters: ${run.unit.translations} translations, ${run.unit.iotlbHits} IOTLB hits`);

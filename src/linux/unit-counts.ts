@@ -1,10 +1,11 @@
 /**
  * What our unit counted while Linux ran, in a form that can be snapshotted at the guest's marks
  * (init reached, workload start/end) and subtracted: the device's stats, invalidations by kind
- * (from the trace, as `npm start` prints them), and IOTLB/context misses per requester id.
+ * (as `npm start` prints them) and IOTLB/context misses and faults per requester id, all from the
+ * unit's numeric counters (no trace listener, so a run without --trace builds no trace event).
  */
-import { TraceCounts } from "../cli/summary.ts";
-import type { DeviceStats, TraceEvent, VtdDevice } from "../vtd-device/index.ts";
+import { invalidationCounts } from "../cli/summary.ts";
+import type { DeviceStats, VtdDevice } from "../vtd-device/index.ts";
 
 export interface UnitSnapshot {
   translations: number;
@@ -25,22 +26,11 @@ export interface UnitSnapshot {
 }
 
 export class UnitCounts {
-  readonly trace = new TraceCounts();
-  private readonly iotlbMissesBySid = new Map<number, number>();
-  private readonly contextMissesBySid = new Map<number, number>();
-  private readonly faultsBySid = new Map<number, number>();
-
-  constructor(private readonly device: VtdDevice) {
-    device.trace.subscribe((event: TraceEvent) => {
-      this.trace.listener(event);
-      if (event.type === "vtd_iotlb_miss") bump(this.iotlbMissesBySid, event.sid);
-      else if (event.type === "vtd_context_miss") bump(this.contextMissesBySid, event.sid);
-      else if (event.type === "vtd_fault") bump(this.faultsBySid, event.sid);
-    });
-  }
+  constructor(private readonly device: VtdDevice) {}
 
   snapshot(): UnitSnapshot {
     const s: DeviceStats = this.device.stats;
+    const c = this.device.counters;
     return {
       translations: s.translations,
       iotlbHits: s.iotlbHits,
@@ -50,16 +40,12 @@ export class UnitCounts {
       invalidationWaits: s.invalidationWaits,
       descriptorsProcessed: s.descriptorsProcessed,
       interruptsSent: s.interruptsSent,
-      invalidations: new Map(this.trace.invalidations),
-      iotlbMissesBySid: new Map(this.iotlbMissesBySid),
-      contextMissesBySid: new Map(this.contextMissesBySid),
-      faultsBySid: new Map(this.faultsBySid),
+      invalidations: invalidationCounts(c),
+      iotlbMissesBySid: new Map(c.iotlbMissesBySid),
+      contextMissesBySid: new Map(c.contextMissesBySid),
+      faultsBySid: new Map(c.faultsBySid),
     };
   }
-}
-
-function bump(map: Map<number, number>, key: number): void {
-  map.set(key, (map.get(key) ?? 0) + 1);
 }
 
 function subtractMaps<K>(later: Map<K, number>, earlier: Map<K, number>): Map<K, number> {

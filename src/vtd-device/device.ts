@@ -25,7 +25,7 @@ import { resolveOptions, type ResolvedOptions, type VtdOptions } from "./options
 import { RegisterFile } from "./registers/register-file.ts";
 import { RegisterInvalidation } from "./invalidation/register-invalidation.ts";
 import { registerTable, registerWindowSize, type RegisterSpec } from "./registers/register-table.ts";
-import { DeviceStats } from "./stats.ts";
+import { DeviceStats, UnitCounters } from "./stats.ts";
 import { Tracer } from "./trace.ts";
 import { Translator } from "./translation/translator.ts";
 import { readCacheContents, type CacheContents } from "./debug-view.ts";
@@ -41,6 +41,8 @@ export class VtdDevice {
   readonly registerWindowSize: number;
   readonly trace = new Tracer();
   readonly stats = new DeviceStats();
+  /** Counts by kind, source, requester and reason, beside `stats` (what the summaries print). */
+  readonly counters = new UnitCounters();
 
   private readonly regs: RegisterFile;
   private readonly memory: MemoryAccess;
@@ -78,9 +80,9 @@ export class VtdDevice {
     this.contextCache = new ContextCache(o.contextCacheEntries);
     this.iotlb = new Iotlb(o.iotlbEntries);
     this.deviceTlbs = new DeviceTlbs(o.deviceIotlbEntries, o.deviceIotlbEntriesPerEndpoint);
-    this.invalidation = new Invalidation(this.contextCache, this.iotlb, this.stats, this.trace);
+    this.invalidation = new Invalidation(this.contextCache, this.iotlb, this.stats, this.trace, this.counters);
     const policy = new CachingPolicy(this.contextCache, this.iotlb, this.cfg, o.negativeCaching);
-    this.translator = new Translator(this.memory, this.cfg, this.contextCache, this.iotlb, this.deviceTlbs, policy, this.stats, this.trace);
+    this.translator = new Translator(this.memory, this.cfg, this.contextCache, this.iotlb, this.deviceTlbs, policy, this.stats, this.trace, this.counters);
     const translator = this.translator;
     this.notifiers = new IommuNotifiers(o, this.memory, this.cfg, () => (!translator.enabled ? ROOT_TRANSLATION_OFF : translator.rootTableModeValid ? translator.rootTable : ROOT_BLOCKED));
     this.invalidation.listener = this.notifiers;
@@ -88,7 +90,7 @@ export class VtdDevice {
     const send = (source: "fault" | "completion", address: bigint, data: number) => this.sendInterrupt(source, address, data);
     this.faultEvent = new InterruptEvent(this.regs, "fault", Reg.FECTL, Reg.FEDATA, Reg.FEADDR, Reg.FEUADDR, send);
     this.completionEvent = new InterruptEvent(this.regs, "completion", Reg.IECTL, Reg.IEDATA, Reg.IEADDR, Reg.IEUADDR, send);
-    this.faults = new FaultRecording(this.regs, o.faultRecords, this.faultEvent, this.trace, this.stats);
+    this.faults = new FaultRecording(this.regs, o.faultRecords, this.faultEvent, this.trace, this.stats, this.counters);
     this.queue = new InvalidationQueue(o, this.regs, this.memory, this.invalidation, this.faults, this.completionEvent, this.deviceTlbs, this.trace, this.stats, this.cfg, () => this.invalidationWork());
     this.interrupts = new InterruptRemapping(this.memory, new InterruptEntryCache(), policy, this.faults, this.stats, this.trace, this.cfg);
     if (o.interruptRemapping) this.queue.executor.interruptEntries = this.interrupts.cache;

@@ -33,3 +33,36 @@ export class DeviceStats {
     Object.assign(this, new DeviceStats());
   }
 }
+
+/** What an invalidation acted on, as the summaries name it: an index into `UnitCounters.invalidations`. */
+export const INVALIDATION_KINDS = ["context global", "context domain", "context device", "iotlb global", "iotlb domain", "iotlb page", "device-iotlb"] as const;
+export type InvalidationKind = (typeof INVALIDATION_KINDS)[number];
+
+/**
+ * The numbers the summaries need beyond DeviceStats, counted as numbers so that counting needs no
+ * trace event: invalidations by kind and by the interface that asked, IOTLB and context-cache
+ * misses and faults by requester id, faults by reason. Host-side counts since the unit was made
+ * (not part of a snapshot). Counting allocates nothing, except a requester's first entry in a
+ * map (at most 65,536 requesters).
+ */
+export class UnitCounters {
+  /** Invalidations the registers (`register`) and the queue (`queue`) asked for, by INVALIDATION_KINDS index. */
+  readonly invalidations = { register: new Float64Array(INVALIDATION_KINDS.length), queue: new Float64Array(INVALIDATION_KINDS.length) };
+  readonly iotlbMissesBySid = new Map<number, number>();
+  readonly contextMissesBySid = new Map<number, number>();
+  /** Every fault (recorded or not) by requester id. */
+  readonly faultsBySid = new Map<number, number>();
+  /** Faults by reason (index: the fault reason, 0..255): recorded, and not recorded (FPD, PFO, same-source compression). */
+  readonly faultsRecordedByReason = new Float64Array(256);
+  readonly faultsNotRecordedByReason = new Float64Array(256);
+
+  fault(sid: number, reason: number, recorded: boolean): void {
+    bump(this.faultsBySid, sid);
+    (recorded ? this.faultsRecordedByReason : this.faultsNotRecordedByReason)[reason & 0xff]!++;
+  }
+}
+
+/** One more for `key`; allocation-free once the key is in the map. */
+export function bump(map: Map<number, number>, key: number): void {
+  map.set(key, (map.get(key) ?? 0) + 1);
+}

@@ -7,7 +7,7 @@ import { FRCD_OFFSET, FRCD_SIZE, Fsts, FSTS_EVENT_CONDITIONS, Reg } from "../../
 import { FaultReason, isQualified } from "../../spec/fault-reasons.ts";
 import type { InterruptEvent } from "./interrupt-event.ts";
 import type { RegisterFile } from "../registers/register-file.ts";
-import type { DeviceStats } from "../stats.ts";
+import type { DeviceStats, UnitCounters } from "../stats.ts";
 import type { Tracer } from "../trace.ts";
 import type { Section } from "../state/codec.ts";
 
@@ -27,6 +27,7 @@ export class FaultRecording {
     private readonly event: InterruptEvent,
     private readonly tracer: Tracer,
     private readonly stats: DeviceStats,
+    private readonly counters: UnitCounters,
   ) {}
 
   reset(): void {
@@ -97,6 +98,7 @@ export class FaultRecording {
         if ((status & EVENT_CONDITIONS) === 0) this.event.signal();
       }
     }
+    this.counters.fault(sid, reason, recorded);
     if (this.tracer.active) {
       this.tracer.emit({ type: "vtd_fault", sid, reason, address: exactAddress ?? BigInt(address), write, recorded, why });
     }

@@ -5,7 +5,7 @@
  */
 import type { ContextCache } from "../caches/context-cache.ts";
 import type { Iotlb } from "../caches/iotlb.ts";
-import type { DeviceStats } from "../stats.ts";
+import { INVALIDATION_KINDS, type DeviceStats, type InvalidationKind, type UnitCounters } from "../stats.ts";
 import type { Tracer } from "../trace.ts";
 
 export type InvalidationSource = "register" | "queue";
@@ -29,6 +29,10 @@ export interface InvalidationListener {
   everything(): void;
 }
 
+const kind = (name: InvalidationKind): number => INVALIDATION_KINDS.indexOf(name);
+const CONTEXT_GLOBAL = kind("context global"), CONTEXT_DOMAIN = kind("context domain"), CONTEXT_DEVICE = kind("context device");
+const IOTLB_GLOBAL = kind("iotlb global"), IOTLB_DOMAIN = kind("iotlb domain"), IOTLB_PAGE = kind("iotlb page"), DEVICE_IOTLB = kind("device-iotlb");
+
 export class Invalidation {
   /** The notifiers (set by the device). */
   listener: InvalidationListener | undefined;
@@ -38,10 +42,17 @@ export class Invalidation {
     private readonly iotlb: Iotlb,
     private readonly stats: DeviceStats,
     private readonly tracer: Tracer,
+    private readonly counters: UnitCounters,
   ) {}
+
+  /** One more invalidation of kind `kind` (an INVALIDATION_KINDS index) from `source`. */
+  private count(kind: number, source: InvalidationSource): void {
+    (source === "queue" ? this.counters.invalidations.queue : this.counters.invalidations.register)[kind]!++;
+  }
 
   contextGlobal(source: InvalidationSource): void {
     this.stats.contextInvalidations.global++;
+    this.count(CONTEXT_GLOBAL, source);
     this.contextCache.invalidateAll();
     if (this.listener?.active) this.listener.contextGlobal();
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "context", granularity: "global", source });
@@ -49,6 +60,7 @@ export class Invalidation {
 
   contextDomain(did: number, source: InvalidationSource): void {
     this.stats.contextInvalidations.domain++;
+    this.count(CONTEXT_DOMAIN, source);
     this.contextCache.invalidateDomain(did);
     if (this.listener?.active) this.listener.contextDomain(did);
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "context", granularity: "domain", source, did });
@@ -57,6 +69,7 @@ export class Invalidation {
   /** Device-selective: by source-id and function mask; the DID is not needed to find the entries. */
   contextDevice(sid: number, functionMask: number, did: number, source: InvalidationSource): void {
     this.stats.contextInvalidations.device++;
+    this.count(CONTEXT_DEVICE, source);
     this.contextCache.invalidateDevice(sid, functionMask);
     if (this.listener?.active) this.listener.contextDevice(sid, functionMask);
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "context", granularity: "device", source, sid, fm: functionMask, did });
@@ -64,6 +77,7 @@ export class Invalidation {
 
   iotlbGlobal(source: InvalidationSource): void {
     this.stats.iotlbInvalidations.global++;
+    this.count(IOTLB_GLOBAL, source);
     this.iotlb.invalidateAll();
     if (this.listener?.active) this.listener.iotlbGlobal();
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "iotlb", granularity: "global", source });
@@ -71,6 +85,7 @@ export class Invalidation {
 
   iotlbDomain(did: number, source: InvalidationSource): void {
     this.stats.iotlbInvalidations.domain++;
+    this.count(IOTLB_DOMAIN, source);
     this.iotlb.invalidateDomain(did);
     if (this.listener?.active) this.listener.iotlbDomain(did);
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "iotlb", granularity: "domain", source, did });
@@ -79,6 +94,7 @@ export class Invalidation {
   /** Page-selective within a domain: 2^am pages at `address`, aligned down to the mask. */
   iotlbPages(did: number, address: number, am: number, invalidationHint: boolean, source: InvalidationSource): void {
     this.stats.iotlbInvalidations.page++;
+    this.count(IOTLB_PAGE, source);
     const span = 2 ** (12 + am);
     const base = address - (address % span);
     this.iotlb.invalidatePages(did, base, am);
@@ -98,6 +114,7 @@ export class Invalidation {
   /** A device-TLB invalidation of [start, end) sent to endpoint `sid` (VT-d §6.5.2.5); the endpoint answers later. */
   deviceTlb(sid: number, start: number, end: number, source: InvalidationSource): void {
     this.stats.deviceIotlbInvalidations++;
+    this.count(DEVICE_IOTLB, source);
     if (this.listener?.active) this.listener.deviceTlb(sid, start, end);
     if (this.tracer.active) this.tracer.emit({ type: "vtd_inv", cache: "device-iotlb", granularity: `${end - start} bytes`, source, sid, address: BigInt(start) });
   }

@@ -11,7 +11,7 @@ import type { DeviceTlbs } from "../caches/device-tlb.ts";
 import type { Iotlb } from "../caches/iotlb.ts";
 import type { MemoryAccess } from "../memory/memory-access.ts";
 import type { WalkConfig } from "../registers/capabilities.ts";
-import type { DeviceStats } from "../stats.ts";
+import { bump, type DeviceStats, type UnitCounters } from "../stats.ts";
 import type { Tracer } from "../trace.ts";
 import type { Section } from "../state/codec.ts";
 import { PERMISSION_READ, PERMISSION_WRITE } from "./paging-entry.ts";
@@ -67,6 +67,7 @@ export class Translator {
     private readonly policy: CachingPolicy,
     private readonly stats: DeviceStats,
     private readonly trace: Tracer,
+    private readonly counters: UnitCounters,
   ) {}
 
   /**
@@ -121,6 +122,7 @@ export class Translator {
       this.stats.contextHits++;
     } else {
       this.stats.contextMisses++;
+      bump(this.counters.contextMissesBySid, sid);
       if (this.trace.active) this.trace.emit({ type: "vtd_context_miss", sid });
       const walk = walkContext(this.memory, this.rootTable, sid, this.cfg, this.contextWalk);
       slot = this.policy.cacheContext(sid, walk);
@@ -155,6 +157,7 @@ export class Translator {
       pageOutput = tlb.hitOutput;
     } else {
       this.stats.iotlbMisses++;
+      bump(this.counters.iotlbMissesBySid, sid);
       if (this.trace.active) this.trace.emit({ type: "vtd_iotlb_miss", sid, address: BigInt(address) });
       const walk = walkPages(this.memory, cc.tableRoot[slot]!, cc.aw[slot]!, address, this.cfg, this.pageWalk);
       permission = walk.permission;
