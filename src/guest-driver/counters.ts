@@ -6,6 +6,8 @@ export class DriverCounters {
   contextInvalidations = { global: 0, domain: 0, device: 0 };
   iotlbInvalidations = { global: 0, domain: 0, page: 0 };
   deviceTlbInvalidations = 0;
+  /** Interrupt entry cache invalidations (queued only). */
+  interruptEntryInvalidations = { global: 0, index: 0 };
   /** Page-selective requests that became domain-selective (CAP.PSI = 0 or mask above CAP.MAMV). */
   pageSelectiveFallbacks = 0;
   /** Queue: descriptors written, tail writes (submissions). */
@@ -46,6 +48,8 @@ export class DriverCounters {
       "iotlb domain": this.iotlbInvalidations.domain,
       "iotlb page": this.iotlbInvalidations.page,
       "dev-tlb": this.deviceTlbInvalidations,
+      "iec global": this.interruptEntryInvalidations.global,
+      "iec index": this.interruptEntryInvalidations.index,
       "psi->dsi": this.pageSelectiveFallbacks,
       descriptors: this.descriptorsSubmitted,
       submissions: this.queueSubmissions,

@@ -103,10 +103,14 @@ export interface UnitCapabilities {
   drainRead: boolean;
   drainWrite: boolean;
   esrtps: boolean;
+  /** CAP.ESIRTPS: SIRTP invalidates the interrupt entry cache by itself. */
+  esirtps: boolean;
   coherent: boolean;
   queuedInvalidation: boolean;
   deviceTlb: boolean;
   passThrough: boolean;
+  /** ECAP.IR: interrupt remapping. */
+  interruptRemapping: boolean;
   iotlbOffset: number;
   ivaOffset: number;
 }
@@ -141,10 +145,12 @@ export function decodeCapabilities(version: number, cap: bigint, ecap: bigint): 
     drainRead: c(Cap.DRD) === 1,
     drainWrite: c(Cap.DWD) === 1,
     esrtps: c(Cap.ESRTPS) === 1,
+    esirtps: c(Cap.ESIRTPS) === 1,
     coherent: e(Ecap.C) === 1,
     queuedInvalidation: e(Ecap.QI) === 1,
     deviceTlb: e(Ecap.DT) === 1,
     passThrough: e(Ecap.PT) === 1,
+    interruptRemapping: e(Ecap.IR) === 1,
     iotlbOffset: iro * 16 + 8,
     ivaOffset: iro * 16,
   };

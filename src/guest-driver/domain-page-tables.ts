@@ -11,6 +11,7 @@
  */
 import { Pte } from "../spec/entries.ts";
 import { TABLE_BYTES, type TableMemory } from "./table-memory.ts";
+import { VtdDriverError } from "./errors.ts";
 
 const R = Number(Pte.R), W = Number(Pte.W), PS = Number(Pte.PS);
 const ENTRY = 8;
@@ -192,6 +193,31 @@ export class DomainPageTables {
       }
     }
     if (runFirst >= 0) this.mem.flush(table + runFirst * ENTRY, (runLast - runFirst + 1) * ENTRY);
+  }
+
+  /**
+   * Rewrites the read / write bits of every leaf in [start, end) (all mapped, the caller checked)
+   * to `permission`, one store per leaf. A superpage only partly inside is refused.
+   */
+  protect(start: number, end: number, permission: number, table = this.root, level = this.levels, base = 0): void {
+    const size = LEVEL_SIZE[level]!;
+    const first = Math.floor((start - base) / size);
+    const last = Math.floor((end - 1 - base) / size);
+    for (let i = first; i <= last; i++) {
+      const entryBase = base + i * size;
+      const s = Math.max(start, entryBase), e = Math.min(end, entryBase + size);
+      const slot = table + i * ENTRY;
+      const entry = this.mem.read(slot);
+      if (!present(entry)) continue;
+      if (!this.isLeaf(entry, level)) {
+        this.protect(s, e, permission, addressOf(entry), level - 1, entryBase);
+      } else if (s === entryBase && e === entryBase + size) {
+        this.mem.write(slot, entry - (entry % 4) + permission);
+        this.mem.flush(slot, ENTRY);
+      } else {
+        throw new VtdDriverError("unsupported", `protect: the ${size >= 2 ** 30 ? "1 GiB" : "2 MiB"} page at 0x${entryBase.toString(16)} is only partly in the range`);
+      }
+    }
   }
 
   private split(slot: number, entry: number, level: number, base: number, removeStart: number, removeEnd: number,

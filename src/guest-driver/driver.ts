@@ -2,7 +2,8 @@
  * The guest driver for one VT-d unit: what an OS's IOMMU driver does, on a `Platform`.
  *
  * Initialisation follows Linux's order (see docs in guest-driver-rules): queued invalidation
- * (register-based if ECAP.QI = 0 or QIES never sets), root table and SRTP, global context and
+ * (register-based if ECAP.QI = 0 or QIES never sets), interrupt remapping (ECAP.IR with the
+ * queue: interrupt-remapping.ts), root table and SRTP, global context and
  * IOTLB invalidations (skipped with CAP.ESRTPS), the fault interrupt; devices are attached; then
  * TE. The invalidation rules, each of which a test-only switch can suppress:
  * - CM = 1, context entry not-present -> present: device-selective context-cache invalidation
@@ -32,6 +33,7 @@ import { FaultHandling } from "./fault-handling.ts";
 import { GlobalCommand } from "./global-command.ts";
 import type { InvalidationRequest } from "./invalidation.ts";
 import { InvalidationSubmission } from "./invalidation-submission.ts";
+import { InterruptRemappingTable, type InterruptTarget, type RemappedInterrupt } from "./interrupt-remapping.ts";
 import { IovaAllocator } from "./iova-allocator.ts";
 import { Mapping, type Access, type MapOptions } from "./mapping.ts";
 import type { DriverOptions, DriverRule, FaultRecord, UnmapMode } from "./options.ts";
@@ -45,6 +47,7 @@ import { UnitRegisters } from "./unit-registers.ts";
 
 export type { Access, MapOptions, PageSize } from "./mapping.ts";
 export type { AttachOptions } from "./attachment.ts";
+export type { InterruptTarget, RemappedInterrupt } from "./interrupt-remapping.ts";
 
 export interface DriverCreateOptions extends DriverOptions {
   /** Register base of the unit. Default: the first DRHD of `dmar`, or of the platform's DMAR table. */
@@ -74,6 +77,7 @@ export class VtdDriver {
   private readonly submission: InvalidationSubmission;
   private readonly mapping: Mapping;
   private rootContext: RootContextTables | undefined;
+  private interruptTable: InterruptRemappingTable | undefined;
   private readonly domains = new Map<number, Domain>();
   private readonly attachments: DeviceAttachments;
   private initialised = false;
@@ -149,12 +153,23 @@ export class VtdDriver {
       else this.queueFallback = "GSTS.QIES did not set after GCMD.QIE";
     }
     this.submission.useInvalidator(this.queue ?? new RegisterInvalidation(this.regs, this.caps, this.platform.clock, this.counters, timeouts.registerTimeoutMs));
+    // Interrupt remapping before DMA remapping, once the queue is on (Linux's irq_remapping.c).
+    if (this.caps.interruptRemapping && this.queue && o.interruptRemapping !== false) {
+      const ir = typeof o.interruptRemapping === "object" && o.interruptRemapping !== null ? o.interruptRemapping : {};
+      this.interruptTable = new InterruptRemappingTable(this.regs, this.caps, this.gcmd, this.tableMemory, this.platform.allocator,
+        (requests) => this.submission.run(requests), {
+          sizeOrder: ir.sizeOrder ?? 7,
+          compatibilityFormat: ir.compatibilityFormat === true,
+          invalidateEntries: this.keeps("iec-invalidation"),
+        });
+      this.interruptTable.enable();
+    }
 
     this.rootContext = new RootContextTables(this.tableMemory);
     this.regs.write64(Reg.RTADDR, BigInt(this.rootContext.root));
     this.attachments.useTables(this.rootContext);
     this.gcmd.setRootTablePointer();
-    if (!this.caps.esrtps) this.submission.run([{ kind: "context-global" }, { kind: "iotlb-global" }]);
+    if (!this.caps.esrtps && this.keeps("root-table-invalidation")) this.submission.run([{ kind: "context-global" }, { kind: "iotlb-global" }]);
 
     this.faults.programInterrupt(this.platform.interrupts.allocateMsi("fault", () => this.onFaultInterrupt()));
     const queue = this.queue;
@@ -277,6 +292,12 @@ export class VtdDriver {
     return this.mapping.mapBuffer(domain, phys, length, access, options);
   }
 
+  /** New permissions for mapped [iova, iova + length); returns after the invalidation (or with it in the open deferred-flush scope). */
+  protect(domain: Domain, iova: number, length: number, access: Access): void {
+    this.requireInitialised();
+    this.mapping.protect(domain, iova, length, access);
+  }
+
   /** Unmaps [iova, iova + length), every page of which must be mapped. Strict: returns after the invalidation. */
   unmap(domain: Domain, iova: number, length: number): void {
     this.mapping.unmap(domain, iova, length, false);
@@ -334,6 +355,40 @@ export class VtdDriver {
   runInvalidationsAsync(requests: InvalidationRequest[]): Promise<void> {
     this.requireInitialised();
     return this.submission.runAsync(requests);
+  }
+
+  // ---- interrupt remapping (interrupt-remapping.ts) ----
+
+  /** Interrupt remapping is on (GSTS.IRES): the unit offers it, the queue is on, and it was not turned off. */
+  get interruptRemapping(): boolean {
+    return this.interruptTable !== undefined;
+  }
+
+  /** The interrupt remapping table's base, when interrupt remapping is on. */
+  get interruptTableAddress(): number | undefined {
+    return this.interruptTable?.table;
+  }
+
+  /** An IRTE for `sid`'s MSI to `target`; the remappable-format MSI address and data to program into the device. */
+  allocateInterrupt(sid: number, target: InterruptTarget): RemappedInterrupt {
+    return this.requireInterruptTable().allocate(sid, target);
+  }
+
+  /** Moves an allocated interrupt to another vector or CPU (IRTE rewritten, its entry-cache entry invalidated). */
+  retargetInterrupt(interrupt: RemappedInterrupt, target: InterruptTarget): void {
+    this.requireInterruptTable().retarget(interrupt, target);
+  }
+
+  freeInterrupt(interrupt: RemappedInterrupt): void {
+    this.requireInterruptTable().free(interrupt);
+  }
+
+  private requireInterruptTable(): InterruptRemappingTable {
+    this.requireInitialised();
+    if (!this.interruptTable) {
+      throw new VtdDriverError("unsupported", `interrupt remapping is off (ECAP.IR ${this.caps.interruptRemapping ? 1 : 0}, queued invalidation ${this.queue ? "on" : "off"})`);
+    }
+    return this.interruptTable;
   }
 
   // ---- faults ----

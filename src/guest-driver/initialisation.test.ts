@@ -79,13 +79,14 @@ describe("discovery", () => {
 });
 
 describe("initialisation", () => {
-  it("follows Linux's order: QI, root table + SRTP, global invalidations, fault interrupt, then TE", () => {
+  it("follows Linux's order: QI, interrupt remapping, root table + SRTP, global invalidations, fault interrupt, then TE", () => {
     const p = platform();
     const log = record(p);
     VtdDriver.create(p).initialise().enableTranslation();
     const key = log.filter((l) => /gcmd|inv |FEDATA|FECTL|IECTL|RTADDR|IQA/.test(l));
     expect(key).toEqual([
       "write IQA", "gcmd QIE on",
+      "gcmd SIRTP", "gcmd IRE on",
       "write RTADDR", "gcmd SRTP",
       "inv context global (queue)", "inv iotlb global (queue)",
       "write FEDATA", "write FECTL",
@@ -103,13 +104,14 @@ describe("initialisation", () => {
     const driver = VtdDriver.start(p);
     driver.attach(SID_A, driver.createDomain());
     driver.disableTranslation();
-    expect(writes.length).toBe(6); // QIE, SRTP, WBF (TE), TE, WBF (attach), TE off
+    expect(writes.length).toBe(8); // QIE, SIRTP, IRE, SRTP, WBF (TE), TE, WBF (attach), TE off
     for (const { status, command } of writes) {
       const changed = (status & GSTS_PERSISTENT_MASK) ^ command;
       expect(changed !== 0n && (changed & (changed - 1n)) === 0n).toBe(true);
     }
-    expect(writes.map((w) => w.command & (Gcmd.TE | Gcmd.QIE | Gcmd.SRTP | Gcmd.WBF))).toEqual([
-      Gcmd.QIE, Gcmd.QIE | Gcmd.SRTP, Gcmd.QIE | Gcmd.WBF, Gcmd.QIE | Gcmd.TE, Gcmd.TE | Gcmd.QIE | Gcmd.WBF, Gcmd.QIE,
+    const q = Gcmd.QIE, qi = Gcmd.QIE | Gcmd.IRE;
+    expect(writes.map((w) => w.command & (Gcmd.TE | Gcmd.QIE | Gcmd.SRTP | Gcmd.WBF | Gcmd.IRE | Gcmd.SIRTP))).toEqual([
+      q, q | Gcmd.SIRTP, qi, qi | Gcmd.SRTP, qi | Gcmd.WBF, qi | Gcmd.TE, qi | Gcmd.TE | Gcmd.WBF, qi,
     ]);
     expect(p.device.readRegister(Reg.GSTS, 4) & Gsts.TES).toBe(0n);
   });

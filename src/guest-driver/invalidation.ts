@@ -17,7 +17,10 @@ export type InvalidationRequest =
   /** 2^am pages at `address` (aligned to them); ih: only leaf entries changed. */
   | { kind: "iotlb-page"; did: number; address: number; am: number; ih: boolean }
   /** `address` in the ATS encoding: with `size`, the lowest clear bit from 12 up gives the extent. */
-  | { kind: "device-tlb"; sid: number; address: bigint; size: boolean };
+  | { kind: "device-tlb"; sid: number; address: bigint; size: boolean }
+  /** Interrupt entry cache (VT-d §6.5.2.7), queued only: every IRTE, or 2^im IRTEs from `index`. */
+  | { kind: "iec-global" }
+  | { kind: "iec-index"; index: number; im: number };
 
 export interface Invalidator {
   readonly kind: "queued" | "register";
@@ -77,6 +80,8 @@ export function countRequests(counters: DriverCounters, requests: readonly Inval
       case "iotlb-domain": counters.iotlbInvalidations.domain++; break;
       case "iotlb-page": counters.iotlbInvalidations.page++; break;
       case "device-tlb": counters.deviceTlbInvalidations++; break;
+      case "iec-global": counters.interruptEntryInvalidations.global++; break;
+      case "iec-index": counters.interruptEntryInvalidations.index++; break;
     }
   }
 }
@@ -90,5 +95,7 @@ export function describeRequest(r: InvalidationRequest): string {
     case "iotlb-domain": return `IOTLB invalidation of domain ${r.did}`;
     case "iotlb-page": return `page-selective IOTLB invalidation of domain ${r.did} at 0x${r.address.toString(16)}, AM ${r.am}`;
     case "device-tlb": return `device-TLB invalidation of device ${r.sid.toString(16)} at 0x${r.address.toString(16)}${r.size ? " (sized)" : ""}`;
+    case "iec-global": return "global interrupt-entry-cache invalidation";
+    case "iec-index": return `interrupt-entry-cache invalidation of ${2 ** r.im} entries from index ${r.index}`;
   }
 }

@@ -61,6 +61,22 @@ export class Mapping {
     return this.retire(domain, start, size, () => domain.iovas.release(start, size), async);
   }
 
+  /**
+   * New permissions for mapped [iova, iova + length): each leaf rewritten, then invalidated as an
+   * unmap is (a present entry changed, VT-d §6.5), before the call returns.
+   */
+  protect(domain: Domain, iova: number, length: number, access: Access): void {
+    this.requireDomain(domain);
+    const permission = access === "r" ? R : access === "w" ? W : access === "rw" ? R | W : -1;
+    if (permission < 0) throw new VtdDriverError("bad-argument", `access ${String(access)}: expected "r", "w" or "rw"`);
+    requirePageAligned({ iova, length });
+    if (length === 0 || iova + length > 2 ** domain.widthBits) throw new VtdDriverError("bad-argument", `protect ${hex(iova)}+${hex(length)}: empty or beyond the domain`);
+    const hole = domain.tables.firstUnmapped(iova, iova + length);
+    if (hole >= 0) throw new VtdDriverError("not-mapped", `protect ${hex(iova)}+${hex(length)} in domain ${domain.did}: ${hex(hole)} is not mapped`);
+    domain.tables.protect(iova, iova + length, permission);
+    if (this.keeps("permission-change-invalidation")) this.submission.invalidateRange(domain, iova, length, true, true);
+  }
+
   private install(domain: Domain, iova: number, phys: number, length: number, permission: number, options: MapOptions): void {
     domain.tables.map(iova, phys, length, permission, LARGEST_LEVEL[options.largestPage ?? "1G"]);
     this.counters.mapCalls++;

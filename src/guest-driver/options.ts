@@ -18,7 +18,13 @@ export type DriverRule =
   /** Lazy mode: an IOVA freed by unmap is reused only after the flush that invalidated it. */
   | "deferred-iova-reuse"
   /** Superpage split: build the mirroring table first, then replace the leaf in one store. */
-  | "atomic-superpage-split";
+  | "atomic-superpage-split"
+  /** CAP.ESRTPS = 0: global context-cache and IOTLB invalidations after SRTP, before translation is used. */
+  | "root-table-invalidation"
+  /** An index-selective interrupt-entry-cache invalidation after every IRTE change (making it present included). */
+  | "iec-invalidation"
+  /** A change of a present leaf's permissions is invalidated like an unmap. */
+  | "permission-change-invalidation";
 
 export type UnmapMode = "strict" | "lazy";
 
@@ -51,6 +57,13 @@ export interface DriverOptions {
   onFault?: (fault: FaultRecord) => void;
   /** Queue errors (IQE, ITE, ICE), reported when handled. */
   onQueueError?: (error: QueueErrorReport) => void;
+  /**
+   * Interrupt remapping when the unit offers it (ECAP.IR) and queued invalidation is on: set up
+   * before DMA remapping, as Linux. `sizeOrder`: 2^(sizeOrder + 1) IRTEs (default 7, one page; Linux takes 15:
+   * 65,536); `compatibilityFormat`: let compatibility-format interrupts pass (CFI; default false).
+   * false: left off. Default: on.
+   */
+  interruptRemapping?: boolean | { sizeOrder?: number; compatibilityFormat?: boolean };
   /** Test-only switches. Never set in production. */
   testOnly?: {
     suppress?: readonly DriverRule[];

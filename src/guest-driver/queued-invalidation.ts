@@ -13,7 +13,7 @@
  *   (`iteRetries` times) before it fails.
  * - ICE: cleared and reported.
  */
-import { ContextCacheDesc, DescriptorType, DeviceTlbDesc, IotlbDesc, WaitDesc } from "../spec/descriptors.ts";
+import { ContextCacheDesc, DescriptorType, DeviceTlbDesc, InterruptEntryCacheDesc, IotlbDesc, WaitDesc } from "../spec/descriptors.ts";
 import { Fsts, Gcmd, Granularity, Gsts, Ics, Reg } from "../spec/registers.ts";
 import type { DriverCounters } from "./counters.ts";
 import type { UnitCapabilities } from "./discovery.ts";
@@ -36,6 +36,8 @@ const CONTEXT_TYPE = b(DescriptorType.ContextCache);
 const IOTLB_TYPE = b(DescriptorType.Iotlb);
 const DEVICE_TLB_TYPE = b(DescriptorType.DeviceTlb);
 const WAIT_TYPE = b(DescriptorType.InvalidationWait);
+const IEC_TYPE = b(DescriptorType.InterruptEntryCache);
+const IEC_G = 1n << b(InterruptEntryCacheDesc.G.shift), IEC_IM = b(InterruptEntryCacheDesc.IM.shift), IEC_IIDX = b(InterruptEntryCacheDesc.IIDX.shift);
 const CC_G = b(ContextCacheDesc.G.shift), CC_DID = b(ContextCacheDesc.DID.shift), CC_SID = b(ContextCacheDesc.SID.shift), CC_FM = b(ContextCacheDesc.FM.shift);
 const IOTLB_G = b(IotlbDesc.G.shift), IOTLB_DID = b(IotlbDesc.DID.shift), IOTLB_DR = 1n << b(IotlbDesc.DR.shift), IOTLB_DW = 1n << b(IotlbDesc.DW.shift);
 const IOTLB_IH = 1n << b(IotlbDesc.IH.shift);
@@ -275,6 +277,9 @@ export class QueuedInvalidation implements Invalidator {
       case "iotlb-domain": return [this.iotlbLow(Granularity.Domain, r.did), 0n];
       case "iotlb-page": return [this.iotlbLow(Granularity.Page, r.did), b(r.address) | (r.ih ? IOTLB_IH : 0n) | b(r.am)];
       case "device-tlb": return [DEVICE_TLB_TYPE | (b(r.sid) << DTLB_SID), r.address | (r.size ? DTLB_S : 0n)];
+      // G = 0 global, 1 index-selective (VT-d §6.5.2.7).
+      case "iec-global": return [IEC_TYPE, 0n];
+      case "iec-index": return [IEC_TYPE | IEC_G | (b(r.im) << IEC_IM) | (b(r.index) << IEC_IIDX), 0n];
     }
   }
 

@@ -59,7 +59,9 @@ export class RegisterInvalidation implements Invalidator {
         this.regs.write64(this.caps.ivaOffset, b(r.address) | (r.ih ? 1n << b(Iva.IH.shift) : 0n) | b(r.am));
         return this.iotlb(Granularity.Page, r.did, r);
       case "device-tlb":
-        throw new VtdDriverError("unsupported", `${describeRequest(r)}: device-TLB invalidation needs queued invalidation`);
+      case "iec-global":
+      case "iec-index":
+        throw new VtdDriverError("unsupported", `${describeRequest(r)}: needs queued invalidation`);
     }
   }
 
