@@ -1,0 +1,164 @@
+/**
+ * One run of the C test guest in the page: a v86 machine with the unit attached, the recorder fed
+ * from it, and the controls a learner uses (pause, step to the unit's next event, resume, stop).
+ * The machine and the platform come from src/v86 (no node: imports there); the page fetches
+ * v86.wasm and the guest itself.
+ */
+import { EDU_FULL_DMA_MASK } from "../src/devices/edu.ts";
+import { Machine, type MachineOutcome } from "../src/v86/machine.ts";
+import { provideMemoryFields } from "../src/v86/multiboot.ts";
+import { EDU_PCI_SLOT, installPlatform, type Platform } from "../src/v86/platform.ts";
+import type { DmaTranslator } from "../src/v86/pci-bus.ts";
+import type { VtdDevice } from "../src/vtd-device/index.ts";
+import { RunRecorder } from "./recorder.ts";
+import { guestCmdline, type DemoSettings } from "./settings.ts";
+
+export const GUEST_MEMORY_BYTES = 64 << 20;
+/** edu at 00:04.0: its requester id. */
+export const EDU_SID = EDU_PCI_SLOT << 3;
+/** No host-time limit on the guest (the page's Stop ends it): the longest setTimeout. */
+const NO_TIMEOUT_MS = 2 ** 31 - 1;
+/** Step runs to the unit's next invalidation, queue descriptor or fault, or this long at most. */
+export const STEP_LIMIT_MS = 250;
+
+export type RunState = "running" | "paused" | "finished" | "failed";
+
+export interface SessionEvents {
+  onSerial(text: string): void;
+  onState(state: RunState, detail: string): void;
+}
+
+/** A DMA path that counts what the unit moved for the timeline, then hands the request on. */
+function countingDma(unit: VtdDevice, recorder: RunRecorder): DmaTranslator {
+  return {
+    dmaRead(sid, iova, into) {
+      const result = unit.dmaRead(sid, iova, into);
+      if (result.ok) recorder.countDma(into.length);
+      return result;
+    },
+    dmaWrite(sid, iova, data) {
+      const result = unit.dmaWrite(sid, iova, data);
+      if (result.ok) recorder.countDma(data.length);
+      return result;
+    },
+  };
+}
+
+export class Session {
+  state: RunState = "paused";
+  outcome: MachineOutcome | undefined;
+  /** Host ms from creating the machine to the guest's exit. */
+  bootToExitMs: number | undefined;
+  transcript = "";
+  private stepping: ReturnType<typeof setTimeout> | undefined;
+  private readonly started = performance.now();
+
+  private constructor(
+    readonly recorder: RunRecorder,
+    readonly machine: Machine,
+    readonly platform: Platform,
+    readonly settings: DemoSettings,
+    private readonly events: SessionEvents,
+  ) {}
+
+  get device(): VtdDevice {
+    return this.platform.device;
+  }
+
+  static async start(wasmModule: WebAssembly.Module, guest: Uint8Array, settings: DemoSettings, events: SessionEvents): Promise<Session> {
+    const machine = await Machine.create({
+      wasmModule,
+      memoryBytes: GUEST_MEMORY_BYTES,
+      multiboot: guest,
+      cmdline: guestCmdline(settings),
+    });
+    const multibootInfoAddress = machine.cpu.reg32[3]! >>> 0;
+    const recorder = new RunRecorder();
+    const platform = installPlatform(machine, {
+      vtd: { cachingMode: settings.cachingMode, coherent: settings.coherent, awBits: settings.awBits, checker: recorder.checkerOption },
+      // The guest provokes a fault beyond MGAW: edu must not clip its bus addresses (as npm start).
+      eduDmaMask: EDU_FULL_DMA_MASK,
+      multibootInfoAddress,
+      interposeDma: (unit) => countingDma(unit, recorder),
+    });
+    provideMemoryFields(machine.memory, multibootInfoAddress, GUEST_MEMORY_BYTES);
+    platform.bus.leaveAsFirmwareWould();
+    const session = new Session(recorder, machine, platform, settings, events);
+    recorder.attach(platform.device);
+    recorder.watchAddressSpace(platform.device, EDU_SID);
+    platform.device.trace.subscribe((event) => {
+      if (session.stepping !== undefined && (event.type === "vtd_inv" || event.type === "vtd_iq_desc" || event.type === "vtd_fault")) session.endStep();
+    });
+    machine.onSerial((text) => {
+      session.transcript += text;
+      events.onSerial(text);
+    });
+    session.run();
+    if (settings.startPaused) await session.pause();
+    return session;
+  }
+
+  private run(): void {
+    this.state = "running";
+    this.events.onState("running", "");
+    this.machine.run(NO_TIMEOUT_MS).then(
+      (outcome) => {
+        this.outcome = outcome;
+        this.bootToExitMs = performance.now() - this.started;
+        this.state = "finished";
+        const how = outcome.reason === "exit" ? `exit ${outcome.exitCode}` : outcome.reason;
+        this.events.onState("finished", `${how} after ${(this.bootToExitMs / 1000).toFixed(2)} s, ${outcome.instructions} instructions`);
+      },
+      (error: unknown) => {
+        this.state = "failed";
+        this.events.onState("failed", error instanceof Error ? error.message : String(error));
+      },
+    );
+  }
+
+  /** Stops the CPU (at the end of v86's current slice); the unit's clock stops with it. */
+  async pause(): Promise<void> {
+    if (this.state !== "running") return;
+    this.clearStep();
+    this.state = "paused";
+    const v86 = this.machine.emulator.v86;
+    const stopped = this.machine.emulator.stop();
+    v86.next_tick(0);
+    await stopped;
+    if (this.state === "paused") this.events.onState("paused", "");
+  }
+
+  resume(): void {
+    if (this.state !== "paused") return;
+    this.clearStep();
+    this.state = "running";
+    this.events.onState("running", "");
+    void this.machine.emulator.run();
+  }
+
+  /** Runs until the unit's next invalidation, queue descriptor or fault (or STEP_LIMIT_MS), then pauses. */
+  step(): void {
+    if (this.state !== "paused") return;
+    this.resume();
+    this.stepping = setTimeout(() => this.endStep(), STEP_LIMIT_MS);
+  }
+
+  private endStep(): void {
+    this.clearStep();
+    void this.pause();
+  }
+
+  private clearStep(): void {
+    if (this.stepping !== undefined) clearTimeout(this.stepping);
+    this.stepping = undefined;
+  }
+
+  /** Ends the run and frees the machine. */
+  async stop(): Promise<void> {
+    this.clearStep();
+    if (this.state === "finished" || this.state === "failed") return;
+    this.state = "finished";
+    this.machine.requestStop();
+    await this.machine.stop();
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The page's choices, kept in the URL so a view can be shared: what the unit offers (caching mode,
+ * coherency, address width), how the guest drives it (queued or register-based invalidation,
+ * strict unmapping, a deliberate mistake, a DMA workload), and how the page shows it. A bad value
+ * is reported by name and the default used instead: the page never fails on a URL.
+ */
+
+export interface Choice<T extends string> {
+  value: T;
+  label: string;
+  /** Why this choice cannot be made yet; undefined when it can. */
+  unavailable?: string;
+}
+
+/** The guest's deliberate mistakes (the C test guest's command line words). */
+export const MISTAKES: readonly Choice<"none" | "skip-cm-invalidation" | "skip-cache-flush" | "skip-iec-invalidation">[] = [
+  { value: "none", label: "none: the guest follows every rule" },
+  { value: "skip-cm-invalidation", label: "skip the caching-mode invalidation (context entry made present)" },
+  {
+    value: "skip-cache-flush",
+    label: "skip a cache flush (ECAP.C = 0)",
+    unavailable: "the C test guest has no option to leave out a CLFLUSH yet",
+  },
+  {
+    value: "skip-iec-invalidation",
+    label: "skip an interrupt-entry-cache invalidation",
+    unavailable: "interrupt remapping is not wired on v86 yet (the unit's interruptRemapping option)",
+  },
+];
+export type Mistake = (typeof MISTAKES)[number]["value"];
+
+export const UNMAP_MODES: readonly Choice<"strict" | "lazy">[] = [
+  { value: "strict", label: "strict: each unmap waits for its invalidation" },
+  { value: "lazy", label: "lazy: unmaps batched in a flush queue", unavailable: "the C test guest unmaps strictly only" },
+];
+export type UnmapMode = (typeof UNMAP_MODES)[number]["value"];
+
+export interface DemoSettings {
+  /** CAP.CM: the unit may cache not-present entries. */
+  cachingMode: boolean;
+  /** ECAP.C: table reads snoop the CPU's caches. */
+  coherent: boolean;
+  awBits: 39 | 48;
+  /** ECAP.QI used (false: the guest's `no-qi`, register-based invalidation). */
+  queuedInvalidation: boolean;
+  unmap: UnmapMode;
+  mistake: Mistake;
+  /** edu DMA round trips the guest adds at its end (`dma-rounds=N`), 2 KiB each way. */
+  dmaRounds: number;
+  /** Panels drawn while the guest runs (false: only the console and the status line). */
+  panels: boolean;
+  /** Panel refreshes per second. */
+  refreshHz: number;
+  /** Start the guest paused (then Resume or Step). */
+  startPaused: boolean;
+}
+
+export const DEFAULT_SETTINGS: DemoSettings = {
+  cachingMode: true,
+  coherent: false,
+  awBits: 48,
+  queuedInvalidation: true,
+  unmap: "strict",
+  mistake: "none",
+  dmaRounds: 0,
+  panels: true,
+  refreshHz: 4,
+  startPaused: false,
+};
+
+export const MAX_DMA_ROUNDS = 100_000;
+export const MAX_REFRESH_HZ = 10;
+
+/** URL parameter names, one per setting. */
+const PARAM = {
+  cachingMode: "cm",
+  coherent: "coherent",
+  awBits: "aw",
+  queuedInvalidation: "qi",
+  unmap: "unmap",
+  mistake: "mistake",
+  dmaRounds: "rounds",
+  panels: "panels",
+  refreshHz: "hz",
+  startPaused: "paused",
+} as const satisfies Record<keyof DemoSettings, string>;
+
+function flag(params: URLSearchParams, name: string, fallback: boolean, errors: string[]): boolean {
+  const raw = params.get(name);
+  if (raw === null) return fallback;
+  if (raw === "1" || raw === "on" || raw === "true") return true;
+  if (raw === "0" || raw === "off" || raw === "false") return false;
+  errors.push(`URL parameter ${name}: expected 1 or 0, got "${raw}"`);
+  return fallback;
+}
+
+function integer(params: URLSearchParams, name: string, fallback: number, min: number, max: number, errors: string[]): number {
+  const raw = params.get(name);
+  if (raw === null) return fallback;
+  const value = Number(raw);
+  if (raw.trim() === "" || !Number.isInteger(value) || value < min || value > max) {
+    errors.push(`URL parameter ${name}: expected an integer ${min}..${max}, got "${raw}"`);
+    return fallback;
+  }
+  return value;
+}
+
+function choice<T extends string>(params: URLSearchParams, name: string, choices: readonly Choice<T>[], fallback: T, errors: string[]): T {
+  const raw = params.get(name);
+  if (raw === null) return fallback;
+  const found = choices.find((c) => c.value === raw);
+  if (!found) {
+    errors.push(`URL parameter ${name}: expected one of ${choices.map((c) => c.value).join(", ")}, got "${raw}"`);
+    return fallback;
+  }
+  if (found.unavailable) {
+    errors.push(`URL parameter ${name}: ${raw} is not available: ${found.unavailable}`);
+    return fallback;
+  }
+  return found.value;
+}
+
+/** The settings a query string asks for, and a sentence for each bad parameter. */
+export function parseSettings(search: string): { settings: DemoSettings; errors: string[] } {
+  const params = new URLSearchParams(search);
+  const errors: string[] = [];
+  const d = DEFAULT_SETTINGS;
+  const known = new Set<string>(Object.values(PARAM));
+  for (const name of params.keys()) if (!known.has(name)) errors.push(`URL parameter ${name}: unknown (known: ${[...known].join(", ")})`);
+  const aw = integer(params, PARAM.awBits, d.awBits, 39, 48, errors);
+  if (aw !== 39 && aw !== 48) errors.push(`URL parameter ${PARAM.awBits}: expected 39 or 48, got "${aw}"`);
+  const settings: DemoSettings = {
+    cachingMode: flag(params, PARAM.cachingMode, d.cachingMode, errors),
+    coherent: flag(params, PARAM.coherent, d.coherent, errors),
+    awBits: aw === 39 ? 39 : 48,
+    queuedInvalidation: flag(params, PARAM.queuedInvalidation, d.queuedInvalidation, errors),
+    unmap: choice(params, PARAM.unmap, UNMAP_MODES, d.unmap, errors),
+    mistake: choice(params, PARAM.mistake, MISTAKES, d.mistake, errors),
+    dmaRounds: integer(params, PARAM.dmaRounds, d.dmaRounds, 0, MAX_DMA_ROUNDS, errors),
+    panels: flag(params, PARAM.panels, d.panels, errors),
+    refreshHz: integer(params, PARAM.refreshHz, d.refreshHz, 1, MAX_REFRESH_HZ, errors),
+    startPaused: flag(params, PARAM.startPaused, d.startPaused, errors),
+  };
+  return { settings, errors };
+}
+
+/** The query string for `settings`, naming only what differs from the defaults. */
+export function settingsQuery(settings: DemoSettings): string {
+  const params = new URLSearchParams();
+  for (const key of Object.keys(PARAM) as (keyof DemoSettings)[]) {
+    const value = settings[key];
+    if (value === DEFAULT_SETTINGS[key]) continue;
+    params.set(PARAM[key], typeof value === "boolean" ? (value ? "1" : "0") : String(value));
+  }
+  const text = params.toString();
+  return text ? `?${text}` : "";
+}
+
+/** The C test guest's command line for these settings (see firmware/main.c). */
+export function guestCmdline(settings: DemoSettings): string {
+  const words: string[] = [];
+  if (settings.mistake === "skip-cm-invalidation") words.push("skip-cm-invalidation");
+  if (!settings.queuedInvalidation) words.push("no-qi");
+  if (settings.dmaRounds > 0) words.push(`dma-rounds=${settings.dmaRounds}`);
+  return words.join(" ");
+}
