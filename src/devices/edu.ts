@@ -77,6 +77,19 @@ export interface EduStats {
   interruptsSent: number;
 }
 
+/** What an edu function holds between two guest accesses (save and restore of a machine). */
+export interface EduState {
+  liveness: number;
+  factorial: number;
+  status: number;
+  interruptStatus: number;
+  /** The DMA registers as eight dword halves, low first. */
+  dma: number[];
+  /** The 4 KiB buffer. */
+  buffer: number[];
+  stats: { dmaTransfers: number; dmaFailures: number; rangeErrors: number; interruptsSent: number };
+}
+
 /** The DMA registers (0x80-0x9F: source, destination, count, command) as eight 32-bit halves, low first. */
 const DMA_FIRST = EduReg.DMA_SOURCE;
 const DMA_END = EduReg.DMA_COMMAND + 8;
@@ -117,6 +130,29 @@ export class EduDevice implements MmioRegion {
 
   get interruptStatusBits(): number {
     return this.interruptStatus;
+  }
+
+  /**
+   * The registers, buffer and counters. A transfer or factorial in progress is the platform's
+   * pending action, not state here: a machine is saved only when none is pending.
+   */
+  saveState(): EduState {
+    const { dmaTransfers, dmaFailures, rangeErrors, interruptsSent } = this.stats;
+    return {
+      liveness: this.liveness, factorial: this.factorial, status: this.status, interruptStatus: this.interruptStatus,
+      dma: Array.from(this.dma), buffer: Array.from(this.buffer), stats: { dmaTransfers, dmaFailures, rangeErrors, interruptsSent },
+    };
+  }
+
+  /** Takes a saved state (checked by the caller: dwords, 8 DMA halves, 4096 buffer bytes). */
+  restoreState(state: EduState): void {
+    this.liveness = state.liveness >>> 0;
+    this.factorial = state.factorial >>> 0;
+    this.status = state.status >>> 0;
+    this.interruptStatus = state.interruptStatus >>> 0;
+    this.dma.set(state.dma);
+    this.buffer.set(state.buffer);
+    Object.assign(this.stats, state.stats, { lastDmaResult: undefined });
   }
 
   readMmio(offset: number, size: 1 | 2 | 4): number {

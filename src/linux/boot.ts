@@ -7,8 +7,9 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import type { PciEndpoint } from "../acpi/dmar.ts";
+import { attachVtd, type VtdAttachment } from "../v86/attach.ts";
 import { Machine, type StopReason } from "../v86/machine.ts";
-import { installPlatform, type Platform, type PlatformOptions } from "../v86/platform.ts";
+import type { Platform, PlatformOptions } from "../v86/platform.ts";
 import { patchedV86Module } from "../v86/v86-wasm.node.ts";
 import type { VtdOptions } from "../vtd-device/index.ts";
 import { consoleLines, parseGuestReport, type GuestReport } from "./guest-report.ts";
@@ -52,7 +53,7 @@ export interface LinuxBootOptions {
   /** Called at each of the guest's marks (after the unit's counters were snapshotted). */
   onMark?: (mark: Mark) => void;
   /** Called once the platform is set up, before the guest runs. */
-  onReady?: (parts: { platform: Platform; disk: VirtioDisk | undefined; machine: Machine }) => void;
+  onReady?: (parts: { platform: Platform; disk: VirtioDisk | undefined; machine: Machine; attachment: VtdAttachment }) => void;
 }
 
 export type LinuxOutcome = "completed" | "panic" | "timeout" | "halted" | "exited-early" | "stopped";
@@ -125,10 +126,10 @@ export async function bootLinux(options: LinuxBootOptions): Promise<LinuxRun> {
     deterministic: options.deterministic ?? false,
   });
   let disk: VirtioDisk | undefined;
-  const platform = installPlatform(machine, {
-    vtd: options.vtd,
-    acpiInRam: false,
-    acpiThroughFwCfg: true,
+  // The same entry a user's own V86 takes: SeaBIOS gets the DMAR through fw_cfg.
+  const attachment = attachVtd(machine.emulator, {
+    ...options.vtd,
+    acpi: "fw_cfg",
     attachDevices: (bus): PciEndpoint[] => {
       if (diskMiB === 0) return [];
       disk = attachVirtioDisk(bus, new Uint8Array(diskMiB * 2 ** 20));
@@ -136,8 +137,9 @@ export async function bootLinux(options: LinuxBootOptions): Promise<LinuxRun> {
     },
     ...(options.interposeDma ? { interposeDma: options.interposeDma } : {}),
   });
+  const platform = attachment.platform;
   const counts = new UnitCounts(platform.device);
-  options.onReady?.({ platform, disk, machine });
+  options.onReady?.({ platform, disk, machine, attachment });
 
   let consoleText = "";
   let partial = "";

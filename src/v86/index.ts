@@ -1,16 +1,20 @@
 /**
- * The unit on v86, as a package entry (`v86-vtd/v86`): a v86 machine with CLFLUSH support and
- * safe points (Machine), the platform that puts the unit, the PCI bus and edu on it and hands the
- * guest its DMAR (installPlatform), a whole multiboot run (runMultibootGuest), and the guest
- * driver's platform on a running machine (V86DriverPlatform, with IdleGuest to keep the CPU going).
+ * The unit on v86, as a package entry (`v86-vtd/v86`), usable in a browser (no node: imports):
+ * attachVtd adds the unit to a V86 the user created (with `wasm_fn: vtdWasm(module)`, module from
+ * compilePatchedV86); Machine is this project's own v86 machine (safe points, clocks, a run to the
+ * guest's exit), installPlatform what attachVtd calls, runMultibootGuest a whole multiboot run
+ * (given the module), V86DriverPlatform the guest driver's platform on a running machine.
  *
- * Everything here but `runMultibootGuest` and `patchedV86Module` is free of node: imports; those
- * two read v86.wasm from the installed v86 package (Node only). In a browser, fetch v86.wasm,
- * patch it with `patchV86Wasm`, compile it and pass it to `Machine.create({ wasmModule })`.
+ * Node only, in `v86-vtd/v86/node`: reading v86.wasm from the installed package
+ * (patchedV86Module, readV86Wasm) and runMultibootGuest without a module.
  */
+export { attachVtd, type AttachVtdOptions, type VtdAttachment } from "./attach.ts";
+export { vtdWasm, compilePatchedV86, type VtdWasmOptions, type V86WasmFn } from "./attach-wasm.ts";
+export { VTD_EVENTS, type VtdEventName } from "./attach-events.ts";
+export { VtdStateError, MACHINE_STATE_FORMAT, MACHINE_STATE_VERSION } from "./attach-state.ts";
 export {
   Machine, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, INITRD_ADDRESS,
-  type MachineOptions, type MachineOutcome, type StopReason,
+  type MachineOptions, type MachineOutcome, type StopReason, type MachineState,
 } from "./machine.ts";
 export type { DeterministicOptions } from "./virtual-clock.ts";
 export {
@@ -21,8 +25,7 @@ export { V86PciBus, type AttachedPciFunction, type DmaTranslator, type PciFuncti
 export { mapVtdUnit, VTD_UNIT_BASE, VTD_REGISTER_PAGE_SIZE } from "./unit-mmio.ts";
 export { deliverMsiToLapic, isInterruptAddress, MSI_ADDRESS_BASE, type MsiOutcome } from "./lapic-msi.ts";
 export { patchClflush, patchV86Wasm, V86_VERSION } from "./wasm-patch.ts";
-export { runMultibootGuest, DEFAULT_TIMEOUT_MS, type RunGuestOptions, type RunGuestResult } from "./run-guest.ts";
-export { patchedV86Module, readV86Wasm } from "./v86-wasm.node.ts";
+export { runMultibootGuest, DEFAULT_TIMEOUT_MS, type RunGuestOptions, type RunGuestResult } from "./attach-run.ts";
 export {
   V86DriverPlatform, DEFAULT_ALLOCATOR_BASE, DEFAULT_ALLOCATOR_BYTES,
   type V86DriverPlatformOptions,

@@ -7,15 +7,19 @@
  *
  * With `deterministic`, guest time follows guest instructions (virtual-clock.ts, and
  * deterministic-time.ts for what that drives in v86): the same guest gives the same run.
+ *
+ * `Machine.around(emulator)` builds the same host side around an emulator someone else created
+ * (with `wasm_fn: vtdWasm(...)`): what attachVtd does for a user's own V86.
  */
 import { V86 } from "v86";
-import { ClflushHook } from "./clflush.ts";
+import { wasmHooksOf, vtdWasm, type WasmHooks } from "./attach-wasm.ts";
+import type { ClflushHook } from "./clflush.ts";
 import { installExitPort } from "./exit-port.ts";
 import { assertInternals, type V86Cpu, type V86Emulator } from "./internals.ts";
-import { DeterministicTime, deterministicImports } from "./deterministic-time.ts";
+import { DeterministicTime } from "./deterministic-time.ts";
 import { SafePoints } from "./safe-point.ts";
 import { V86GuestMemory } from "./v86-guest-memory.ts";
-import { resolveDeterministic, VirtualClock, type DeterministicOptions } from "./virtual-clock.ts";
+import type { DeterministicOptions, VirtualClock, VirtualClockState } from "./virtual-clock.ts";
 
 export interface MachineOptions {
   /** v86.wasm with the CLFLUSH patch (patchClflush), compiled. */
@@ -68,6 +72,17 @@ function arrayBuffer(bytes: Uint8Array): ArrayBuffer {
   return bytes.slice().buffer as ArrayBuffer; // own copy: Node's small Buffers share a pool
 }
 
+/** What a machine's run counters hold, for save and restore (attach-state.ts). */
+export interface MachineState {
+  instructions: number;
+  /** v86's clock at the last safe point (only with a virtual clock, where it means the same after a restore). */
+  lastSafePoint?: number;
+  clock?: VirtualClockState;
+}
+
+/** The Machine built around each emulator, so that attaching finds the one already there. */
+const machines = new WeakMap<object, Machine>();
+
 export class Machine {
   readonly cpu: V86Cpu;
   readonly safePoints: SafePoints;
@@ -88,25 +103,83 @@ export class Machine {
   /** v86's clock (the host's performance.now) when the machine was made. */
   private readonly hostClockAtStart = performance.now();
 
+  readonly clflush: ClflushHook;
+  private readonly listeners: [string, (argument: unknown) => void][] = [];
+  private readonly tickEndListeners: (() => void)[] = [];
+
   private constructor(
     readonly emulator: V86Emulator,
-    readonly clflush: ClflushHook,
-    clock: VirtualClock | undefined,
+    hooks: WasmHooks,
+    exitPort: boolean,
   ) {
     this.cpu = assertInternals(emulator);
-    clflush.installJit(this.cpu);
+    this.clflush = hooks.clflush;
+    const clock = hooks.clock;
+    this.clflush.installJit(this.cpu);
     this.memory = new V86GuestMemory(this.cpu);
     this.clock = clock;
     this.time = clock ? new DeterministicTime(this.cpu, emulator, clock) : undefined;
     this.safePoints = clock ? new SafePoints(this.cpu, () => clock.now()) : new SafePoints(this.cpu);
     this.safePoints.onTick(() => this.countInstructions());
-    installExitPort(this.cpu.io, (code) => this.guestExited(code));
-    emulator.add_listener("serial0-output-byte", (byte) => {
+    if (exitPort) installExitPort(this.cpu.io, (code) => this.guestExited(code));
+    this.listen("serial0-output-byte", (byte) => {
       const text = this.decoder.decode(new Uint8Array([byte as number]), { stream: true });
       if (text) for (const listener of this.serialListeners) listener(text);
     });
-    emulator.add_listener("cpu-event-halt", () => this.finish?.("halted"));
+    this.listen("cpu-event-halt", () => this.finish?.("halted"));
     this.catchWasmCrashes();
+    machines.set(emulator, this);
+  }
+
+  /**
+   * The machine around an emulator created elsewhere with `wasm_fn: vtdWasm(...)` (the one
+   * already built if there is one). Needs v86's internals (assertInternals) and refuses an
+   * emulator made without vtdWasm, naming what to pass. No exit port: port 0xF4 stays v86's.
+   */
+  /** True when a Machine was built around this emulator (Machine.create, or an earlier attach). */
+  static existsAround(emulator: V86Emulator): boolean {
+    return machines.has(emulator);
+  }
+
+  static around(emulator: V86Emulator): Machine {
+    const existing = machines.get(emulator);
+    if (existing) return existing;
+    const cpu = assertInternals(emulator);
+    const hooks = wasmHooksOf(cpu.wasm_memory);
+    if (!hooks) {
+      throw new Error(
+        "attachVtd: this V86 was not created with the unit's wasm: pass `wasm_fn: vtdWasm(module)` to new V86(...) " +
+          "(module from compilePatchedV86(bytes of v86.wasm), or patchedV86Module() from v86-vtd/v86/node): " +
+          "it adds CLFLUSH, which guest IOMMU drivers execute",
+      );
+    }
+    return new Machine(emulator, hooks, false);
+  }
+
+  /** Removes this machine's listeners from the emulator (detach; v86's functions are put back by the caller). */
+  dispose(): void {
+    for (const [event, listener] of this.listeners.splice(0)) this.emulator.remove_listener(event, listener);
+    machines.delete(this.emulator);
+  }
+
+  /** The run counters (instructions, the virtual clock) to carry across save and restore. */
+  saveState(): MachineState {
+    const { clock } = this;
+    const lastSafePoint = this.safePoints.lastSafePoint;
+    return { instructions: this.instructions, ...(clock ? { clock: clock.saveState(), ...(lastSafePoint !== undefined ? { lastSafePoint } : {}) } : {}) };
+  }
+
+  /** Continues from saved counters: after v86 restored its state, the instruction count and clock go on from theirs. */
+  restoreState(state: MachineState): void {
+    this.instructionTotal = state.instructions;
+    this.lastCounter = this.cpu.instruction_counter[0]! >>> 0;
+    if (this.clock && state.clock) this.clock.restoreState(state.clock);
+    this.safePoints.rebase(this.clock ? state.lastSafePoint : undefined);
+  }
+
+  private listen(event: string, listener: (argument: unknown) => void): void {
+    this.emulator.add_listener(event, listener);
+    this.listeners.push([event, listener]);
   }
 
   static async create(options: MachineOptions): Promise<Machine> {
@@ -114,12 +187,8 @@ export class Machine {
     if (!Number.isInteger(memoryBytes) || memoryBytes < 2 << 20 || memoryBytes > MAX_MEMORY_BYTES) {
       throw new RangeError(`machine memory: expected 2 MiB..2 GiB, got ${memoryBytes} bytes`);
     }
-    const deterministic = resolveDeterministic(options.deterministic);
-    const clock = deterministic ? new VirtualClock(deterministic) : undefined;
-    const clflush = new ClflushHook();
-    const instantiate = clflush.wasmFn(options.wasmModule);
     const settings: Record<string, unknown> = {
-      wasm_fn: clock ? (imports: WebAssembly.Imports) => instantiate(deterministicImports(imports, clock)) : instantiate,
+      wasm_fn: vtdWasm(options.wasmModule, { deterministic: options.deterministic }),
       memory_size: memoryBytes,
       vga_memory_size: 2 << 20,
       autostart: false,
@@ -147,7 +216,17 @@ export class Machine {
     }
     const emulator = new V86(settings as ConstructorParameters<typeof V86>[0]) as unknown as V86Emulator;
     await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
-    return new Machine(emulator, clflush, clock);
+    const hooks = wasmHooksOf(assertInternals(emulator).wasm_memory);
+    if (!hooks) throw new Error("machine: v86 did not instantiate its module through wasm_fn");
+    return new Machine(emulator, hooks, true);
+  }
+
+  /**
+   * Called after each of v86's ticks, between two slices of guest code: where the machine's state
+   * is whole (v86's save_state may be called from here).
+   */
+  onTickEnd(listener: () => void): void {
+    this.tickEndListeners.push(listener);
   }
 
   /** Receives the guest's serial output (COM1) as text. */
@@ -267,6 +346,7 @@ export class Machine {
         this.inTick = false;
         time?.afterTick();
       }
+      if (!this.crashed) for (const listener of this.tickEndListeners) listener();
     };
   }
 }

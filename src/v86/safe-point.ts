@@ -88,6 +88,26 @@ export class SafePoints {
     return this.frozen;
   }
 
+  /** Actions waiting for a safe point (queued or timed): a machine can be saved only when there are none. */
+  get pendingActions(): number {
+    return this.pending.length + this.timed.length;
+  }
+
+  /** v86's clock at the last safe point (undefined before the first one). */
+  get lastSafePoint(): number | undefined {
+    return this.lastNow;
+  }
+
+  /**
+   * After a restore. On host time v86's clock has jumped (another process, another moment): the
+   * next safe point reports no elapsed time rather than the jump (`lastNow` undefined). On a
+   * restored virtual clock, `lastNow` is the saved one, so time elapses as in an uninterrupted run.
+   */
+  rebase(lastNow: number | undefined): void {
+    this.lastNow = lastNow;
+    if (lastNow !== undefined) this.now = lastNow;
+  }
+
   private requestStop(): void {
     if (this.frozen || this.forcedStop || !this.inGuestSlice) return;
     // Only a running CPU can have called us from a handler; a halted one is woken by the timers.

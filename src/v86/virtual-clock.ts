@@ -25,6 +25,15 @@ export const DEFAULT_RANDOM_SEED = 1;
 
 export type ResolvedDeterministicOptions = Required<DeterministicOptions>;
 
+/** Where a clock stands, for save and restore: what it has counted and its random state. */
+export interface VirtualClockState {
+  nsPerInstruction: number;
+  rtcStartMs: number;
+  instructions: number;
+  idleMs: number;
+  randomState: number;
+}
+
 /** `true` or an options object: the resolved options (every bad value an error naming it); `false`/undefined: undefined. */
 export function resolveDeterministic(option: boolean | DeterministicOptions | undefined): ResolvedDeterministicOptions | undefined {
   if (option === undefined || option === false) return undefined;
@@ -108,6 +117,36 @@ export class VirtualClock {
     x ^= x << 5;
     this.randomState = x >>> 0;
     return x | 0;
+  }
+
+  saveState(): VirtualClockState {
+    return { nsPerInstruction: this.nsPerInstruction, rtcStartMs: this.rtcStartMs, instructions: this.instructions, idleMs: this.skippedMs, randomState: this.randomState };
+  }
+
+  /**
+   * Goes on from a saved clock (after v86 restored its CPU): the time and random sequence continue
+   * from the saved ones and the CPU's counter is counted from here. The state was checked by
+   * `checkClockState`; a clock of other options is refused there.
+   */
+  restoreState(state: VirtualClockState): void {
+    this.executed = state.instructions;
+    this.skippedMs = state.idleMs;
+    this.randomState = state.randomState >>> 0 || 1;
+    if (this.counter) this.lastRaw = this.readRaw();
+  }
+
+  /** Why `state` cannot be restored into this clock, or undefined when it can. */
+  checkState(state: unknown): string | undefined {
+    if (typeof state !== "object" || state === null) return "the virtual clock's state is missing";
+    const s = state as Record<string, unknown>;
+    if (s.nsPerInstruction !== this.nsPerInstruction || s.rtcStartMs !== this.rtcStartMs) {
+      return `the virtual clock was saved with nsPerInstruction ${String(s.nsPerInstruction)} and rtcStartMs ${String(s.rtcStartMs)}, this machine has ${this.nsPerInstruction} and ${this.rtcStartMs}`;
+    }
+    for (const key of ["instructions", "idleMs", "randomState"] as const) {
+      const v = s[key];
+      if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || (key !== "idleMs" && !Number.isSafeInteger(v))) return `the virtual clock's ${key} is not a count (${String(v)})`;
+    }
+    return undefined;
   }
 
   private readRaw(): number {

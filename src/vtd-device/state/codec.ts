@@ -137,8 +137,7 @@ export function hexOf(bytes: Uint8Array): string {
 
 let crcTable: Int32Array | undefined;
 
-/** CRC-32 (IEEE) of a string's UTF-16 code units taken as bytes (low byte, then high byte when set). */
-export function crc32(text: string): number {
+function crc32Table(): Int32Array {
   let table = crcTable;
   if (!table) {
     table = new Int32Array(256);
@@ -149,6 +148,23 @@ export function crc32(text: string): number {
     }
     crcTable = table;
   }
+  return table;
+}
+
+/**
+ * CRC-32 (IEEE) of bytes, continuing from `previous` (the CRC of what came before; 0 to start),
+ * so that several arrays can be checked as one sequence.
+ */
+export function crc32Bytes(bytes: Uint8Array, previous = 0): number {
+  const table = crc32Table();
+  let crc = previous ^ -1;
+  for (let i = 0; i < bytes.length; i++) crc = table[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
+  return (crc ^ -1) >>> 0;
+}
+
+/** CRC-32 (IEEE) of a string's UTF-16 code units taken as bytes (low byte, then high byte when set). */
+export function crc32(text: string): number {
+  const table = crc32Table();
   let crc = -1;
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);

@@ -1,0 +1,199 @@
+/**
+ * The attached unit inside v86's own save_state / restore_state: `await emulator.save_state()`
+ * returns one ArrayBuffer that holds v86's machine and ours, and `await emulator.restore_state(buf)`
+ * on a fresh emulator made with the same options, attached the same way, brings both back.
+ *
+ * How: v86 builds its state from the CPU's `get_state()` array (indices 0..91 in 0.5.462); ours is
+ * one more entry, a JSON string at MACHINE_STATE_INDEX: the unit's snapshot (unit.saveState), edu's
+ * registers and buffer, the configuration address latch, the run counters and virtual clock
+ * (Machine.saveState), and a CRC-32 over every binary array of v86's part at the top level (guest
+ * RAM, registers, APIC: v86's format has no checksum of its own).
+ *
+ * Restoring checks everything first (format, version, CRC, a scratch unit restores the snapshot),
+ * refusing with a VtdStateError that names the reason while the running machine is untouched; then
+ * v86 restores its part, then ours (the unit's clock goes on from the saved one: Machine.restoreState
+ * re-bases the safe points). Saving refuses while device work waits for a safe point (an edu DMA
+ * with a delay, a deferred interrupt): those are host closures, not state. Between two of v86's
+ * ticks, with no delays configured, there are none.
+ *
+ * Also fixed here: v86 0.5.462's own restore_state throws on any machine whose IDE controller has
+ * no drive ("reading 'original_bar'"): its PCI set_state moves I/O BARs it has no record of.
+ */
+import { EDU_BUFFER_SIZE, type EduState } from "../devices/edu.ts";
+import { crc32Bytes } from "../vtd-device/state/codec.ts";
+import { GuestRam, VtdDevice, type VtdOptions, type VtdSnapshot } from "../vtd-device/index.ts";
+import type { V86Cpu } from "./internals.ts";
+import type { Machine, MachineState } from "./machine.ts";
+import type { Platform } from "./platform.ts";
+
+/** Where our entry goes in the CPU's state array (v86 0.5.462 uses 0..91). */
+export const MACHINE_STATE_INDEX = 128;
+export const MACHINE_STATE_FORMAT = "v86-vtd-machine";
+export const MACHINE_STATE_VERSION = 1;
+
+/** A v86 state the attached unit refuses, or a moment at which it cannot save. */
+export class VtdStateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "VtdStateError";
+  }
+}
+
+interface MachineEntry {
+  format: typeof MACHINE_STATE_FORMAT;
+  version: typeof MACHINE_STATE_VERSION;
+  /** The indices of the binary arrays of v86's part and their CRC-32 as one sequence. */
+  binary: { indices: number[]; crc: number };
+  unit: VtdSnapshot;
+  edu: EduState;
+  configAddress: number;
+  machine: MachineState;
+}
+
+interface V86State {
+  get_state(): unknown[];
+  set_state(state: unknown[]): void;
+}
+
+/** v86's view of a typed array (a real one, or the Proxy views of its CPU registers). */
+function bytesOf(value: unknown): Uint8Array | undefined {
+  const v = value as { BYTES_PER_ELEMENT?: number; buffer?: ArrayBufferLike; byteOffset?: number; length?: number } | null;
+  if (!v || typeof v !== "object" || typeof v.BYTES_PER_ELEMENT !== "number" || !v.buffer) return undefined;
+  return new Uint8Array(v.buffer, v.byteOffset ?? 0, (v.length ?? 0) * v.BYTES_PER_ELEMENT);
+}
+
+function binaryCrc(state: unknown[], indices: number[]): number | undefined {
+  let crc = 0;
+  for (const index of indices) {
+    const bytes = bytesOf(state[index]);
+    if (!bytes) return undefined;
+    crc = crc32Bytes(bytes, crc);
+  }
+  return crc;
+}
+
+const isDword = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
+const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+
+function checkEdu(edu: unknown): string | undefined {
+  if (typeof edu !== "object" || edu === null) return "edu's state is missing";
+  const e = edu as Record<string, unknown>;
+  for (const key of ["liveness", "factorial", "status", "interruptStatus"]) if (!isDword(e[key])) return `edu's ${key} is not a dword`;
+  if (!Array.isArray(e.dma) || e.dma.length !== 8 || !e.dma.every(isDword)) return "edu's DMA registers are not 8 dwords";
+  if (!Array.isArray(e.buffer) || e.buffer.length !== EDU_BUFFER_SIZE || !e.buffer.every((b) => isDword(b) && b <= 0xff)) return `edu's buffer is not ${EDU_BUFFER_SIZE} bytes`;
+  const stats = e.stats as Record<string, unknown> | null;
+  if (typeof stats !== "object" || stats === null) return "edu's counters are missing";
+  for (const key of ["dmaTransfers", "dmaFailures", "rangeErrors", "interruptsSent"]) if (!isCount(stats[key])) return `edu's counter ${key} is not a count`;
+  return undefined;
+}
+
+/** Parses and checks our entry of a v86 state: the entry, or throws a VtdStateError naming what is wrong. */
+function readEntry(state: unknown[], machine: Machine, scratch: VtdDevice): MachineEntry {
+  const text = state[MACHINE_STATE_INDEX];
+  if (typeof text !== "string") throw new VtdStateError("this v86 state holds no VT-d unit (saved from an emulator without attachVtd, or not a v86-vtd state)");
+  let entry: MachineEntry;
+  try {
+    entry = JSON.parse(text) as MachineEntry;
+  } catch {
+    throw new VtdStateError("the VT-d part of this v86 state is damaged (not JSON)");
+  }
+  if (typeof entry !== "object" || entry === null || entry.format !== MACHINE_STATE_FORMAT) throw new VtdStateError(`the VT-d part of this v86 state is not a ${MACHINE_STATE_FORMAT} state`);
+  if (entry.version !== MACHINE_STATE_VERSION) throw new VtdStateError(`the VT-d part of this v86 state has version ${String(entry.version)}; this v86-vtd reads version ${MACHINE_STATE_VERSION}`);
+  const indices = entry.binary?.indices;
+  if (!Array.isArray(indices) || !indices.every((i) => isCount(i) && i < MACHINE_STATE_INDEX)) throw new VtdStateError("the VT-d part of this v86 state lists no binary arrays");
+  const crc = binaryCrc(state, indices);
+  if (crc === undefined || crc !== entry.binary.crc) throw new VtdStateError("this v86 state is damaged: the CRC-32 of its memory and register arrays does not match the one saved");
+  const edu = checkEdu(entry.edu);
+  if (edu) throw new VtdStateError(`the VT-d part of this v86 state is damaged: ${edu}`);
+  if (!isDword(entry.configAddress)) throw new VtdStateError("the VT-d part of this v86 state is damaged: the configuration address is not a dword");
+  const m = entry.machine;
+  if (typeof m !== "object" || m === null || !isCount(m.instructions)) throw new VtdStateError("the VT-d part of this v86 state is damaged: the instruction count is missing");
+  if (machine.clock) {
+    const why = machine.clock.checkState(m.clock);
+    if (why) throw new VtdStateError(`this v86 state cannot go on in this machine: ${why} (the machine must be deterministic with the same options)`);
+    if (m.lastSafePoint !== undefined && !(typeof m.lastSafePoint === "number" && m.lastSafePoint >= 0)) throw new VtdStateError("the VT-d part of this v86 state is damaged: the last safe point is not a time");
+  } else if (m.clock !== undefined) {
+    throw new VtdStateError("this v86 state was saved on a deterministic machine; restore it into one made with the same deterministic options");
+  }
+  try {
+    scratch.restoreState(entry.unit); // checks everything, touches nothing of the running unit
+  } catch (error) {
+    throw new VtdStateError(`the unit's snapshot in this v86 state is refused: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return entry;
+}
+
+/** Makes the machine's own v86 PCI restore survive an IDE controller without drives (v86 0.5.462). */
+function fixPciRestore(cpu: V86Cpu): void {
+  const pci = cpu.devices.pci as unknown as { devices: ({ pci_bars: unknown[] } | undefined)[]; device_spaces: (Int32Array | undefined)[]; set_state(state: unknown[]): void };
+  const setState = pci.set_state.bind(pci);
+  pci.set_state = (state) => {
+    const restoredBars: [Int32Array, number, number][] = [];
+    const patched = state.slice();
+    for (let bdf = 0; bdf < 256; bdf++) {
+      const device = pci.devices[bdf];
+      const space = patched[bdf] as Int32Array | undefined;
+      if (!device || !(space instanceof Int32Array)) continue;
+      for (let bar = 0; bar < device.pci_bars.length; bar++) {
+        const value = space[4 + bar]!;
+        if (device.pci_bars[bar] || !(value & 1)) continue;
+        // An I/O BAR v86 has no record of: keep its bits, but do not let v86 move ports for it.
+        if (patched[bdf] === state[bdf]) patched[bdf] = space.slice();
+        (patched[bdf] as Int32Array)[4 + bar] = 0;
+        restoredBars.push([space, bdf, bar]);
+      }
+    }
+    setState(patched);
+    for (const [space, bdf, bar] of restoredBars) pci.device_spaces[bdf]![4 + bar] = space[4 + bar]!;
+  };
+}
+
+/** Puts the attached machine's state into v86's state, and takes it out again on restore. */
+export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Platform, vtd: Omit<VtdOptions, "memory" | "onInterrupt">, ownFunctions: number[]): void {
+  const v86 = cpu as unknown as V86State;
+  const getState = v86.get_state.bind(cpu);
+  const setState = v86.set_state.bind(cpu);
+  const unit = platform.device;
+  const { checker: _checker, ...unitOptions } = vtd;
+  fixPciRestore(cpu);
+
+  v86.get_state = () => {
+    const pending = machine.safePoints.pendingActions;
+    if (pending > 0) {
+      throw new VtdStateError(`cannot save now: ${pending} device action(s) wait for a safe point (a delayed edu DMA, a deferred interrupt); save again after the next tick`);
+    }
+    const state = getState();
+    const indices: number[] = [];
+    state.forEach((value, index) => {
+      if (bytesOf(value)) indices.push(index);
+    });
+    const entry: MachineEntry = {
+      format: MACHINE_STATE_FORMAT,
+      version: MACHINE_STATE_VERSION,
+      binary: { indices, crc: binaryCrc(state, indices)! },
+      unit: unit.saveState(),
+      edu: platform.edu.saveState(),
+      configAddress: platform.bus.configMechanism.address,
+      machine: machine.saveState(),
+    };
+    state[MACHINE_STATE_INDEX] = JSON.stringify(entry);
+    return state;
+  };
+
+  v86.set_state = (state) => {
+    if (!Array.isArray(state)) throw new VtdStateError("not a v86 state");
+    const scratch = new VtdDevice({ ...unitOptions, memory: new GuestRam(4096) });
+    const entry = readEntry(state, machine, scratch);
+    setState(state);
+    unit.restoreState(entry.unit);
+    platform.edu.restoreState(entry.edu);
+    platform.bus.configMechanism.address = entry.configAddress;
+    // v86 put our functions' config spaces back byte for byte: decode their BARs where they now point.
+    const pci = cpu.devices.pci;
+    for (const bdf of ownFunctions) {
+      const space = pci.device_spaces[bdf];
+      if (space) pci.pci_write16((bdf << 8) | 0x04, space[1]! & 0xffff);
+    }
+    machine.restoreState(entry.machine);
+  };
+}
