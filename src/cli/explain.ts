@@ -52,6 +52,12 @@ const RULES: Record<DriverBugReport["kind"], { rule: string; section: string; di
     did: (r) => `stored a table entry and did not flush it: the CPU sees ${describeEntry(r.current)}`,
     cached: "what memory still holds",
   },
+  "missing-write-buffer-flush": {
+    rule: "with CAP.RWBF = 1 table stores may sit in the unit's write buffer; software must flush it (GCMD.WBF) after changing an entry that no invalidation follows",
+    section: "VT-d §6.8",
+    did: (r) => `stored a table entry and did not flush the write buffer: memory holds ${describeEntry(r.current)}`,
+    cached: "what the unit still sees through its write buffer",
+  },
 };
 
 /** One report as a short paragraph. */

@@ -20,6 +20,7 @@ import { InvalidationQueue } from "./invalidation/invalidation-queue.ts";
 import { DeviceTlbs } from "./caches/device-tlb.ts";
 import { Iotlb } from "./caches/iotlb.ts";
 import { MemoryAccess } from "./memory/memory-access.ts";
+import { WriteBufferAccess } from "./memory/write-buffer.ts";
 import { IommuNotifiers, ROOT_BLOCKED, ROOT_TRANSLATION_OFF } from "./notifiers/notifiers.ts";
 import { resolveOptions, type ResolvedOptions, type VtdOptions } from "./options.ts";
 import { RegisterFile } from "./registers/register-file.ts";
@@ -61,6 +62,8 @@ export class VtdDevice {
   private readonly interrupts: InterruptRemapping;
   /** The endpoints' own translation caches (ATS), for context entries with TT = 1. */
   readonly deviceTlbs: DeviceTlbs;
+  /** The write buffer (CAP.RWBF, option `rwbf`): what table reads do not see yet. Undefined without RWBF. */
+  readonly writeBuffer: WriteBufferAccess | undefined;
   /** The strict checker of guest drivers (option `checker`): its reports and counts. Undefined when off. */
   readonly checker: DriverChecker | undefined;
   /** IOMMU notifiers per requester id (the VFIO path): `notifiers.addressSpace(sid).register(...)`. */
@@ -76,15 +79,18 @@ export class VtdDevice {
     this.registerWindowSize = registerWindowSize(o.faultRecords);
     this.regs = new RegisterFile(this.table, this.registerWindowSize);
     this.memory = new MemoryAccess(o.memory);
+    this.writeBuffer = o.rwbf ? new WriteBufferAccess(o.memory, o.writeBufferDrainMs, () => this.now) : undefined;
+    // Table reads (walks, notifier syncs, IRTEs) go through the write buffer; DMA data and the queue do not.
+    const tables = this.writeBuffer ?? this.memory;
     this.cfg = walkConfig(o);
     this.contextCache = new ContextCache(o.contextCacheEntries);
     this.iotlb = new Iotlb(o.iotlbEntries);
     this.deviceTlbs = new DeviceTlbs(o.deviceIotlbEntries, o.deviceIotlbEntriesPerEndpoint);
     this.invalidation = new Invalidation(this.contextCache, this.iotlb, this.stats, this.trace, this.counters);
     const policy = new CachingPolicy(this.contextCache, this.iotlb, this.cfg, o.negativeCaching);
-    this.translator = new Translator(this.memory, this.cfg, this.contextCache, this.iotlb, this.deviceTlbs, policy, this.stats, this.trace, this.counters);
+    this.translator = new Translator(tables, this.cfg, this.contextCache, this.iotlb, this.deviceTlbs, policy, this.stats, this.trace, this.counters);
     const translator = this.translator;
-    this.notifiers = new IommuNotifiers(o, this.memory, this.cfg, () => (!translator.enabled ? ROOT_TRANSLATION_OFF : translator.rootTableModeValid ? translator.rootTable : ROOT_BLOCKED));
+    this.notifiers = new IommuNotifiers(o, tables, this.cfg, () => (!translator.enabled ? ROOT_TRANSLATION_OFF : translator.rootTableModeValid ? translator.rootTable : ROOT_BLOCKED));
     this.invalidation.listener = this.notifiers;
     this.registerInvalidation = new RegisterInvalidation(this.regs, this.invalidation);
     const send = (source: "fault" | "completion", address: bigint, data: number) => this.sendInterrupt(source, address, data);
@@ -92,9 +98,9 @@ export class VtdDevice {
     this.completionEvent = new InterruptEvent(this.regs, "completion", Reg.IECTL, Reg.IEDATA, Reg.IEADDR, Reg.IEUADDR, send);
     this.faults = new FaultRecording(this.regs, o.faultRecords, this.faultEvent, this.trace, this.stats, this.counters);
     this.queue = new InvalidationQueue(o, this.regs, this.memory, this.invalidation, this.faults, this.completionEvent, this.deviceTlbs, this.trace, this.stats, this.cfg, () => this.invalidationWork());
-    this.interrupts = new InterruptRemapping(this.memory, new InterruptEntryCache(), policy, this.faults, this.stats, this.trace, this.cfg);
+    this.interrupts = new InterruptRemapping(tables, new InterruptEntryCache(), policy, this.faults, this.stats, this.trace, this.cfg);
     if (o.interruptRemapping) this.queue.executor.interruptEntries = this.interrupts.cache;
-    this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace);
+    this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace, this.writeBuffer);
     this.checker = o.checker ? this.installChecker(o.checker) : undefined;
   }
 
@@ -106,7 +112,7 @@ export class VtdDevice {
     const o = this.options;
     const checker = new DriverChecker({
       memory: o.memory, cfg: this.cfg, cachingMode: o.cachingMode, coherent: o.coherent,
-      contextCache: this.contextCache, iotlb: this.iotlb, deviceTlbs: this.deviceTlbs, now: () => this.now,
+      contextCache: this.contextCache, iotlb: this.iotlb, deviceTlbs: this.deviceTlbs, now: () => this.now, writeBuffer: this.writeBuffer,
     }, settings);
     const translator = this.translator;
     const translate = translator.translate;
@@ -137,6 +143,7 @@ export class VtdDevice {
     this.queue.reset();
     this.deviceTlbs.clear();
     this.interrupts.reset();
+    this.writeBuffer?.flush();
     this.checker?.reset();
   }
 
@@ -164,6 +171,7 @@ export class VtdDevice {
     const decoded = decodeUnit(parts, snapshot);
     commitUnit(parts, decoded);
     this.exactAddress = undefined;
+    this.writeBuffer?.flush();
     this.checker?.reset();
     // The notifiers' records describe what this unit's listeners were told: start them afresh.
     if (this.notifiers.active) this.notifiers.everything();
@@ -245,6 +253,8 @@ export class VtdDevice {
     if (own && (own.width === 32 || own.actsOn === "low")) r = own;
     else if (upperOf && upperOf.width === 64 && upperOf.actsOn === "high") r = upperOf;
     if (!r) return;
+    // RWBF: the unit flushes its write buffer before it carries out an invalidation (VT-d §6.8).
+    if (this.writeBuffer && (r.offset === Reg.CCMD || r.offset === IOTLB_OFFSET || r.offset === Reg.IQT)) this.writeBuffer.flush();
     switch (r.offset) {
       case Reg.GCMD: return this.globalCommand.write(written);
       case Reg.CCMD: return this.registerInvalidation.onContextCommand();

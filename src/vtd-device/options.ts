@@ -18,8 +18,20 @@ export interface VtdOptions {
   coherent?: boolean;
   /** ECAP.PT: pass-through context entries (QEMU `pt`). Default true. */
   passThrough?: boolean;
-  /** CAP.RWBF: software must flush write buffers. Default false. */
+  /**
+   * CAP.RWBF: software must flush write buffers. With it the unit has a write buffer
+   * (memory/write-buffer.ts): table stores to lines it has read stay invisible to it until
+   * GCMD.WBF, an invalidation, SRTP or TE, or `writeBufferDrainMs`. Default false, as QEMU.
+   */
   rwbf?: boolean;
+  /** The longest a buffered table line stays invisible to the unit (unit time, ms), 0..60000. Default 1000. */
+  writeBufferDrainMs?: number;
+  /**
+   * CAP.ESRTPS: SRTP invalidates every DMA-remapping cache (context cache, IOTLB). Off (QEMU 10.0
+   * reports 0): SRTP only latches the root table, and what the caches hold survives until software
+   * invalidates it (VT-d §11.4.2, §11.4.4). Default false.
+   */
+  esrtps?: boolean;
   /** Number of fault recording registers, NFR + 1, 1..256. Default 1, as QEMU. */
   faultRecords?: number;
   /** CAP.DRD/DWD (QEMU `dma-drain`). Default true. */
@@ -97,6 +109,8 @@ export interface ResolvedOptions {
   coherent: boolean;
   passThrough: boolean;
   rwbf: boolean;
+  writeBufferDrainMs: number;
+  esrtps: boolean;
   faultRecords: number;
   dmaDrain: boolean;
   deviceIotlb: boolean;
@@ -178,6 +192,8 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     coherent: flag("coherent", options.coherent, false),
     passThrough: flag("passThrough", options.passThrough, true),
     rwbf: flag("rwbf", options.rwbf, false),
+    writeBufferDrainMs: milliseconds("writeBufferDrainMs", options.writeBufferDrainMs, 1000, ATS_TIMEOUT_MS),
+    esrtps: flag("esrtps", options.esrtps, false),
     faultRecords,
     dmaDrain: flag("dmaDrain", options.dmaDrain, true),
     deviceIotlb: flag("deviceIotlb", options.deviceIotlb, false),

@@ -167,8 +167,8 @@ describe("caching mode: what CM changes", () => {
     expect(m.device.dmaWrite(SID, 0x1000n, new Uint8Array(1))).toEqual({ ok: false, reason: FaultReason.WriteNotPermitted });
     expect(m.device.stats.iotlbHits).toBe(1);
   });
-  it("SRTP and TE changes drop every cached entry", () => {
-    const m = machine({ awBits: 39 });
+  it("SRTP with CAP.ESRTPS and TE changes drop every cached entry", () => {
+    const m = machine({ awBits: 39, esrtps: true });
     const root = m.tables.context(SID, { did: 1 });
     enableTranslation(m);
     m.tables.map(root, 3, 0, 0x20_0000, R);

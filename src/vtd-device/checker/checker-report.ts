@@ -10,7 +10,9 @@ export type DriverBugKind =
   /** CM = 1: the unit is about to use a cached not-present or faulting entry whose memory entry is now present (VT-d §6.1). */
   | "missing-cm-invalidation"
   /** ECAP.C = 0: a table entry on the request's walk holds another value in the CPU's cache than in memory (VT-d §11.4.3). */
-  | "unflushed-table-write";
+  | "unflushed-table-write"
+  /** CAP.RWBF = 1: a table entry on the request's walk was stored and the write buffer not flushed (GCMD.WBF) since (VT-d §6.8). */
+  | "missing-write-buffer-flush";
 
 /** A context entry as the unit decodes it (`fault` set: not present or invalid). */
 export interface ContextView {
@@ -55,7 +57,8 @@ export type MissingAction =
   | { action: "context-cache-invalidation"; granularity: "device"; sid: number; did: number; text: string }
   | { action: "iotlb-invalidation"; granularity: "page"; did: number; address: bigint; am: number; text: string }
   | { action: "device-tlb-invalidation"; sid: number; address: bigint; size: false; text: string }
-  | { action: "cache-line-flush"; line: bigint; text: string };
+  | { action: "cache-line-flush"; line: bigint; text: string }
+  | { action: "write-buffer-flush"; text: string };
 
 export interface DriverBugReport {
   kind: DriverBugKind;

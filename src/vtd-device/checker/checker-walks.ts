@@ -8,6 +8,7 @@
 import type { CpuView } from "./checker-options.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import { MemoryAccess } from "../memory/memory-access.ts";
+import type { WriteBufferAccess } from "../memory/write-buffer.ts";
 import { LEVEL_SIZE, type ContextWalk, type PageWalk } from "../translation/walk.ts";
 
 /** The unit's view (memory), remembering the address of every dword a walk reads, in order. */
@@ -17,6 +18,20 @@ export class RecordingAccess extends MemoryAccess {
   override read32(address: number): number {
     this.reads.push(address);
     return super.read32(address);
+  }
+}
+
+/** The unit's view through its write buffer (CAP.RWBF), recording every dword read; nothing is remembered by reading. */
+export class BufferedRecordingAccess extends MemoryAccess {
+  readonly reads: number[] = [];
+
+  constructor(memory: GuestMemory, private readonly buffer: WriteBufferAccess) {
+    super(memory);
+  }
+
+  override read32(address: number): number {
+    this.reads.push(address);
+    return this.buffer.buffered(address) ?? super.read32(address);
   }
 }
 

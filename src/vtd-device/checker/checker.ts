@@ -26,8 +26,12 @@
  * meeting the same pair are counted in `duplicates`; a new value is a new report. After
  * `reportLimit` reports, more are counted in `dropped`. A unit reset forgets what was reported.
  *
- * Not checked: CAP.RWBF write-buffer flushes (the model's write buffer is always empty, so a
- * missing WBF changes nothing the unit reads), the invalidation hint (IH) and paging-structure
+ * - missing-write-buffer-flush: with CAP.RWBF = 1 the unit walks the tables through its write
+ *   buffer (memory/write-buffer.ts); when that view and memory translate the request
+ *   differently, a table store was not followed by GCMD.WBF (or an invalidation) yet. The entry
+ *   named is the first on the unit's walk whose bytes differ.
+ *
+ * Not checked: the invalidation hint (IH) and paging-structure
  * caches (the unit caches leaves only), interrupt remapping. A device that keeps using a buffer
  * after its unmap, inside a lazy driver's flush-queue window, meets a stale IOTLB entry and is
  * reported too: the driver accepted that window, the device should not use it.
@@ -39,7 +43,8 @@
 import { TranslationType } from "../../spec/entries.ts";
 import type { WalkConfig } from "../registers/capabilities.ts";
 import { contextInputLimit } from "../caches/caching-policy.ts";
-import { CpuViewAccess, PageOutcome, RecordingAccess, sameContext } from "./checker-walks.ts";
+import { BufferedRecordingAccess, CpuViewAccess, PageOutcome, RecordingAccess, sameContext } from "./checker-walks.ts";
+import type { WriteBufferAccess } from "../memory/write-buffer.ts";
 import type { ResolvedCheckerOptions } from "./checker-options.ts";
 import {
   hex, reportMessage, sourceIdText, type ContextView, type DriverBugKind, type DriverBugReport, type EntryView, type MissingAction,
@@ -62,6 +67,8 @@ export interface CheckedUnit {
   iotlb: Iotlb;
   deviceTlbs: DeviceTlbs;
   now(): number;
+  /** The unit's write buffer (CAP.RWBF), whose table view the unit walks. */
+  writeBuffer: WriteBufferAccess | undefined;
 }
 
 const PASS_THROUGH: number = TranslationType.PassThrough;
@@ -81,6 +88,7 @@ export class DriverChecker {
   private readonly memory: MemoryAccess;
   private readonly recording: RecordingAccess;
   private readonly cpu: CpuViewAccess | undefined;
+  private readonly buffered: BufferedRecordingAccess | undefined;
   private readonly lineSize: number;
   private readonly context = new ContextWalk();
   private readonly cpuContext = new ContextWalk();
@@ -95,6 +103,7 @@ export class DriverChecker {
     const view = settings.cpuView;
     this.cpu = view && !unit.coherent ? new CpuViewAccess(unit.memory, view) : undefined;
     this.lineSize = view?.lineSize ?? 64;
+    this.buffered = unit.writeBuffer ? new BufferedRecordingAccess(unit.memory, unit.writeBuffer) : undefined;
   }
 
   /** A unit reset: what was reported is forgotten (the reports stay readable). */
@@ -107,7 +116,8 @@ export class DriverChecker {
     this.inspected++;
     if (!Number.isSafeInteger(address)) return; // not a whole address below 2^53: beyond every address width
     this.checkCaches(sid, address, write, rootTable);
-    if (this.cpu) this.checkFlushes(sid, address, write, rootTable, this.cpu);
+    if (this.cpu) this.checkFlushes(sid, address, write, rootTable, this.recording, this.cpu, "unflushed-table-write");
+    if (this.buffered) this.checkFlushes(sid, address, write, rootTable, this.buffered, this.memory, "missing-write-buffer-flush");
   }
 
   // ---- stale-cache and missing-cm-invalidation ----
@@ -199,11 +209,15 @@ export class DriverChecker {
     return translationView("paging-entries", outcome, walk.level, walk.structural === 0 || walk.structural === NOT_PRESENT ? 0 : walk.structural);
   }
 
-  // ---- unflushed-table-write ----
+  // ---- unflushed-table-write and missing-write-buffer-flush ----
 
-  private checkFlushes(sid: number, address: number, write: boolean, rootTable: number, cpu: CpuViewAccess): void {
+  /**
+   * The unit's view (`rec`: memory, or memory behind the write buffer) against the stores the CPU
+   * made (`cpu`: its caches, or memory): the first entry on the unit's walk that differs.
+   */
+  private checkFlushes(sid: number, address: number, write: boolean, rootTable: number, rec: RecordingAccess | BufferedRecordingAccess,
+    cpu: MemoryAccess, kind: "unflushed-table-write" | "missing-write-buffer-flush"): void {
     const { cfg } = this.unit;
-    const rec = this.recording;
     rec.reads.length = 0;
     const unitContext = walkContext(rec, rootTable, sid, cfg, this.context);
     const cpuContext = walkContext(cpu, rootTable, sid, cfg, this.cpuContext);
@@ -216,13 +230,14 @@ export class DriverChecker {
     if (!differs) return;
     // The first entry on the unit's walk whose bytes the CPU holds otherwise (walk order: root, context, paging entries).
     const reads = rec.reads;
-    for (let i = 0; i < reads.length; ) {
+    const count = reads.length; // the reads below record more: only the walk's are looked at
+    for (let i = 0; i < count; ) {
       const table = i < 4 ? "root" : i < 8 ? "context" : "paging";
       const dwords = table === "paging" ? 2 : 4;
       const at = reads[i]!;
       let unitValue = 0n, cpuValue = 0n;
-      for (let d = 0; d < dwords && i + d < reads.length; d++) {
-        unitValue |= BigInt(Math.max(0, this.memory.read32(at + 4 * d))) << BigInt(32 * d);
+      for (let d = 0; d < dwords && i + d < count; d++) {
+        unitValue |= BigInt(Math.max(0, rec.read32(at + 4 * d))) << BigInt(32 * d);
         cpuValue |= BigInt(Math.max(0, cpu.read32(at + 4 * d))) << BigInt(32 * d);
       }
       if (unitValue !== cpuValue) {
@@ -230,11 +245,14 @@ export class DriverChecker {
         const entry = (value: bigint): RawEntryView => ({ structure: "table-entry", table, address: BigInt(at), ...(level ? { level } : {}), value });
         const line = at - (at % this.lineSize);
         const what = table === "paging" ? `level-${level} paging` : table;
-        const missing: MissingAction = {
+        const missing: MissingAction = kind === "unflushed-table-write" ? {
           action: "cache-line-flush", line: BigInt(line),
           text: `CLFLUSH of the line at ${hex(line)} after the store to the ${what} entry at ${hex(at)} (ECAP.C = 0: the unit does not snoop CPU caches)`,
+        } : {
+          action: "write-buffer-flush",
+          text: `GCMD.WBF (write-buffer flush) after the store to the ${what} entry at ${hex(at)}, before a device uses it (CAP.RWBF = 1)`,
         };
-        this.report("unflushed-table-write", sid, address, write, entry(unitValue), entry(cpuValue), missing, `unflushed|${at}|${unitValue}|${cpuValue}`);
+        this.report(kind, sid, address, write, entry(unitValue), entry(cpuValue), missing, `${kind}|${at}|${unitValue}|${cpuValue}`);
         return;
       }
       i += dwords;

@@ -5,10 +5,10 @@
 import { describe, expect, it } from "vitest";
 import { Gcmd, Reg } from "../../spec/registers.ts";
 import { enableTranslation, machine, R, W } from "../../../test/support/tables.ts";
-import { MAP, UNMAP, SID, OTHER, K4, M2, WHOLE, dsi, contextDevice, collector, mapEvent, UNMAP_ALL, unit } from "../../../test/support/notifier-rig.ts";
+import { MAP, UNMAP, SID, OTHER, K4, M2, WHOLE, dsi, contextDevice, contextGlobal, collector, mapEvent, UNMAP_ALL, unit } from "../../../test/support/notifier-rig.ts";
 
 describe("context invalidation, root table, translation enable", () => {
-  it("context invalidation, TE off, TE on and SRTP: unmap everything, then replay (TE off: one identity MAP)", () => {
+  it("context invalidation, TE off, TE on and SRTP (with ESRTPS, or followed by the global invalidation): unmap everything, then replay (TE off: one identity MAP)", () => {
     const { m, root, space } = unit();
     m.tables.map(root, 4, 0x1000, 0x20_0000, R | W);
     m.tables.map(root, 4, 0x20_0000, 0x40_0000, R, 2);
@@ -26,10 +26,13 @@ describe("context invalidation, root table, translation enable", () => {
     m.device.writeRegister(Reg.GCMD, 4, Gcmd.TE);
     expect(c.take()).toEqual([UNMAP_ALL, ...replayed]);
     m.device.writeRegister(Reg.GCMD, 4, Gcmd.TE | Gcmd.SRTP);
+    expect(c.take()).toEqual([]); // CAP.ESRTPS = 0: SRTP invalidates nothing
+    contextGlobal(m);
     expect(c.take()).toEqual([UNMAP_ALL, ...replayed]);
     // A new root table without this device: unmap everything, nothing to replay.
     m.device.writeRegister(Reg.RTADDR, 8, BigInt(m.tables.page()));
     m.device.writeRegister(Reg.GCMD, 4, Gcmd.TE | Gcmd.SRTP);
+    contextGlobal(m);
     expect(c.take()).toEqual([UNMAP_ALL]);
     contextDevice(m, SID);
     expect(c.take()).toEqual([]); // nothing was mapped: no UNMAP

@@ -19,6 +19,7 @@ export function capabilityValue(o: ResolvedOptions): bigint {
   cap = setField(cap, Cap.MAMV, MAMV);
   cap = setField(cap, Cap.DWD, o.dmaDrain ? 1 : 0);
   cap = setField(cap, Cap.DRD, o.dmaDrain ? 1 : 0);
+  cap = setField(cap, Cap.ESRTPS, o.esrtps ? 1 : 0);
   return cap;
 }
 

@@ -13,6 +13,7 @@ import type { Tracer } from "../trace.ts";
 import type { Translator } from "../translation/translator.ts";
 import type { WalkConfig } from "./capabilities.ts";
 import type { RegisterFile } from "./register-file.ts";
+import type { WriteBufferAccess } from "../memory/write-buffer.ts";
 
 const TE = Number(Gcmd.TE), SRTP = Number(Gcmd.SRTP), WBF = Number(Gcmd.WBF), QIE = Number(Gcmd.QIE);
 const IRE = Number(Gcmd.IRE), SIRTP = Number(Gcmd.SIRTP), CFI = Number(Gcmd.CFI);
@@ -41,6 +42,8 @@ export class GlobalCommand {
     private readonly interrupts: InterruptRemapping,
     private readonly stats: DeviceStats,
     private readonly trace: Tracer,
+    /** The write buffer (CAP.RWBF); undefined without one. */
+    private readonly writeBuffer: WriteBufferAccess | undefined,
   ) {
     // Without interrupt remapping (ECAP.IR = 0) its three commands are ignored, as before it existed.
     this.ignored = options.interruptRemapping ? NOT_LOGGING : [...NOT_LOGGING, ...NOT_REMAPPING];
@@ -53,6 +56,7 @@ export class GlobalCommand {
     if ((command ^ status) & TE) {
       translator.enabled = (command & TE) !== 0;
       this.regs.update32(Reg.GSTS, translator.enabled ? TES : 0, translator.enabled ? 0 : TES);
+      this.writeBuffer?.flush();
       this.invalidation.everything();
       this.traceCommand(translator.enabled ? "TE on" : "TE off");
     }
@@ -61,13 +65,17 @@ export class GlobalCommand {
       // TTM (bits 11:10): only 00, legacy mode, is supported by this unit (no ECAP.SMTS, no ECAP.ADMS).
       translator.rootTableModeValid = ((this.regs.get32(Reg.RTADDR) >>> 10) & 3) === 0;
       this.regs.update32(Reg.GSTS, RTPS, 0);
-      this.invalidation.everything();
-      this.traceCommand("SRTP");
+      this.writeBuffer?.flush();
+      // CAP.ESRTPS = 1: SRTP also invalidates every DMA-remapping cache. 0 (QEMU 10.0): it only
+      // latches the root; software invalidates the context cache and the IOTLB (VT-d §11.4.4).
+      if (this.options.esrtps) this.invalidation.everything();
+      this.traceCommand(this.options.esrtps ? "SRTP (caches invalidated: ESRTPS)" : "SRTP");
     }
     if (command & WBF) {
       if (this.options.rwbf) {
         // The write buffer is flushed at once: WBFS is set and cleared within the command.
         this.stats.writeBufferFlushes++;
+        this.writeBuffer?.flush();
         this.traceCommand("WBF");
       } else {
         this.traceCommand("WBF ignored (CAP.RWBF = 0)");
