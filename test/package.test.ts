@@ -6,10 +6,14 @@
  *  - a small consumer type-checked by `tsc` against the shipped .d.ts (no @types/node, lib check on),
  *  - the device model bundled for the browser by esbuild: no `node:` import, and the bundle run
  *    to translate one DMA through tables it builds itself; the devices, the guest driver and
- *    vfio bundled the same way. (`v86-vtd/v86` is Node-only today: runMultibootGuest reads v86.wasm.)
+ *    vfio bundled the same way; `v86-vtd/v86` too (v86 left to the page), the bundle run to
+ *    attach the unit to a V86 it creates from v86.wasm's bytes and read the unit's registers
+ *    through the guest's memory bus (Node-only reading of v86.wasm is `v86-vtd/v86/node`'s);
+ *  - the README's "add the vIOMMU to your own v86" snippet, run verbatim against the installed
+ *    package: SeaBIOS boots and puts the unit's DMAR into the ACPI tables it builds.
  */
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -45,7 +49,11 @@ const manifest = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as
 const F = "function";
 const ENTRIES: Record<string, Record<string, string>> = {
   "v86-vtd": { VtdDevice: F, GuestRam: F, IommuNotifiers: F, FaultReason: "object", DMA_ABORT: "number" },
-  "v86-vtd/v86": { Machine: F, installPlatform: F, runMultibootGuest: F, V86DriverPlatform: F, patchClflush: F, patchedV86Module: F, VTD_UNIT_BASE: "number" },
+  "v86-vtd/v86": {
+    attachVtd: F, vtdWasm: F, compilePatchedV86: F, VTD_EVENTS: "object", Machine: F, installPlatform: F, runMultibootGuest: F,
+    V86DriverPlatform: F, patchClflush: F, VTD_UNIT_BASE: "number", patchedV86Module: "undefined", readV86Wasm: "undefined",
+  },
+  "v86-vtd/v86/node": { attachVtd: F, vtdWasm: F, runMultibootGuest: F, patchedV86Module: F, readV86Wasm: F },
   "v86-vtd/guest-driver": { VtdDriver: F, Domain: F, InProcessPlatform: F, parseDmar: F },
   "v86-vtd/vfio": { assignDevice: F, HostIommu: F, AssignedDevice: F },
   "v86-vtd/devices": { EduDevice: F, VirtioBlkDevice: F, PciConfigSpace: F, busAddress: F },
@@ -87,7 +95,7 @@ describe("the package manifest", () => {
     expect(manifest.scripts.prepack).toContain("npm run build");
     expect(manifest.peerDependencies?.v86).toBe(manifest.devDependencies?.v86);
     expect(Object.keys(manifest.exports).filter((key) => key !== "./package.json").sort()).toEqual(
-      [".", "./devices", "./guest-driver", "./v86", "./vfio"],
+      [".", "./devices", "./guest-driver", "./v86", "./v86/node", "./vfio"],
     );
   });
 });
@@ -117,7 +125,7 @@ describe("installed into a fresh project", () => {
     const script = `const m = await import(${JSON.stringify(entry)}); console.log(JSON.stringify(Object.fromEntries(Object.entries(m).map(([k, v]) => [k, typeof v]))));`;
     const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script], { cwd: app });
     const exported = JSON.parse(stdout) as Record<string, string>;
-    for (const [name, type] of Object.entries(names)) expect(exported[name], `${entry} exports ${name}`).toBe(type);
+    for (const [name, type] of Object.entries(names)) expect(exported[name] ?? "undefined", `${entry} exports ${name}`).toBe(type);
   });
 
   it("type-checks a consumer against the shipped declarations", async () => {
@@ -134,7 +142,8 @@ describe("installed into a fresh project", () => {
     writeFileSync(
       join(app, "consumer.ts"),
       `import { GuestRam, VtdDevice, FaultReason, type DmaResult, type TraceEvent } from "v86-vtd";
-import { Machine, installPlatform, runMultibootGuest, V86DriverPlatform, type MachineOptions, type RunGuestResult } from "v86-vtd/v86";
+import { Machine, installPlatform, runMultibootGuest, V86DriverPlatform, attachVtd, vtdWasm, type MachineOptions, type RunGuestResult, type VtdAttachment } from "v86-vtd/v86";
+import { patchedV86Module } from "v86-vtd/v86/node";
 import { VtdDriver, InProcessPlatform, type Platform } from "v86-vtd/guest-driver";
 import { assignDevice, HostIommu } from "v86-vtd/vfio";
 import { EduDevice, VirtioBlkDevice, type PciFunctionPort } from "v86-vtd/devices";
@@ -149,8 +158,9 @@ unit.readRegister("0x1c", 4);
 const options: Partial<MachineOptions> = { memoryBytes: 64 << 20 };
 type Run = Promise<RunGuestResult>;
 const start: (o: Parameters<typeof runMultibootGuest>[0]) => Run = runMultibootGuest;
+const attach: (emulator: Parameters<typeof attachVtd>[0]) => VtdAttachment = (emulator) => attachVtd(emulator, { cachingMode: true, acpi: "fw_cfg" });
 export type Uses = [typeof Machine, typeof installPlatform, typeof V86DriverPlatform, typeof VtdDriver, typeof InProcessPlatform,
-  Platform, typeof assignDevice, typeof HostIommu, typeof EduDevice, typeof VirtioBlkDevice, PciFunctionPort];
+  Platform, typeof assignDevice, typeof HostIommu, typeof EduDevice, typeof VirtioBlkDevice, PciFunctionPort, typeof vtdWasm, typeof patchedV86Module, typeof attach];
 export { result, reason, gsts, options, start };
 `,
     );
@@ -220,4 +230,82 @@ console.log(JSON.stringify({ te: Number(unit.readRegister(0x1c, 4) >> 31n), read
     const { stdout } = await run(process.execPath, [join(app, "neutral-bundle.js")], { cwd: app });
     expect(stdout.trim()).toBe("function function function");
   });
+
+  it("bundles v86-vtd/v86 for the browser without node: imports, and the bundle attaches the unit to a V86", async () => {
+    writeFileSync(
+      join(app, "page.js"),
+      `import { V86 } from "v86";
+import { attachVtd, compilePatchedV86, idleGuestImage, vtdWasm, VTD_UNIT_BASE } from "v86-vtd/v86";
+// What a page does with the bytes it fetched from v86.wasm: a V86 of its own, the unit attached.
+export async function boot(v86Wasm) {
+  const emulator = new V86({
+    wasm_fn: vtdWasm(await compilePatchedV86(v86Wasm)), memory_size: 32 << 20, vga_memory_size: 2 << 20, acpi: true, autostart: false,
+    multiboot: { buffer: idleGuestImage().slice().buffer }, disable_keyboard: true, disable_mouse: true, disable_speaker: true,
+  });
+  await new Promise((resolve) => emulator.add_listener("emulator-loaded", resolve));
+  const vtd = attachVtd(emulator);
+  const cpu = emulator.v86.cpu;
+  const ver = cpu.io.mmap_read32 ? cpu.io.mmap_read32(VTD_UNIT_BASE) : cpu.memory_map_read32[VTD_UNIT_BASE >>> 17](VTD_UNIT_BASE);
+  const result = { ver, acpi: vtd.acpi, edu: typeof vtd.edu.readMmio, dmar: String.fromCharCode(...vtd.dmar.subarray(0, 4)) };
+  vtd.detach();
+  result.detached = cpu.memory_map_read32[VTD_UNIT_BASE >>> 17](VTD_UNIT_BASE);
+  await emulator.destroy();
+  return result;
+}
+`,
+    );
+    const bundled = await build({
+      absWorkingDir: app, entryPoints: ["page.js"], bundle: true, platform: "browser", format: "esm",
+      // v86 is the page's own (it loads libv86 itself); everything of ours goes into the bundle.
+      external: ["v86"], outfile: join(app, "page-bundle.js"), metafile: true, logLevel: "silent",
+    });
+    const inputs = Object.keys(bundled.metafile.inputs);
+    expect(inputs.some((input) => input.includes("node_modules/v86-vtd/dist/v86/attach.js"))).toBe(true);
+    expect(inputs.filter((input) => input !== "page.js" && !input.startsWith("node_modules/v86-vtd/dist/"))).toEqual([]);
+    const text = readFileSync(join(app, "page-bundle.js"), "utf8");
+    expect(text).not.toMatch(/["']node:/);
+    expect([...new Set([...text.matchAll(/from\s*["']([^"']+)["']/g)].map((m) => m[1]))]).toEqual(["v86"]);
+    const harness = `import { readFileSync } from "node:fs"; import { createRequire } from "node:module";
+import { boot } from "./page-bundle.js";
+const wasm = readFileSync(createRequire(import.meta.url).resolve("v86/build/v86.wasm"));
+console.log(JSON.stringify(await boot(new Uint8Array(wasm)))); process.exit(0);`;
+    writeFileSync(join(app, "page-harness.mjs"), harness);
+    const { stdout } = await run(process.execPath, [join(app, "page-harness.mjs")], { cwd: app });
+    expect(JSON.parse(stdout)).toEqual({ ver: 0x10, acpi: "ram", edu: "function", dmar: "DMAR", detached: -1 });
+  });
+
+  const biosFiles = ["/usr/share/seabios/bios.bin", "/usr/share/seabios/vgabios-stdvga.bin"];
+  it.skipIf(!biosFiles.every((file) => existsSync(file)))(
+    "runs the README's snippet as written: SeaBIOS boots with the unit attached and puts its DMAR in the ACPI tables (needs Debian's seabios)",
+    async () => {
+      const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+      const snippet = /<!-- attach-snippet -->\s*```js\n([\s\S]*?)```/.exec(readme)?.[1];
+      expect(snippet, "README.md has the attach snippet after <!-- attach-snippet -->").toBeDefined();
+      // After the snippet, as written: let SeaBIOS run, then look for the DMAR in the RSDT it built.
+      const check = `
+await new Promise((resolve) => setTimeout(resolve, 4000));
+const cpu = emulator.v86.cpu;
+const low = cpu.read_blob(0xe0000, 0x20000);
+let rsdp = -1;
+for (let at = 0; at < low.length; at += 16) if (String.fromCharCode(...low.subarray(at, at + 8)) === "RSD PTR ") { rsdp = at; break; }
+const u32 = (bytes, at) => bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16) | (bytes[at + 3] << 24) >>> 0;
+const rsdt = u32(low, rsdp + 16) >>> 0;
+const header = cpu.read_blob(rsdt, 36);
+const length = u32(header, 4) >>> 0;
+const entries = cpu.read_blob(rsdt + 36, length - 36);
+const tables = [];
+for (let at = 0; at < entries.length; at += 4) tables.push(String.fromCharCode(...cpu.read_blob(u32(entries, at) >>> 0, 4)));
+console.log(JSON.stringify({ rsdp: rsdp >= 0, tables, ver: cpu.memory_map_read32[0xfed90000 >>> 17](0xfed90000) }));
+await emulator.destroy();
+process.exit(0);
+`;
+      writeFileSync(join(app, "readme-snippet.mjs"), snippet + check);
+      const { stdout } = await run(process.execPath, [join(app, "readme-snippet.mjs")], { cwd: app, timeout: 60_000 });
+      const seen = JSON.parse(stdout.trim().split("\n").pop()!) as { rsdp: boolean; tables: string[]; ver: number };
+      expect(seen.rsdp).toBe(true);
+      expect(seen.tables).toContain("DMAR");
+      expect(seen.ver).toBe(0x10);
+    },
+    90_000,
+  );
 });
