@@ -17,7 +17,7 @@ async function scavengesDuring(run: (n: number) => void): Promise<number> {
   run(N / 10);
   let scavenges = 0;
   const observer = new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) if ((entry.detail as { kind?: number } | undefined)?.kind === constants.NODE_PERFORMANCE_GC_MINOR) scavenges++;
+    for (const entry of list.getEntries()) if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) scavenges++;
   });
   // Entries of collections before this point are not counted: let them arrive first.
   await new Promise((resolve) => setTimeout(resolve, 10));
