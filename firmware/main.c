@@ -6,6 +6,8 @@
  * Command line (multiboot): `skip-cm-invalidation` leaves out the CM = 1 invalidation after the
  * context entry becomes present, once, and reports whether a stale fault is then seen;
  * `no-qi` uses register-based invalidation even when queued invalidation is offered.
+ * `skip-iec-invalidation` leaves out, once, the interrupt-entry-cache invalidation after an IRTE
+ * that faulted becomes present (interrupt-remapping.c), and reports whether the fault is seen again.
  * `translation-off` never enables translation: only the untranslated DMA and the workload run
  * (the baseline of the boot-to-exit benchmark). `dma-rounds=N` adds a workload of N edu DMA
  * round trips (to the device and back, 2 KiB each way), translated unless `translation-off`.
@@ -13,6 +15,7 @@
 #include "acpi.h"
 #include "console.h"
 #include "edu.h"
+#include "interrupt-remapping.h"
 #include "tables.h"
 #include "vtd.h"
 
@@ -47,8 +50,9 @@ extern const u8 __image_end[];
 
 static struct edu edu;
 static struct dmar_info dmar;
-static bool option_skip_cm, option_no_qi, option_translation_off;
+static bool option_skip_cm, option_skip_iec, option_no_qi, option_translation_off;
 static u32 option_dma_rounds;
+static bool interrupt_remapping; /* enabled by ir_run: GSTS.IRES and IRTPS stay set */
 static u32 ram_top_below_4g; /* end of the RAM region that holds 1 MiB */
 
 /* ---- helpers ---- */
@@ -143,6 +147,7 @@ static void read_multiboot(u32 magic, const u32 *mbi) {
   if (flags & (1u << 2)) {
     const char *cmdline = (const char *)mbi[4];
     option_skip_cm = has_word(cmdline, "skip-cm-invalidation");
+    option_skip_iec = has_word(cmdline, "skip-iec-invalidation");
     option_no_qi = has_word(cmdline, "no-qi");
     option_translation_off = has_word(cmdline, "translation-off");
     option_dma_rounds = word_value(cmdline, "dma-rounds=");
@@ -302,7 +307,8 @@ static void enable_translation(void) {
     }
   }
   u32 gsts = vtd_read32(VTD_REG_GSTS);
-  u32 want = (u32)(VTD_GSTS_TES | VTD_GSTS_RTPS) | (unit.queued ? (u32)VTD_GSTS_QIES : 0);
+  u32 want = (u32)(VTD_GSTS_TES | VTD_GSTS_RTPS) | (unit.queued ? (u32)VTD_GSTS_QIES : 0) |
+             (interrupt_remapping ? (u32)(VTD_GSTS_IRES | VTD_GSTS_IRTPS) : 0);
   check("gsts.after-enable", gsts == want, "gsts=0x%08x want 0x%08x", gsts, want);
 }
 
@@ -491,9 +497,11 @@ _Noreturn void guest_main(u32 magic, const u32 *mbi) {
     run_dma_rounds((u32)buf_a, (u32)buf_b);
   } else if (dmar_unit) {
     setup_invalidation();
+    setup_fault_event();
+    /* As Linux: interrupt remapping (which needs the queue) before DMA remapping. */
+    interrupt_remapping = ir_run(dmar_unit, &edu, (struct ir_options){.skip_iec_invalidation = option_skip_iec, .fault_vector = FAULT_VECTOR});
     tables_init(edu.pci);
     check("root.set", vtd_set_root_table(tables_root()), "root table not taken");
-    setup_fault_event();
     bool superpages = superpages_possible();
     build_mappings(superpages);
     enable_translation();

@@ -45,3 +45,18 @@ bool pci_find(u16 vendor, u16 device, struct pci_function *out) {
   }
   return false;
 }
+
+void pci_write32(struct pci_function f, u8 offset, u32 value) {
+  outl(PCI_ADDRESS, address(f, offset));
+  outl(PCI_DATA, value);
+}
+
+u8 pci_find_capability(struct pci_function f, u8 id) {
+  if (!(pci_read16(f, 0x06) & 0x10)) return 0; /* status: no capability list */
+  u8 at = pci_read8(f, 0x34) & 0xFC;
+  for (u32 hops = 0; at && hops < 48; hops++) {
+    if (pci_read8(f, at) == id) return at;
+    at = pci_read8(f, (u8)(at + 1)) & 0xFC;
+  }
+  return 0;
+}

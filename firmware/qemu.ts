@@ -1,6 +1,6 @@
 /**
- * Runs the test guest on QEMU (the reference platform, 10.0): q35, TCG, intel-iommu without
- * interrupt remapping, edu, isa-debug-exit on port 0xF4. Also a transcript parser shared by the
+ * Runs the test guest on QEMU (the reference platform, 10.0): q35, TCG, intel-iommu with
+ * interrupt remapping (eim=off), edu, isa-debug-exit on port 0xF4. Also a transcript parser shared by the
  * tests, and the check that the installed QEMU is the reference.
  *
  *   npx tsx firmware/qemu.ts [--cm] [--aw-bits 39|48] [--append "skip-cm-invalidation"]
@@ -32,6 +32,8 @@ export function qemuVersionProblem(versionLine: string): string | null {
 export interface QemuRunOptions {
   kernel: string;
   cachingMode?: boolean;
+  /** intel-iommu intremap (with eim=off: no x2APIC on v86). Default true, as QEMU 10.0's q35 and the unit. */
+  interruptRemapping?: boolean;
   /** intel-iommu aw-bits, always passed: 39 or 48 (default, as QEMU 10.0's and the unit's). */
   awBits?: 39 | 48;
   /** Multiboot command line (QEMU -append). */
@@ -65,7 +67,7 @@ export function qemuUnavailable(): string | null {
 export function qemuArguments(options: QemuRunOptions): string[] {
   const iommu = [
     "intel-iommu",
-    "intremap=off",
+    ...(options.interruptRemapping ?? true ? ["intremap=on", "eim=off"] : ["intremap=off"]),
     `caching-mode=${options.cachingMode ? "on" : "off"}`,
     `aw-bits=${options.awBits ?? 48}`,
   ].join(",");

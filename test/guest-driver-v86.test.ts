@@ -8,6 +8,8 @@
  */
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { Reg } from "../src/spec/registers.ts";
+import { DeviceScopeType } from "../src/spec/dmar.ts";
+import { IOAPIC_SOURCE_ID } from "../src/spec/platform.ts";
 import type { DriverCreateOptions } from "../src/guest-driver/driver.ts";
 import type { DriverRule, FaultRecord } from "../src/guest-driver/options.ts";
 import {
@@ -222,7 +224,8 @@ describe("the v86 platform itself", () => {
     expect(dmar).toEqual(run.platform.v86.dmar);
     const unit = parseDmar(dmar!).units[0]!;
     expect(unit.registerBase).toBe(VTD_UNIT_BASE);
-    expect(unit.scopes.map((s) => s.sid)).toEqual([SID_A, SID_B]);
+    expect(unit.scopes.map((s) => s.sid)).toEqual([SID_A, SID_B, IOAPIC_SOURCE_ID]);
+    expect(unit.scopes.map((s) => s.type)).toEqual([DeviceScopeType.PciEndpoint, DeviceScopeType.PciEndpoint, DeviceScopeType.IoApic]);
     expect(run.platform.acpiTable("XXXX")).toBeUndefined();
     await expectRanOnV86(run);
   }, V86_TEST_TIMEOUT);

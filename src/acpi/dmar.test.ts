@@ -60,6 +60,21 @@ describe("buildDmar", () => {
     });
   });
 
+  it("lists I/O APICs as type 3 scopes after the endpoints, with their id and source-id, and the INTR_REMAP flag", () => {
+    const bytes = buildDmar({
+      hostAddressWidth: 48, unitBase: 0xfed9_0000, flags: 1,
+      deviceScopes: [{ bus: 0, dev: 4, fn: 0 }], ioApics: [{ ioApicId: 0, bus: 0xff, dev: 0, fn: 0 }],
+    });
+    const decoded = decodeDmar(bytes);
+    expect(decoded.checksumOk).toBe(true);
+    expect(decoded.flags).toBe(1);
+    expect(decoded.units[0]!.scopes).toEqual([
+      { type: DeviceScopeType.PciEndpoint, length: 8, enumerationId: 0, bus: 0, path: [[4, 0]] },
+      { type: DeviceScopeType.IoApic, length: 8, enumerationId: 0, bus: 0xff, path: [[0, 0]] },
+    ]);
+    expect(() => buildDmar({ hostAddressWidth: 48, unitBase: 0, deviceScopes: [], ioApics: [{ ioApicId: 256, bus: 0xff, dev: 0, fn: 0 }] })).toThrow(/I\/O APIC id 256/);
+  });
+
   it("stores HAW - 1 (QEMU: 38 for 39 bits, 47 for 48)", () => {
     expect(buildDmar({ hostAddressWidth: 48, unitBase: 0xfed9_0000n, deviceScopes: [] })[DmarTable.HOST_ADDRESS_WIDTH]).toBe(47);
   });

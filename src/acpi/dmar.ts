@@ -2,6 +2,8 @@
  * Builds an ACPI DMAR table (VT-d §8) with one DRHD for one remapping unit. The unit lists its
  * devices as PCI endpoint scopes rather than INCLUDE_PCI_ALL: on v86 only the project's own
  * devices call the IOMMU, so guests must leave the built-in ones (IDE, virtio, ...) untranslated.
+ * With interrupt remapping the I/O APIC is listed too (a type 3 scope, as QEMU's q35 lists it):
+ * Linux enables remapping only when every I/O APIC is under some unit (§8.3.1.1).
  */
 import {
   DeviceScope,
@@ -23,6 +25,11 @@ export interface PciEndpoint {
   fn: number;
 }
 
+/** An I/O APIC behind the unit (interrupt remapping): its MADT id and its source-id's bus:device.function. */
+export interface IoApicScope extends PciEndpoint {
+  ioApicId: number;
+}
+
 export interface DmarOptions {
   /** Maximum DMA physical address width in bits (the unit's MGAW: CAP.MGAW + 1). */
   hostAddressWidth: number;
@@ -30,6 +37,8 @@ export interface DmarOptions {
   unitBase: bigint | number;
   /** The endpoints behind the unit. */
   deviceScopes: PciEndpoint[];
+  /** I/O APICs whose interrupts the unit remaps (type 3 scopes, after the endpoints). Default none. */
+  ioApics?: IoApicScope[];
   /** PCI segment of the unit. Default 0. */
   segment?: number;
   /** DMAR flags (DmarFlags). Default 0: no interrupt remapping. */
@@ -55,7 +64,16 @@ export function buildDmar(options: DmarOptions): Uint8Array {
   const base = BigInt(options.unitBase);
   if (base < 0n || base % 4096n !== 0n || base >> 64n !== 0n) throw new RangeError(`DMAR unitBase 0x${base.toString(16)}: expected a 4 KiB aligned 64-bit address`);
   options.deviceScopes.forEach(checkEndpoint);
-  const drhdLength = Drhd.DEVICE_SCOPES + ENDPOINT_SCOPE_LENGTH * options.deviceScopes.length;
+  const ioApics = options.ioApics ?? [];
+  for (const ioApic of ioApics) {
+    checkEndpoint(ioApic);
+    if (!Number.isInteger(ioApic.ioApicId) || ioApic.ioApicId < 0 || ioApic.ioApicId > 255) throw new RangeError(`DMAR I/O APIC id ${ioApic.ioApicId}: expected 0..255`);
+  }
+  const scopes = [
+    ...options.deviceScopes.map((e) => ({ ...e, type: DeviceScopeType.PciEndpoint, id: 0 })),
+    ...ioApics.map((e) => ({ ...e, type: DeviceScopeType.IoApic, id: e.ioApicId })),
+  ];
+  const drhdLength = Drhd.DEVICE_SCOPES + ENDPOINT_SCOPE_LENGTH * scopes.length;
   const { bytes, view } = startTable(DMAR_SIGNATURE, DMAR_REVISION, DmarTable.STRUCTURES + drhdLength);
   bytes[DmarTable.HOST_ADDRESS_WIDTH] = width - 1;
   bytes[DmarTable.FLAGS] = options.flags ?? 0;
@@ -69,10 +87,10 @@ export function buildDmar(options: DmarOptions): Uint8Array {
   view.setBigUint64(drhd + Drhd.REGISTER_BASE, base, true);
 
   let scope = drhd + Drhd.DEVICE_SCOPES;
-  for (const endpoint of options.deviceScopes) {
-    bytes[scope + DeviceScope.TYPE] = DeviceScopeType.PciEndpoint;
+  for (const endpoint of scopes) {
+    bytes[scope + DeviceScope.TYPE] = endpoint.type;
     bytes[scope + DeviceScope.LENGTH] = ENDPOINT_SCOPE_LENGTH;
-    bytes[scope + DeviceScope.ENUMERATION_ID] = 0;
+    bytes[scope + DeviceScope.ENUMERATION_ID] = endpoint.id;
     bytes[scope + DeviceScope.START_BUS] = endpoint.bus;
     bytes[scope + DeviceScope.PATH] = endpoint.dev;
     bytes[scope + DeviceScope.PATH + 1] = endpoint.fn;

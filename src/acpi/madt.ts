@@ -2,7 +2,7 @@
  * A Multiple APIC Description Table (ACPI 6.5 §5.2.12) for one CPU with one local APIC and one
  * IOAPIC, which is what a guest without a BIOS needs to find its interrupt controllers.
  */
-import { LOCAL_APIC_BASE } from "../spec/platform.ts";
+import { IOAPIC_BASE, IOAPIC_ID, LOCAL_APIC_BASE } from "../spec/platform.ts";
 import { finishTable, startTable, ACPI_HEADER_SIZE } from "./acpi-table.ts";
 
 export const MADT_SIGNATURE = "APIC";
@@ -44,8 +44,8 @@ export function buildMadt(options: MadtOptions = {}): Uint8Array {
   at += LOCAL_APIC_ENTRY_LENGTH;
   bytes[at] = MadtEntryType.IoApic;
   bytes[at + 1] = IOAPIC_ENTRY_LENGTH;
-  bytes[at + 2] = options.ioApicId ?? 0;
-  view.setUint32(at + 4, options.ioApicAddress ?? 0xfec0_0000, true);
+  bytes[at + 2] = options.ioApicId ?? IOAPIC_ID;
+  view.setUint32(at + 4, options.ioApicAddress ?? IOAPIC_BASE, true);
   view.setUint32(at + 8, options.ioApicGsiBase ?? 0, true);
   return finishTable(bytes);
 }

@@ -175,8 +175,8 @@ export class V86PciBus {
     private readonly safePoints: SafePoints,
     memory: GuestMemory,
     private readonly translator: DmaTranslator | undefined,
-    /** Delivers an MSI at a safe point (the platform's LAPIC injection). */
-    private readonly deliverMsi: (address: bigint, data: number) => void,
+    /** A function's MSI (a write to the interrupt range) with its requester id, run at a safe point. */
+    private readonly deliverMsi: (sid: number, address: number, data: number) => void,
   ) {
     this.pci = cpu.devices.pci;
     this.untranslated = new MemoryAccess(memory);
@@ -335,7 +335,8 @@ export class V86PciBus {
         const { address, data } = config.msi;
         if (!config.busMaster) return; // an MSI is a memory write: no bus mastering, no message
         if (isInterruptAddress(address)) {
-          this.safePoints.defer(() => this.deliverMsi(address, data));
+          const interruptAddress = Number(address);
+          this.safePoints.defer(() => this.deliverMsi(bdf, interruptAddress, data));
         } else {
           const bytes = new Uint8Array(4);
           new DataView(bytes.buffer).setUint32(0, data, true);

@@ -4,11 +4,14 @@
  * and the DMAR table handed to the guest (in RAM for BIOS-less boots, through fw_cfg for SeaBIOS).
  */
 import { buildDmar, type PciEndpoint } from "../acpi/dmar.ts";
+import { DmarFlags } from "../spec/dmar.ts";
+import { IOAPIC_ID, IOAPIC_SOURCE } from "../spec/platform.ts";
 import { buildMadt } from "../acpi/madt.ts";
 import { EduDevice, eduPciIdentity } from "../devices/edu.ts";
-import { Cap, getField, Reg } from "../spec/index.ts";
+import { Cap, Ecap, getField, Reg } from "../spec/index.ts";
 import { VtdDevice, type VtdOptions } from "../vtd-device/index.ts";
 import { installAcpiTablesInRam, serveFwCfgAcpiTables } from "./acpi-install.ts";
+import { IoApicRemapping } from "./ioapic-remapping.ts";
 import { deliverMsiToLapic } from "./lapic-msi.ts";
 import type { Machine } from "./machine.ts";
 import { V86PciBus, type DmaTranslator } from "./pci-bus.ts";
@@ -51,6 +54,8 @@ export interface Platform {
   edu: EduDevice;
   bus: V86PciBus;
   dmar: Uint8Array;
+  /** The I/O APIC's lines, through the unit's interrupt remapping. */
+  ioApic: IoApicRemapping;
   /** MSIs that could not be delivered (bad address, unsupported delivery mode, vector < 16). */
   undeliveredMsis: number;
 }
@@ -58,28 +63,44 @@ export interface Platform {
 export function installPlatform(machine: Machine, options: PlatformOptions = {}): Platform {
   const { cpu, safePoints, memory } = machine;
   let undelivered = 0;
-  const deliver = (address: bigint, data: number) => {
-    if (options.msiListener?.(address, data)) return;
+  const listener = options.msiListener;
+  /** A compatibility-format MSI reaches the CPU (a host-side listener first). */
+  const deliver = (address: number, data: number) => {
+    if (listener?.(BigInt(address), data)) return;
     if (deliverMsiToLapic(cpu, address, data) !== "delivered") undelivered++;
   };
   const device = new VtdDevice({
     ...options.vtd,
     memory,
-    // The unit raises its events from register writes, i.e. inside MMIO handlers: defer them.
-    onInterrupt: (address, data) => safePoints.defer(() => deliver(address, data)),
+    // The unit's own events (fault, completion) are not remapped (VT-d §5.1.6). It raises them
+    // from register writes, i.e. inside MMIO handlers: defer them.
+    onInterrupt: (address, data) => safePoints.defer(() => deliver(Number(address), data)),
   });
   // The unit's clock is v86's: host time, or guest instructions on a deterministic machine.
   safePoints.onTick((elapsedMs) => device.advanceTime(elapsedMs));
   mapVtdUnit(cpu.io, device, VTD_UNIT_BASE);
 
-  const bus = new V86PciBus(cpu, safePoints, memory, options.interposeDma ? options.interposeDma(device) : device, deliver);
+  // Our functions' MSIs are interrupt requests with their requester id (VT-d §5.1.4), delivered
+  // as the unit remaps them (or unchanged with remapping off); a blocked one is its fault.
+  const deviceMsi = (sid: number, address: number, data: number) => {
+    if (device.remapInterrupt(sid, address, data)) deliver(device.interrupt.address, device.interrupt.data);
+  };
+  const bus = new V86PciBus(cpu, safePoints, memory, options.interposeDma ? options.interposeDma(device) : device, deviceMsi);
+  const ioApic = new IoApicRemapping(cpu, safePoints, device, deliver);
   const edu = bus.attach({ name: "edu", device: EDU_PCI_SLOT, identity: eduPciIdentity(EDU_BAR0_ADDRESS) }, (port) =>
     new EduDevice({ port, dmaDelayMs: options.eduDmaDelayMs ?? 0, ...(options.eduDmaMask !== undefined ? { dmaMask: options.eduDmaMask } : {}) }),
   );
 
   const endpoints: PciEndpoint[] = [{ bus: 0, dev: EDU_PCI_SLOT, fn: 0 }, ...(options.attachDevices?.(bus) ?? [])];
   const mgaw = Number(getField(device.readRegister(Reg.CAP, 8), Cap.MGAW)) + 1;
-  const dmar = buildDmar({ hostAddressWidth: mgaw, unitBase: VTD_UNIT_BASE, deviceScopes: endpoints });
+  const remapping = getField(device.readRegister(Reg.ECAP, 8), Ecap.IR) === 1n;
+  const dmar = buildDmar({
+    hostAddressWidth: mgaw,
+    unitBase: VTD_UNIT_BASE,
+    deviceScopes: endpoints,
+    // As QEMU's q35 with intremap=on: the flag, and the I/O APIC under the unit.
+    ...(remapping ? { flags: DmarFlags.INTR_REMAP, ioApics: [{ ioApicId: IOAPIC_ID, ...IOAPIC_SOURCE }] } : {}),
+  });
   if (options.acpiInRam ?? true) installAcpiTablesInRam(memory, [buildMadt(), dmar], options.multibootInfoAddress);
   if (options.acpiThroughFwCfg) serveFwCfgAcpiTables(cpu, [dmar]);
 
@@ -88,6 +109,7 @@ export function installPlatform(machine: Machine, options: PlatformOptions = {})
     edu: edu.device,
     bus,
     dmar,
+    ioApic,
     get undeliveredMsis() {
       return undelivered;
     },

@@ -40,9 +40,8 @@ export interface VtdOptions {
   deviceIotlb?: boolean;
   /**
    * ECAP.IR: interrupt remapping (QEMU `intremap`): IRTA, GCMD.SIRTP/IRE/CFI, remappable-format
-   * interrupts through IRTEs (`interruptRequest`), the interrupt entry cache. Default false for
-   * now: the platform, the C test guest and the QEMU comparison still run QEMU with
-   * intremap=off. The default becomes true, as QEMU's, when the platform integration lands.
+   * interrupts through IRTEs (`interruptRequest`), the interrupt entry cache. Default true, as
+   * QEMU 10.0's q35 (split irqchip); ECAP.EIM stays 0 (v86 has no x2APIC).
    */
   interruptRemapping?: boolean;
   /** Cache not-present and faulting results. Only ever done with CM = 1; default true when cachingMode. */
@@ -197,7 +196,7 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     faultRecords,
     dmaDrain: flag("dmaDrain", options.dmaDrain, true),
     deviceIotlb: flag("deviceIotlb", options.deviceIotlb, false),
-    interruptRemapping: flag("interruptRemapping", options.interruptRemapping, false),
+    interruptRemapping: flag("interruptRemapping", options.interruptRemapping, true),
     negativeCaching,
     iotlbEntries: powerOfTwo("iotlbEntries", options.iotlbEntries, 4096, 4, 1 << 20),
     contextCacheEntries: powerOfTwo("contextCacheEntries", options.contextCacheEntries, 256, 1, 65536),

@@ -9,8 +9,8 @@ import {
 import { EDU_SIDS, Probe, describeDifferential, mapOnePage, type MachineConfig } from "./oracle.ts";
 
 const CONFIGS: MachineConfig[] = [
-  { awBits: 39, cachingMode: false },
-  { awBits: 48, cachingMode: true },
+  { awBits: 39, cachingMode: false, interruptRemapping: false },
+  { awBits: 48, cachingMode: true, interruptRemapping: true },
 ];
 const EDU = EDU_SIDS[0]!;
 // Never a wait descriptor with both SW and IF: QEMU aborts on it (7.2 and 10.0.2; see DEPARTURES).

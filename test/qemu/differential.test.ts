@@ -18,9 +18,9 @@ import {
 } from "./oracle.ts";
 
 const CONFIGS: MachineConfig[] = [
-  { awBits: 39, cachingMode: false },
-  { awBits: 39, cachingMode: true },
-  { awBits: 48, cachingMode: false },
+  { awBits: 39, cachingMode: false, interruptRemapping: false },
+  { awBits: 39, cachingMode: true, interruptRemapping: true },
+  { awBits: 48, cachingMode: false, interruptRemapping: true },
 ];
 
 /** The register file QEMU implements: offsets 0x00..0x22F. */

@@ -22,6 +22,8 @@ import { Edu, EduOnQemu, QtestClient, findEduDevices, probeQemu, requesterId } f
 export interface MachineConfig {
   awBits: 39 | 48;
   cachingMode: boolean;
+  /** QEMU intremap (eim=off) and the unit's interruptRemapping. */
+  interruptRemapping: boolean;
 }
 
 export type DmaDirection = "toDevice" | "toMemory";
@@ -119,6 +121,7 @@ export class QemuMachine implements RegisterMachine {
     const client = await QtestClient.start({
       awBits: config.awBits,
       cachingMode: config.cachingMode,
+      interruptRemapping: config.interruptRemapping,
       memoryMiB: MEMORY_SIZE >> 20,
       eduSlots: EDU_SLOTS,
       traceEvents: ["vtd_dmar_fault", "vtd_fault_disabled", "vtd_irq_generate", "vtd_reg_read"],
@@ -258,7 +261,7 @@ export class OurMachine implements RegisterMachine {
     let machine: OurMachine | undefined = undefined;
     const onInterrupt = (address: bigint, data: number) => machine!.interrupts.push({ address, data });
     machine = new OurMachine(config, memory, () =>
-      new VtdDevice({ memory, awBits: config.awBits, cachingMode: config.cachingMode, onInterrupt }),
+      new VtdDevice({ memory, awBits: config.awBits, cachingMode: config.cachingMode, interruptRemapping: config.interruptRemapping, onInterrupt }),
     );
     return machine;
   }
@@ -679,6 +682,26 @@ export const DEPARTURES: readonly Departure[] = [
     spec: "§11.4.4 (SIRTP/IRE/CFI need ECAP.IR)",
     keys: /^GCMD reads 0; commands without an effect leave GSTS alone \| GSTS/,
     bits: Gsts.IRTPS,
+    when: (c) => !c.interruptRemapping,
+  },
+  {
+    id: "qemu-ignores-cfi",
+    reason: "QEMU 10.0 defines GCMD.CFI and GSTS.CFIS but acts on neither: CFIS never sets, and compatibility-format " +
+      "interrupts pass whatever CFI says while remapping is on. We set CFIS as GCMD.CFI asks and block compatibility-format " +
+      "interrupts while IRES = 1 and CFIS = 0.",
+    spec: "§11.4.4 (CFI), §5.1.4 (compatibility-format interrupts with remapping on)",
+    keys: /GSTS after CFI/,
+    bits: Gsts.CFIS,
+    when: (c) => c.interruptRemapping,
+  },
+  {
+    id: "qemu-irta-eime-writable",
+    reason: "QEMU keeps IRTA.EIME (bit 11) as written although its ECAP.EIM = 0 (eim=off). We treat EIME as reserved (0), " +
+      "as the spec says for a unit reporting EIM = 0.",
+    spec: "§11.4.8 (IRTA.EIME: reserved when ECAP.EIM = 0)",
+    keys: /\| (dword|qword) 0xb8 after ones$/,
+    bits: 1n << 11n,
+    when: (c) => c.interruptRemapping,
   },
   {
     id: "qemu-refuses-qie-off",
@@ -796,7 +819,7 @@ export type Scenario = (p: Probe, config: MachineConfig) => Promise<void>;
 export type DefineScenario = (name: string, scenario: Scenario, knownBug?: string) => void;
 
 export function configName(c: MachineConfig): string {
-  return `aw-bits=${c.awBits}${c.cachingMode ? ",caching-mode=on" : ""}`;
+  return `aw-bits=${c.awBits}${c.cachingMode ? ",caching-mode=on" : ""}${c.interruptRemapping ? ",intremap=on" : ""}`;
 }
 
 /**
@@ -935,7 +958,7 @@ export async function mapOnePage(
   o: Partial<DomainOptions> & { iova: bigint; read?: boolean; write?: boolean; extra?: bigint },
 ): Promise<{ root: bigint; levels: number; data: bigint; leaf: bigint }> {
   const levels = o.levels ?? 3;
-  const root = await enableTranslation(p, { config: o.config ?? { awBits: 39, cachingMode: false }, ...o, levels });
+  const root = await enableTranslation(p, { config: o.config ?? { awBits: 39, cachingMode: false, interruptRemapping: false }, ...o, levels });
   const data = p.tables.pages.page();
   await fillPattern(p, data, Number(o.iova >> 12n));
   const leaf = await p.tables.map(root, levels, o.iova, data, {

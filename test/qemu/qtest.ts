@@ -32,11 +32,18 @@ export function probeQemu(binary = QEMU_BINARY): { ok: true; version: string } |
   return { ok: true, version };
 }
 
+/** intel-iommu's interrupt-remapping properties: intremap, and eim=off (v86 has no x2APIC; the unit has no EIM). */
+export function intremapProperties(on: boolean): string[] {
+  return on ? ["intremap=on", "eim=off"] : ["intremap=off"];
+}
+
 export interface QemuMachineOptions {
   /** intel-iommu aw-bits, always passed explicitly. Default 48 (QEMU 10.0's default, and the unit's). */
   awBits?: 39 | 48;
   /** intel-iommu caching-mode, always passed (default off, as QEMU's and the unit's). */
   cachingMode?: boolean;
+  /** intel-iommu intremap (with eim=off), always passed (default on, as QEMU 10.0's q35 and the unit's). */
+  interruptRemapping?: boolean;
   /** Guest RAM in MiB. */
   memoryMiB?: number;
   /** PCI slots on bus 0 that get an edu device (function 0 each). */
@@ -104,13 +111,13 @@ export class QtestClient {
     });
   }
 
-  /** Starts a q35 machine with intel-iommu (DMA remapping only: intremap=off) and edu devices. */
+  /** Starts a q35 machine with intel-iommu and edu devices. */
   static async start(options: QemuMachineOptions = {}): Promise<QtestClient> {
     const scratchDir = mkdtempSync(join(tmpdir(), "v86-vtd-qtest-"));
     const bios = join(scratchDir, "halt.bin");
     writeFileSync(bios, haltingBios());
     // Every property where a QEMU default could differ from the configuration under test is explicit.
-    const iommu = ["intel-iommu", "intremap=off", `aw-bits=${options.awBits ?? 48}`, `caching-mode=${options.cachingMode ? "on" : "off"}`];
+    const iommu = ["intel-iommu", ...intremapProperties(options.interruptRemapping ?? true), `aw-bits=${options.awBits ?? 48}`, `caching-mode=${options.cachingMode ? "on" : "off"}`];
     const args = [
       "-M", "q35",
       "-bios", bios,

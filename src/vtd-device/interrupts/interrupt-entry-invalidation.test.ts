@@ -97,7 +97,7 @@ describe("the interrupt entry cache and its invalidation descriptor (VT-d §6.5.
   });
 
   it("without interrupt remapping the descriptor is accepted and counted, whatever its IM (no cache)", () => {
-    const m = machine();
+    const m = machine({ interruptRemapping: false });
     const q = new Queue(m).enable();
     q.submit(iec.global(), iec.index(3, 31));
     expect(m.device.readRegister(Reg.FSTS, 4)).toBe(0n);

@@ -8,9 +8,9 @@ import type { TraceEvent } from "../trace.ts";
 
 const EDU = 0x20;
 
-describe("interrupt remapping off (the default for now)", () => {
+describe("interrupt remapping off (interruptRemapping: false, QEMU's intremap=off)", () => {
   it("ECAP is QEMU's intremap=off value; IRE, SIRTP and CFI are ignored; IRTA keeps QEMU's write mask", () => {
-    const m = machine({ awBits: 39 });
+    const m = machine({ awBits: 39, interruptRemapping: false });
     expect(m.device.readRegister(Reg.ECAP, 8)).toBe(0xf42n);
     m.device.writeRegister(Reg.GCMD, 4, Gcmd.IRE | Gcmd.SIRTP | Gcmd.CFI);
     expect(gsts(m)).toBe(0n);

@@ -42,8 +42,8 @@ describe("GCMD and GSTS", () => {
     expect(plain.device.stats.writeBufferFlushes).toBe(0);
   });
 
-  it("advanced fault logging commands are ignored, and so are the interrupt remapping commands without the interruptRemapping option (the default)", () => {
-    const m = machine();
+  it("advanced fault logging commands are ignored, and so are the interrupt remapping commands with interruptRemapping: false", () => {
+    const m = machine({ interruptRemapping: false });
     m.device.writeRegister(Reg.GCMD, 4, Gcmd.IRE | Gcmd.SIRTP | Gcmd.CFI | Gcmd.SFL | Gcmd.EAFL);
     expect(gsts(m)).toBe(0n);
   });

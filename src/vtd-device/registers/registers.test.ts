@@ -5,12 +5,13 @@ import { machine } from "../../../test/support/tables.ts";
 
 const hex = (v: bigint) => `0x${v.toString(16).padStart(16, "0")}`;
 
-describe("CAP and ECAP per configuration (as QEMU 10.0 with intremap=off and the same aw-bits, caching-mode)", () => {
+describe("CAP and ECAP per configuration (as QEMU 10.0 with the same aw-bits, caching-mode and intremap, eim=off)", () => {
   const cases: [object, bigint, bigint][] = [
-    [{ awBits: 39 }, 0x00d2008c22260206n, 0xf42n],
-    [{ awBits: 39, cachingMode: true }, 0x00d2008c22260286n, 0xf42n],
-    [{ awBits: 48 }, 0x00d2008c222f0606n, 0xf42n],
-    [{ awBits: 39, coherent: true }, 0x00d2008c22260206n, 0xf43n],
+    [{ awBits: 39 }, 0x00d2008c22260206n, 0xf00f4an],
+    [{ awBits: 39, cachingMode: true }, 0x00d2008c22260286n, 0xf00f4an],
+    [{ awBits: 48 }, 0x00d2008c222f0606n, 0xf00f4an],
+    [{ awBits: 39, coherent: true }, 0x00d2008c22260206n, 0xf00f4bn],
+    [{ awBits: 48, interruptRemapping: false }, 0x00d2008c222f0606n, 0xf42n],
   ];
   for (const [options, cap, ecap] of cases) {
     it(JSON.stringify(options), () => {
@@ -25,7 +26,7 @@ describe("CAP and ECAP per configuration (as QEMU 10.0 with intremap=off and the
     expect(cap & 0x10n).toBe(0x10n);
     expect((cap >> 40n) & 0xffn).toBe(7n);
     expect((cap >> 54n) & 3n).toBe(0n);
-    expect(device.readRegister(Reg.ECAP, 8)).toBe(0xf06n);
+    expect(device.readRegister(Reg.ECAP, 8)).toBe(0xf00f0en);
     expect(device.registerWindowSize).toBe(0x220 + 8 * 16);
   });
 });
