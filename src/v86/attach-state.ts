@@ -6,8 +6,9 @@
  * How: v86 builds its state from the CPU's `get_state()` array (indices 0..91 in 0.5.462); ours is
  * one more entry, a JSON string at MACHINE_STATE_INDEX: the unit's snapshot (unit.saveState), edu's
  * registers and buffer, the configuration address latch, the run counters and virtual clock
- * (Machine.saveState), and a CRC-32 over every binary array of v86's part at the top level (guest
- * RAM, registers, APIC: v86's format has no checksum of its own).
+ * (Machine.saveState). v86's format has no checksum of its own: the entry holds a CRC-32 of the
+ * whole buffer (RAM, registers, every device), written into it by the wrapped `save_state` over
+ * a placeholder and checked by the wrapped `restore_state` before v86 reads anything.
  *
  * Restoring checks everything first (format, version, CRC, a scratch unit restores the snapshot),
  * refusing with a VtdStateError that names the reason while the running machine is untouched; then
@@ -42,8 +43,8 @@ export class VtdStateError extends Error {
 interface MachineEntry {
   format: typeof MACHINE_STATE_FORMAT;
   version: typeof MACHINE_STATE_VERSION;
-  /** The indices of the binary arrays of v86's part and their CRC-32 as one sequence. */
-  binary: { indices: number[]; crc: number };
+  /** CRC_MARK and the CRC-32 of the whole state buffer with CRC_PLACEHOLDER here, as 8 hex digits. */
+  crc: string;
   unit: VtdSnapshot;
   edu: EduState;
   configAddress: number;
@@ -55,21 +56,64 @@ interface V86State {
   set_state(state: unknown[]): void;
 }
 
-/** v86's view of a typed array (a real one, or the Proxy views of its CPU registers). */
-function bytesOf(value: unknown): Uint8Array | undefined {
-  const v = value as { BYTES_PER_ELEMENT?: number; buffer?: ArrayBufferLike; byteOffset?: number; length?: number } | null;
-  if (!v || typeof v !== "object" || typeof v.BYTES_PER_ELEMENT !== "number" || !v.buffer) return undefined;
-  return new Uint8Array(v.buffer, v.byteOffset ?? 0, (v.length ?? 0) * v.BYTES_PER_ELEMENT);
+/** Marks the CRC in the state's JSON (never escaped: letters, digits, a colon). */
+const CRC_MARK = "v86vtdcrc:";
+const CRC_PLACEHOLDER = "00000000";
+/** v86's state header: magic, version, total length, JSON length (4 int32), then the JSON. */
+const HEADER_BYTES = 16;
+
+interface V86Main {
+  save_state(): ArrayBuffer;
+  restore_state(state: ArrayBuffer): void;
 }
 
-function binaryCrc(state: unknown[], indices: number[]): number | undefined {
-  let crc = 0;
-  for (const index of indices) {
-    const bytes = bytesOf(state[index]);
-    if (!bytes) return undefined;
-    crc = crc32Bytes(bytes, crc);
+/** Where the CRC's 8 hex digits are in a state buffer (in its JSON), or -1. */
+function crcOffset(bytes: Uint8Array): number {
+  if (bytes.length < HEADER_BYTES) return -1;
+  const jsonLength = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES).getInt32(12, true);
+  const end = Math.min(bytes.length, HEADER_BYTES + Math.max(0, jsonLength));
+  const mark = Array.from(CRC_MARK, (c) => c.charCodeAt(0));
+  // Our entry comes last in v86's JSON state array: search from the end.
+  for (let at = end - mark.length - CRC_PLACEHOLDER.length; at >= HEADER_BYTES; at--) {
+    if (mark.every((b, i) => bytes[at + i] === b)) return at + mark.length;
   }
-  return crc;
+  return -1;
+}
+
+/** CRC-32 of the buffer with the CRC's digits read as the placeholder. */
+function stateCrc(bytes: Uint8Array, digits: number): number {
+  const placeholder = new Uint8Array(Array.from(CRC_PLACEHOLDER, (c) => c.charCodeAt(0)));
+  let crc = crc32Bytes(bytes.subarray(0, digits));
+  crc = crc32Bytes(placeholder, crc);
+  return crc32Bytes(bytes.subarray(digits + CRC_PLACEHOLDER.length), crc);
+}
+
+/** Wraps v86's save_state and restore_state to write and check the whole state's CRC-32. */
+function checksumStates(v86: V86Main): void {
+  const save = v86.save_state.bind(v86);
+  const restore = v86.restore_state.bind(v86);
+  v86.save_state = () => {
+    const buffer = save();
+    const bytes = new Uint8Array(buffer);
+    const digits = crcOffset(bytes);
+    if (digits < 0) throw new Error("v86-vtd: the saved state lost its CRC mark");
+    const hex = stateCrc(bytes, digits).toString(16).padStart(8, "0");
+    for (let i = 0; i < 8; i++) bytes[digits + i] = hex.charCodeAt(i);
+    return buffer;
+  };
+  v86.restore_state = (state) => {
+    const bytes = state instanceof Uint8Array ? state : new Uint8Array(state);
+    const total = bytes.length >= HEADER_BYTES ? new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES).getUint32(8, true) : -1;
+    if (total !== bytes.length && crcOffset(bytes) >= 0) throw new VtdStateError(`this v86 state is truncated or padded: ${bytes.length} bytes, its header says ${total}`);
+    const digits = crcOffset(bytes);
+    if (digits >= 0) {
+      const saved = String.fromCharCode(...bytes.subarray(digits, digits + 8));
+      const crc = stateCrc(bytes, digits).toString(16).padStart(8, "0");
+      if (saved !== crc) throw new VtdStateError(`this v86 state is damaged: its CRC-32 is ${crc}, the one saved ${saved}`);
+    }
+    // No mark: not saved with a unit attached (or compressed); set_state below says which.
+    restore(state);
+  };
 }
 
 const isDword = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
@@ -99,10 +143,7 @@ function readEntry(state: unknown[], machine: Machine, scratch: VtdDevice): Mach
   }
   if (typeof entry !== "object" || entry === null || entry.format !== MACHINE_STATE_FORMAT) throw new VtdStateError(`the VT-d part of this v86 state is not a ${MACHINE_STATE_FORMAT} state`);
   if (entry.version !== MACHINE_STATE_VERSION) throw new VtdStateError(`the VT-d part of this v86 state has version ${String(entry.version)}; this v86-vtd reads version ${MACHINE_STATE_VERSION}`);
-  const indices = entry.binary?.indices;
-  if (!Array.isArray(indices) || !indices.every((i) => isCount(i) && i < MACHINE_STATE_INDEX)) throw new VtdStateError("the VT-d part of this v86 state lists no binary arrays");
-  const crc = binaryCrc(state, indices);
-  if (crc === undefined || crc !== entry.binary.crc) throw new VtdStateError("this v86 state is damaged: the CRC-32 of its memory and register arrays does not match the one saved");
+  if (typeof entry.crc !== "string" || !entry.crc.startsWith(CRC_MARK)) throw new VtdStateError("the VT-d part of this v86 state has no CRC-32");
   const edu = checkEdu(entry.edu);
   if (edu) throw new VtdStateError(`the VT-d part of this v86 state is damaged: ${edu}`);
   if (!isDword(entry.configAddress)) throw new VtdStateError("the VT-d part of this v86 state is damaged: the configuration address is not a dword");
@@ -150,6 +191,7 @@ function fixPciRestore(cpu: V86Cpu): void {
 
 /** Puts the attached machine's state into v86's state, and takes it out again on restore. */
 export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Platform, vtd: Omit<VtdOptions, "memory" | "onInterrupt">, ownFunctions: number[]): void {
+  checksumStates(machine.emulator.v86 as unknown as V86Main);
   const v86 = cpu as unknown as V86State;
   const getState = v86.get_state.bind(cpu);
   const setState = v86.set_state.bind(cpu);
@@ -163,14 +205,10 @@ export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Plat
       throw new VtdStateError(`cannot save now: ${pending} device action(s) wait for a safe point (a delayed edu DMA, a deferred interrupt); save again after the next tick`);
     }
     const state = getState();
-    const indices: number[] = [];
-    state.forEach((value, index) => {
-      if (bytesOf(value)) indices.push(index);
-    });
     const entry: MachineEntry = {
       format: MACHINE_STATE_FORMAT,
       version: MACHINE_STATE_VERSION,
-      binary: { indices, crc: binaryCrc(state, indices)! },
+      crc: CRC_MARK + CRC_PLACEHOLDER,
       unit: unit.saveState(),
       edu: platform.edu.saveState(),
       configAddress: platform.bus.configMechanism.address,

@@ -41,7 +41,7 @@ const PORT_FIELDS = ["read8", "read16", "read32", "write8", "write16", "write32"
 export function recordV86(emulator: V86Emulator, cpu: V86Cpu): () => void {
   const undo: (() => void)[] = [];
   undo.push(recordProperties(emulator, ["add_listener", "remove_listener"]));
-  undo.push(recordProperties(emulator.v86, ["do_tick", "next_tick"]));
+  undo.push(recordProperties(emulator.v86, ["do_tick", "next_tick", "save_state", "restore_state"]));
   undo.push(recordProperties(cpu, ["run_hardware_timers", "codegen_finalize", "get_state", "set_state", "fw_value", "fw_pointer", "device_raise_irq", "device_lower_irq"]));
   undo.push(recordElements(cpu.jit_imports));
   const ports = cpu.io.ports.map((entry) => (entry ? { ...entry } : entry));

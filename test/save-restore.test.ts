@@ -1,0 +1,174 @@
+/**
+ * Save and restore of an attached machine through v86's own API (attach-state.ts): a guest saved at
+ * a random point with `emulator.save_state()` and restored with `restore_state()` into a fresh
+ * emulator, made with the same options and attached the same way, finishes as an uninterrupted
+ * run does: the same serial transcript (the part before the save point plus the restored run's)
+ * and the same unit counters. Machines are deterministic (guest time follows instructions), so two
+ * runs are comparable. The save point is random (its fraction is printed; SAVE_POINT=0.37 repeats
+ * one): the first tick at or after that fraction of the uninterrupted run's instructions where no
+ * device action waits for a safe point.
+ *
+ * A truncated or damaged state (RAM byte, the unit's part) and a state of another kind are refused
+ * with their reason, and the unit of the emulator they were given to is left as it was.
+ *
+ * The C test guest needs gcc (firmware/build.ts); the Linux guest is skipped when its kernel is not
+ * built (npm run build:linux) unless REQUIRE_LINUX=1, which makes it mandatory.
+ */
+import { readFileSync } from "node:fs";
+import { beforeAll, describe, expect, it } from "vitest";
+import { ensureFirmware, firmwareToolsMissing } from "../firmware/build.ts";
+import { ensureLinuxGuest, linuxGuestReadiness } from "../firmware/linux/build.ts";
+import { EDU_FULL_DMA_MASK } from "../src/devices/edu.ts";
+import { bootLinux } from "../src/linux/boot.ts";
+import { attachVtd, type VtdAttachment } from "../src/v86/attach.ts";
+import { Machine } from "../src/v86/machine.ts";
+import { patchedV86Module } from "../src/v86/v86-wasm.node.ts";
+
+const toolsMissing = firmwareToolsMissing();
+const linuxRequired = process.env.REQUIRE_LINUX === "1";
+const linuxReady = linuxGuestReadiness().ready;
+
+function savePoint(): number {
+  const fixed = Number(process.env.SAVE_POINT);
+  const fraction = Number.isFinite(fixed) && fixed > 0 && fixed < 1 ? fixed : 0.05 + 0.9 * Math.random();
+  return fraction;
+}
+
+interface Saver {
+  state: Promise<ArrayBuffer> | undefined;
+  prefix: string;
+}
+
+/** Saves at the first whole tick past `instructions` where nothing waits, then ends the run. */
+function saveAt(machine: Machine, instructions: number, transcript: () => string): Saver {
+  const saver: Saver = { state: undefined, prefix: "" };
+  machine.onTickEnd(() => {
+    if (saver.state || machine.instructions < instructions || machine.safePoints.pendingActions > 0) return;
+    saver.state = (machine.emulator as unknown as { save_state(): Promise<ArrayBuffer> }).save_state();
+    saver.prefix = transcript();
+    machine.requestStop();
+  });
+  return saver;
+}
+
+const restore = (machine: Machine, state: ArrayBuffer) => (machine.emulator as unknown as { restore_state(s: ArrayBuffer): Promise<void> }).restore_state(state);
+
+describe.skipIf(toolsMissing !== null)("the C test guest saved at a random point and restored into a fresh emulator", () => {
+  let kernel: Uint8Array;
+  let wasmModule: WebAssembly.Module;
+
+  beforeAll(async () => {
+    kernel = new Uint8Array(readFileSync(await ensureFirmware()));
+    wasmModule = await patchedV86Module();
+  }, 120_000);
+
+  async function machine(): Promise<{ machine: Machine; vtd: VtdAttachment; transcript: () => string }> {
+    const m = await Machine.create({ wasmModule, multiboot: kernel, cmdline: "", deterministic: true });
+    let transcript = "";
+    m.onSerial((text) => (transcript += text));
+    // As npm start runs it: caching mode, edu's bus addresses unclipped.
+    const vtd = attachVtd(m.emulator, { cachingMode: true, eduDmaMask: EDU_FULL_DMA_MASK });
+    return { machine: m, vtd, transcript: () => transcript };
+  }
+
+  it("finishes with the same transcript and unit counts as an uninterrupted run; a bad state is refused and changes nothing", async () => {
+    const whole = await machine();
+    const expected = await whole.machine.run(60_000);
+    expect(expected.reason).toBe("exit");
+    expect(whole.transcript()).toMatch(/RESULT/);
+
+    const fraction = savePoint();
+    const first = await machine();
+    const saver = saveAt(first.machine, Math.floor(fraction * expected.instructions), first.transcript);
+    const started = performance.now();
+    await first.machine.run(60_000);
+    expect(saver.state, `a save point at ${fraction.toFixed(3)} of the run`).toBeDefined();
+    const state = await saver.state!;
+    const saveMs = performance.now() - started;
+
+    const second = await machine();
+    const unitBefore = JSON.stringify(second.vtd.unit.saveState());
+    // Refused, each with its reason, and the unit is as it was.
+    const truncated = state.slice(0, state.byteLength - 1000);
+    await expect(restore(second.machine, truncated)).rejects.toThrow(/truncated or padded: \d+ bytes, its header says \d+/);
+    const ram = new Uint8Array(state.slice(0));
+    const header = new Int32Array(ram.buffer, 0, 4);
+    const jsonEnd = 16 + header[3]!;
+    ram[jsonEnd + Math.floor((ram.length - jsonEnd) / 2)]! ^= 0x40; // a byte of RAM or registers
+    await expect(restore(second.machine, ram.buffer)).rejects.toThrow(/damaged: its CRC-32 is/);
+    const unitPart = new Uint8Array(state.slice(0));
+    const text = new TextDecoder().decode(unitPart.subarray(16, jsonEnd));
+    const at = text.indexOf('\\"registerWrites\\":');
+    expect(at).toBeGreaterThan(0);
+    const digit = at + '\\"registerWrites\\":'.length;
+    unitPart[16 + digit] = unitPart[16 + digit] === 0x31 ? 0x32 : 0x31; // one counter changed, JSON still valid
+    await expect(restore(second.machine, unitPart.buffer)).rejects.toThrow(/damaged: its CRC-32 is/);
+    expect(JSON.stringify(second.vtd.unit.saveState())).toBe(unitBefore);
+
+    const restoring = performance.now();
+    await restore(second.machine, state);
+    const restoreMs = performance.now() - restoring;
+    const rest = await second.machine.run(60_000);
+    console.log(
+      `[save/restore C guest] saved at ${fraction.toFixed(3)} of ${expected.instructions} instructions; state ${state.byteLength} bytes ` +
+        `(unit ${JSON.stringify(first.vtd.unit.saveState()).length} bytes of JSON); run to save ${saveMs.toFixed(0)} ms, restore ${restoreMs.toFixed(0)} ms`,
+    );
+    expect(rest.reason).toBe("exit");
+    expect(rest.exitCode).toBe(expected.exitCode);
+    expect(saver.prefix + second.transcript()).toBe(whole.transcript());
+    expect(second.vtd.unit.stats).toEqual(whole.vtd.unit.stats);
+    expect(second.vtd.edu.stats.dmaTransfers).toBe(whole.vtd.edu.stats.dmaTransfers);
+  }, 240_000);
+
+  it("refuses a state without a unit, and one from a machine of other clock options", async () => {
+    const plain = await Machine.create({ wasmModule, multiboot: kernel, cmdline: "", deterministic: true });
+    const plainState = await (plain.emulator as unknown as { save_state(): Promise<ArrayBuffer> }).save_state();
+    await plain.stop();
+    const target = await machine();
+    const before = JSON.stringify(target.vtd.unit.saveState());
+    await expect(restore(target.machine, plainState)).rejects.toThrow(/holds no VT-d unit/);
+    const other = await Machine.create({ wasmModule, multiboot: kernel, cmdline: "", deterministic: { nsPerInstruction: 20 } });
+    attachVtd(other.emulator, { cachingMode: true, eduDmaMask: EDU_FULL_DMA_MASK });
+    const otherState = await (other.emulator as unknown as { save_state(): Promise<ArrayBuffer> }).save_state();
+    await other.stop();
+    await expect(restore(target.machine, otherState)).rejects.toThrow(/nsPerInstruction 20/);
+    expect(JSON.stringify(target.vtd.unit.saveState())).toBe(before);
+    await target.machine.stop();
+  }, 120_000);
+});
+
+describe.skipIf(!linuxReady && !linuxRequired)("the Linux guest saved at a random point and restored into a fresh emulator (skipped: kernel not built; npm run build:linux, or REQUIRE_LINUX=1)", () => {
+  it("reaches the end with the same console and unit counts as an uninterrupted boot", async () => {
+    const files = await ensureLinuxGuest({ log: () => {} });
+    const guest = { bzImage: new Uint8Array(readFileSync(files.bzImage)), initrd: new Uint8Array(readFileSync(files.initrd)) };
+    // No disk: virtio-blk's queues are not in the saved state (only the unit, edu and v86's own devices are).
+    const options = { ...guest, cmdline: "intel_iommu=on", vtd: { cachingMode: true }, diskMiB: 0, deterministic: true, timeoutMs: 300_000 };
+    const whole = await bootLinux(options);
+    expect(whole.outcome).toBe("completed");
+
+    const fraction = savePoint();
+    let saver: Saver | undefined;
+    let consoleText = "";
+    await bootLinux({
+      ...options,
+      onConsole: (text) => (consoleText += text),
+      onReady: ({ machine }) => {
+        saver = saveAt(machine, Math.floor(fraction * whole.instructions), () => consoleText);
+      },
+    });
+    expect(saver?.state, `a save point at ${fraction.toFixed(3)} of the boot`).toBeDefined();
+    const state = await saver!.state!;
+    let restored: Promise<void> | undefined;
+    const rest = await bootLinux({
+      ...options,
+      onReady: ({ machine }) => {
+        restored = restore(machine, state);
+      },
+    });
+    await restored;
+    console.log(`[save/restore Linux] saved at ${fraction.toFixed(3)} of ${whole.instructions} instructions; state ${state.byteLength} bytes`);
+    expect(rest.outcome).toBe("completed");
+    expect(saver!.prefix + rest.console).toBe(whole.console);
+    expect(rest.unit).toEqual(whole.unit);
+  }, 900_000);
+});
