@@ -25,11 +25,13 @@ export function table(headers: string[], rows: (string | Node)[][], options: { c
   return el("table", options.class ? { class: options.class } : {}, el("thead", {}, head), el("tbody", {}, ...body));
 }
 
-/** Replaces what `parent` shows, keeping its scroll position. */
+/**
+ * Replaces what `parent` shows. It reads no layout (no scroll position, no size): a read after
+ * another panel's write would force the browser to lay the page out again, once per panel, and
+ * that time is taken from the guest. The browser keeps a scroll position that still fits.
+ */
 export function show(parent: HTMLElement, ...children: Node[]): void {
-  const top = parent.scrollTop;
   parent.replaceChildren(...children);
-  parent.scrollTop = top;
 }
 
 export function byId<T extends HTMLElement = HTMLElement>(id: string): T {

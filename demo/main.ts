@@ -1,12 +1,12 @@
 /**
  * The demo page's entry: reads the choices from the URL, fetches v86.wasm and the C test guest
- * from beside the page, patches v86 as the Node loader does (patchV86Wasm: CLFLUSH and the I/O
- * APIC), compiles it, and boots. `window.demo` exposes the page's figures to tests and to the
+ * from beside the page, patches and compiles v86 as the package's entry does (compilePatchedV86:
+ * CLFLUSH and the I/O APIC), and boots. `window.demo` exposes the page's figures to tests and to the
  * figures script (demo/figures.ts).
  */
 import "./style.css";
 import { checkMultibootImage } from "../src/v86/multiboot.ts";
-import { patchV86Wasm } from "../src/v86/wasm-patch.ts";
+import { compilePatchedV86 } from "../src/v86/index.ts";
 import { DemoPage } from "./page.ts";
 import { parseSettings } from "./settings.ts";
 import { SITE_FILES } from "./site-files.ts";
@@ -30,18 +30,17 @@ async function main(): Promise<void> {
   const started = performance.now();
   try {
     const [wasm, guest] = await Promise.all([fetchBytes(SITE_FILES.wasm), fetchBytes(SITE_FILES.guest)]);
-    let patched: Uint8Array<ArrayBuffer>;
-    try {
-      patched = patchV86Wasm(wasm);
-    } catch (error) {
-      throw new Error(`${SITE_FILES.wasm}: ${error instanceof Error ? error.message : String(error)}`);
-    }
     try {
       checkMultibootImage(guest);
     } catch (error) {
       throw new Error(`${SITE_FILES.guest}: ${error instanceof Error ? error.message : String(error)}`);
     }
-    const wasmModule = await WebAssembly.compile(patched);
+    let wasmModule: WebAssembly.Module;
+    try {
+      wasmModule = await compilePatchedV86(wasm);
+    } catch (error) {
+      throw new Error(`${SITE_FILES.wasm}: ${error instanceof Error ? error.message : String(error)}`);
+    }
     page.ready(wasmModule, guest, performance.now() - started);
   } catch (error) {
     page.fatal(error instanceof Error ? error.message : String(error));

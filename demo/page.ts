@@ -20,6 +20,10 @@ export interface PageFigures {
   bootToExitMs: number | undefined;
   state: RunState | "loading";
   refreshes: number;
+  /** Host ms spent drawing the panels, in all. */
+  drawMs: number;
+  /** Per panel, for finding a slow one. */
+  panelMs: Record<string, number>;
 }
 
 function fillChoices<T extends string>(select: HTMLSelectElement, choices: readonly Choice<T>[]): void {
@@ -32,7 +36,7 @@ function fillChoices<T extends string>(select: HTMLSelectElement, choices: reado
 
 export class DemoPage {
   session: Session | undefined;
-  readonly figures: PageFigures = { loadBytes: 0, assetsMs: 0, bootToExitMs: undefined, state: "loading", refreshes: 0 };
+  readonly figures: PageFigures = { loadBytes: 0, assetsMs: 0, bootToExitMs: undefined, state: "loading", refreshes: 0, drawMs: 0, panelMs: {} };
   private assets: { wasmModule: WebAssembly.Module; guest: Uint8Array } | undefined;
   private readonly console = new ConsolePanel(byId("console"));
   private readonly registers = new RegisterPanel(byId("registers"));
@@ -171,12 +175,15 @@ export class DemoPage {
 
   private startRefresh(): void {
     if (this.timer !== undefined) clearInterval(this.timer);
-    this.timer = setInterval(() => this.refresh(), 1000 / this.settings.refreshHz);
+    this.timer = setInterval(() => {
+      this.refresh();
+      this.console.flush();
+    }, 1000 / this.settings.refreshHz);
   }
 
   /** One redraw; skipped once a finished run has been drawn. */
   private refresh(): void {
-    this.console.flush();
+    this.console.measure();
     const session = this.session;
     if (!session || this.drawnFinal) return;
     if (session.state === "finished" || session.state === "failed") this.drawnFinal = true;
@@ -186,12 +193,20 @@ export class DemoPage {
     this.showFigures(session);
     if (!this.settings.panels) return;
     const unit = session.device;
-    this.registers.update(unit);
-    this.caches.update(unit, EDU_SID);
-    this.queue.update(unit);
-    this.events.update(session.recorder);
-    this.checker.update(session.recorder);
-    this.timeline.update(session.recorder.timeline);
+    const started = performance.now();
+    this.timed("registers", () => this.registers.update(unit));
+    this.timed("caches", () => this.caches.update(unit, EDU_SID));
+    this.timed("queue", () => this.queue.update(unit));
+    this.timed("events", () => this.events.update(session.recorder));
+    this.timed("checker", () => this.checker.update(session.recorder));
+    this.timed("timeline", () => this.timeline.update(session.recorder.timeline));
+    this.figures.drawMs += performance.now() - started;
+  }
+
+  private timed(panel: string, draw: () => void): void {
+    const started = performance.now();
+    draw();
+    this.figures.panelMs[panel] = (this.figures.panelMs[panel] ?? 0) + performance.now() - started;
   }
 
   private showResults(transcript: string): void {

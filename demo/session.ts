@@ -1,14 +1,13 @@
 /**
- * One run of the C test guest in the page: a v86 machine with the unit attached, the recorder fed
- * from it, and the controls a learner uses (pause, step to the unit's next event, resume, stop).
- * The machine and the platform come from src/v86 (no node: imports there); the page fetches
- * v86.wasm and the guest itself.
+ * One run of the C test guest in the page: a v86 machine with the unit attached through the
+ * package's public entry (`v86-vtd/v86`: Machine and attachVtd, as attach-run.ts does), the
+ * recorder fed from it, and the controls a learner uses (pause, step to the unit's next event,
+ * resume, stop). The page fetches v86.wasm and the guest itself.
  */
 import { EDU_FULL_DMA_MASK } from "../src/devices/edu.ts";
-import { Machine, type MachineOutcome } from "../src/v86/machine.ts";
-import { provideMemoryFields } from "../src/v86/multiboot.ts";
-import { EDU_PCI_SLOT, installPlatform, type Platform } from "../src/v86/platform.ts";
-import type { DmaTranslator } from "../src/v86/pci-bus.ts";
+import {
+  attachVtd, EDU_PCI_SLOT, Machine, type DmaTranslator, type MachineOutcome, type VtdAttachment,
+} from "../src/v86/index.ts";
 import type { VtdDevice } from "../src/vtd-device/index.ts";
 import { RunRecorder } from "./recorder.ts";
 import { guestCmdline, type DemoSettings } from "./settings.ts";
@@ -51,42 +50,46 @@ export class Session {
   bootToExitMs: number | undefined;
   transcript = "";
   private stepping: ReturnType<typeof setTimeout> | undefined;
-  private readonly started = performance.now();
 
   private constructor(
     readonly recorder: RunRecorder,
     readonly machine: Machine,
-    readonly platform: Platform,
+    readonly attachment: VtdAttachment,
     readonly settings: DemoSettings,
     private readonly events: SessionEvents,
+    /** When the machine began to be created (performance.now()). */
+    private readonly started: number,
   ) {}
 
   get device(): VtdDevice {
-    return this.platform.device;
+    return this.attachment.unit;
   }
 
   static async start(wasmModule: WebAssembly.Module, guest: Uint8Array, settings: DemoSettings, events: SessionEvents): Promise<Session> {
+    const started = performance.now();
     const machine = await Machine.create({
       wasmModule,
       memoryBytes: GUEST_MEMORY_BYTES,
       multiboot: guest,
       cmdline: guestCmdline(settings),
     });
-    const multibootInfoAddress = machine.cpu.reg32[3]! >>> 0;
     const recorder = new RunRecorder();
-    const platform = installPlatform(machine, {
-      vtd: { cachingMode: settings.cachingMode, coherent: settings.coherent, awBits: settings.awBits, checker: recorder.checkerOption },
+    // A multiboot kernel without BIOS: attachVtd writes the DMAR into RAM and leaves edu as SeaBIOS would.
+    const attachment = attachVtd(machine.emulator, {
+      cachingMode: settings.cachingMode,
+      coherent: settings.coherent,
+      awBits: settings.awBits,
+      checker: recorder.checkerOption,
+      acpi: "ram",
       // The guest provokes a fault beyond MGAW: edu must not clip its bus addresses (as npm start).
       eduDmaMask: EDU_FULL_DMA_MASK,
-      multibootInfoAddress,
       interposeDma: (unit) => countingDma(unit, recorder),
     });
-    provideMemoryFields(machine.memory, multibootInfoAddress, GUEST_MEMORY_BYTES);
-    platform.bus.leaveAsFirmwareWould();
-    const session = new Session(recorder, machine, platform, settings, events);
-    recorder.attach(platform.device);
-    recorder.watchAddressSpace(platform.device, EDU_SID);
-    platform.device.trace.subscribe((event) => {
+    const session = new Session(recorder, machine, attachment, settings, events, started);
+    const unit = attachment.unit;
+    recorder.attach(unit);
+    recorder.watchAddressSpace(unit, EDU_SID);
+    unit.trace.subscribe((event) => {
       if (session.stepping !== undefined && (event.type === "vtd_inv" || event.type === "vtd_iq_desc" || event.type === "vtd_fault")) session.endStep();
     });
     machine.onSerial((text) => {

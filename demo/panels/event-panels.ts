@@ -14,9 +14,15 @@ function logList(title: string, list: RecentList<LoggedEvent>, empty: string): N
 }
 
 export class EventPanel {
+  private signature = "";
+  private recorder: RunRecorder | undefined;
   constructor(private readonly root: HTMLElement) {}
 
   update(recorder: RunRecorder): void {
+    const signature = `${recorder.faults.total} ${recorder.interrupts.total} ${recorder.notifierEvents.total} ${recorder.queueErrors.total}`;
+    if (recorder === this.recorder && signature === this.signature) return;
+    this.recorder = recorder;
+    this.signature = signature;
     show(
       this.root,
       ...logList("faults", recorder.faults, "(no fault)"),
@@ -28,14 +34,18 @@ export class EventPanel {
 }
 
 export class CheckerPanel {
-  private shown = -1;
+  private signature = "";
+  private recorder: RunRecorder | undefined;
   constructor(private readonly root: HTMLElement) {}
 
   update(recorder: RunRecorder): void {
     const reports = recorder.explain.reports;
     const { inspected } = recorder.explain.counts;
-    if (reports.length === this.shown && reports.length > 0) return;
-    this.shown = reports.length;
+    // The CM sentence also names the invalidation that later covered a report: redraw on invalidations too.
+    const signature = `${reports.length} ${inspected} ${recorder.explain.invalidations.length}`;
+    if (recorder === this.recorder && signature === this.signature) return;
+    this.recorder = recorder;
+    this.signature = signature;
     const summary = el("p", { text: `${reports.length === 0 ? "no driver bug" : `${reports.length} driver bug${reports.length === 1 ? "" : "s"}`} in ${inspected} requests inspected` });
     const cm = explainMissingCmInvalidations(recorder.explain);
     const paragraphs = reports.slice(0, 20).map(({ report }, i) => el("pre", { class: "report", text: explainReport(report, i + 1) }));
@@ -43,10 +53,15 @@ export class CheckerPanel {
   }
 }
 
-/** The serial console: text appended as it comes, drawn at the page's refresh rate, the last 256 KiB kept. */
+/**
+ * The serial console: text appended as it comes and drawn at the page's refresh rate, the last
+ * 256 KiB kept. `measure` (layout reads) runs before any panel writes, `flush` after.
+ */
 export class ConsolePanel {
   static readonly KEEP = 256 * 1024;
   private pending = "";
+  private kept = 0;
+  private follow = true;
   constructor(private readonly root: HTMLElement) {}
 
   write(text: string): void {
@@ -55,16 +70,27 @@ export class ConsolePanel {
 
   clear(): void {
     this.pending = "";
+    this.kept = 0;
+    this.follow = true;
     this.root.textContent = "";
+  }
+
+  /** Whether the reader is at the end (then new text keeps it there). Reads layout: call before writing to the page. */
+  measure(): void {
+    if (this.pending) this.follow = this.root.scrollTop + this.root.clientHeight >= this.root.scrollHeight - 4;
   }
 
   flush(): void {
     if (!this.pending) return;
-    const atEnd = this.root.scrollTop + this.root.clientHeight >= this.root.scrollHeight - 4;
-    let text = (this.root.textContent ?? "") + this.pending;
+    this.kept += this.pending.length;
+    this.root.append(this.pending);
     this.pending = "";
-    if (text.length > ConsolePanel.KEEP) text = text.slice(text.length - ConsolePanel.KEEP);
-    this.root.textContent = text;
-    if (atEnd) this.root.scrollTop = this.root.scrollHeight;
+    if (this.kept > ConsolePanel.KEEP) {
+      const text = (this.root.textContent ?? "").slice(-ConsolePanel.KEEP);
+      this.root.textContent = text;
+      this.kept = text.length;
+    }
+    // In the next frame, whose layout the browser does anyway: no extra layout here.
+    if (this.follow) requestAnimationFrame(() => (this.root.scrollTop = this.root.scrollHeight));
   }
 }
