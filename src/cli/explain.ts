@@ -6,6 +6,7 @@
 import { FaultReason } from "../spec/index.ts";
 import { describeEntry, hex } from "../vtd-device/checker/checker-report.ts";
 import type { DriverBugReport, TraceEvent, VtdDevice } from "../vtd-device/index.ts";
+import { CHECKER_RULES, type CheckerSummaryEntry } from "../vtd-device/checker/checker-rules.ts";
 
 /** Checker reports and the events around them, in order (one sequence for both). */
 export class ExplainRecorder {
@@ -26,6 +27,11 @@ export class ExplainRecorder {
     });
   }
 
+  /** The checker's reports grouped by rule, with counts, the first example, the spec section and the fix. */
+  get summary(): CheckerSummaryEntry[] {
+    return this.device?.checker?.summary() ?? [];
+  }
+
   /** Requests the checker inspected, repeats of a reported bug and reports past the limit. */
   get counts(): { inspected: number; duplicates: number; dropped: number } {
     const c = this.device?.checker;
@@ -33,28 +39,24 @@ export class ExplainRecorder {
   }
 }
 
-const RULES: Record<DriverBugReport["kind"], { rule: string; section: string; did: (r: DriverBugReport) => string; cached: string }> = {
+const RULES: Record<DriverBugReport["kind"], { rule: string; did: (r: DriverBugReport) => string; cached: string }> = {
   "stale-cache": {
     rule: "a present entry the unit may cache was changed or removed; software must invalidate the caches that may hold it before the device uses it again",
-    section: "VT-d §6.5",
     did: (r) => `changed the entry without invalidating: the tables now hold ${describeEntry(r.current)}`,
     cached: "a present entry, as it was before the change",
   },
   "missing-cm-invalidation": {
     rule: "with CAP.CM = 1 the unit may cache not-present and faulting entries (negative caching); software must invalidate after making any entry present",
-    section: "VT-d §6.1",
     did: (r) => `made the entry present without the invalidation caching mode requires: the tables now hold ${describeEntry(r.current)}`,
     cached: "the not-present entry (a negative entry, kept because CAP.CM = 1)",
   },
   "unflushed-table-write": {
     rule: "with ECAP.C = 0 the unit reads tables from memory, not the CPU's caches; software must flush (CLFLUSH) each table entry it writes before the unit may read it",
-    section: "VT-d §11.4.3 (ECAP.C)",
     did: (r) => `stored a table entry and did not flush it: the CPU sees ${describeEntry(r.current)}`,
     cached: "what memory still holds",
   },
   "missing-write-buffer-flush": {
     rule: "with CAP.RWBF = 1 table stores may sit in the unit's write buffer; software must flush it (GCMD.WBF) after changing an entry that no invalidation follows",
-    section: "VT-d §6.8",
     did: (r) => `stored a table entry and did not flush the write buffer: memory holds ${describeEntry(r.current)}`,
     cached: "what the unit still sees through its write buffer",
   },
@@ -67,18 +69,29 @@ export function explainReport(r: DriverBugReport, n: number): string {
     `[${n}] ${r.kind} at ${r.time.toFixed(3)} ms: device ${r.device} (SID ${hex(r.sid)}) ${r.write ? "write" : "read"} at IOVA ${hex(r.iova)}`,
     `    what the guest did: ${rule.did(r)}`,
     `    what the unit had cached: ${describeEntry(r.cached)}: ${rule.cached}`,
-    `    rule: ${rule.rule} (${rule.section})`,
+    `    rule: ${rule.rule} (${CHECKER_RULES[r.kind].section})`,
     `    what would have covered it: ${r.missing.text}`,
   ].join("\n");
 }
 
-/** `--checker`: every report as a paragraph, with the checker's counts. */
+/** `--checker`: the summary grouped by rule (errors, then warnings), then every report as a paragraph, with the checker's counts. */
 export function formatCheckerReports(recorder: ExplainRecorder): string {
   const { inspected, duplicates, dropped } = recorder.counts;
   const n = recorder.reports.length;
   const lines = [`== strict checker: ${n === 0 ? "no driver bug" : `${n} driver bug${n === 1 ? "" : "s"}`} (${inspected} requests inspected${duplicates ? `, ${duplicates} repeats` : ""}${dropped ? `, ${dropped} past the report limit` : ""}) ==`];
+  lines.push(...formatCheckerSummary(recorder.summary));
   recorder.reports.forEach(({ report }, i) => lines.push(explainReport(report, i + 1)));
   return lines.join("\n");
+}
+
+/** The grouped summary, one block per rule: `error|warning rule ×count (section)`, the first example, the fix. */
+export function formatCheckerSummary(summary: readonly CheckerSummaryEntry[]): string[] {
+  const lines: string[] = [];
+  for (const e of summary) {
+    const totals = e.totals ? ` [${Object.entries(e.totals).map(([k, v]) => `${k} ${v}`).join(", ")}]` : "";
+    lines.push(`${e.severity} ${e.rule} ×${e.count}${totals} (${e.section})`, `    first: ${e.first}`, `    fix: ${e.fix}`);
+  }
+  return lines;
 }
 
 function covers(event: Extract<TraceEvent, { type: "vtd_inv" }>, report: DriverBugReport): boolean {

@@ -10,7 +10,8 @@ import { InterruptRemapping } from "./interrupts/interrupt-remapping.ts";
 import { interruptFailure, type InterruptResult } from "./interrupts/interrupt-result.ts";
 import { GlobalCommand } from "./registers/global-command.ts";
 import { walkConfig, type WalkConfig } from "./registers/capabilities.ts";
-import { DriverChecker } from "./checker/checker.ts";
+import type { DriverChecker } from "./checker/checker.ts";
+import { installChecker } from "./checker/checker-install.ts";
 import { ContextCache } from "./caches/context-cache.ts";
 import { DMA_ABORT, DMA_OK, dmaFailure, type DmaResult } from "./dma-result.ts";
 import { FaultRecording } from "./faults/fault-recording.ts";
@@ -101,26 +102,10 @@ export class VtdDevice {
     this.interrupts = new InterruptRemapping(tables, new InterruptEntryCache(), policy, this.faults, this.stats, this.trace, this.cfg);
     if (o.interruptRemapping) this.queue.executor.interruptEntries = this.interrupts.cache;
     this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace, this.writeBuffer);
-    this.checker = o.checker ? this.installChecker(o.checker) : undefined;
-  }
-
-  /**
-   * The checker inspects each request before the unit translates it. It is installed on this
-   * instance only (an own `translate`), so a unit without it runs the translation code unchanged.
-   */
-  private installChecker(settings: NonNullable<ResolvedOptions["checker"]>): DriverChecker {
-    const o = this.options;
-    const checker = new DriverChecker({
-      memory: o.memory, cfg: this.cfg, cachingMode: o.cachingMode, coherent: o.coherent,
-      contextCache: this.contextCache, iotlb: this.iotlb, deviceTlbs: this.deviceTlbs, now: () => this.now, writeBuffer: this.writeBuffer,
-    }, settings);
-    const translator = this.translator;
-    const translate = translator.translate;
-    translator.translate = (sid: number, address: number, write: boolean): number => {
-      if (translator.enabled) checker.inspect(sid, address, write, translator.rootTable);
-      return translate.call(translator, sid, address, write);
-    };
-    return checker;
+    this.checker = o.checker ? installChecker(o.checker, {
+      memory: o.memory, cfg: this.cfg, cachingMode: o.cachingMode, coherent: o.coherent, contextCache: this.contextCache, iotlb: this.iotlb,
+      deviceTlbs: this.deviceTlbs, now: () => this.now, writeBuffer: this.writeBuffer,
+    }, this.translator, this.interrupts, this.trace) : undefined;
   }
 
   /**

@@ -5,7 +5,7 @@
 import { FaultReason } from "../../spec/fault-reasons.ts";
 
 export type DriverBugKind =
-  /** The unit is about to use a present cached entry (context cache, IOTLB, device-TLB) that no longer matches the tables (VT-d §6.5). */
+  /** The unit is about to use a present cached entry (context cache, IOTLB, device-TLB, interrupt entry cache) that no longer matches the tables (VT-d §6.5). */
   | "stale-cache"
   /** CM = 1: the unit is about to use a cached not-present or faulting entry whose memory entry is now present (VT-d §6.1). */
   | "missing-cm-invalidation"
@@ -40,10 +40,10 @@ export interface TranslationView {
   write: boolean;
 }
 
-/** Raw bytes of one table entry (16 for root and context entries, 8 for paging entries), little-endian. */
+/** Raw bytes of one table entry (16 for root, context and interrupt remapping entries, 8 for paging entries), little-endian. */
 export interface RawEntryView {
   structure: "table-entry";
-  table: "root" | "context" | "paging";
+  table: "root" | "context" | "paging" | "interrupt-remapping";
   address: bigint;
   /** Paging-entry level (4: PML4E ... 1: PTE). */
   level?: number;
@@ -58,7 +58,8 @@ export type MissingAction =
   | { action: "iotlb-invalidation"; granularity: "page"; did: number; address: bigint; am: number; text: string }
   | { action: "device-tlb-invalidation"; sid: number; address: bigint; size: false; text: string }
   | { action: "cache-line-flush"; line: bigint; text: string }
-  | { action: "write-buffer-flush"; text: string };
+  | { action: "write-buffer-flush"; text: string }
+  | { action: "interrupt-entry-cache-invalidation"; index: number; text: string };
 
 export interface DriverBugReport {
   kind: DriverBugKind;
@@ -95,7 +96,7 @@ export function describeEntry(e: EntryView): string {
         ? `context entry DID ${e.did} SLPTPTR ${hex(e.tableRoot)} AW ${e.aw} TT ${e.translationType}${e.fpd ? " FPD" : ""}`
         : `context entry ${faultName(e.fault)}`;
     case "table-entry":
-      return `${e.table === "paging" ? `level-${e.level} paging` : e.table} entry at ${hex(e.address)} = ${hex(e.value)}`;
+      return `${e.table === "paging" ? `level-${e.level} paging` : e.table === "interrupt-remapping" ? "interrupt remapping table" : e.table} entry at ${hex(e.address)} = ${hex(e.value)}`;
     default: {
       const where = e.structure === "iotlb-entry" ? "IOTLB entry" : e.structure === "device-tlb-entry" ? "device-TLB entry" : "tables";
       if (!e.present && !e.read && !e.write) return `${where}: ${e.fault ? faultName(e.fault) : `not present (level ${e.level})`}`;

@@ -32,7 +32,8 @@
  *   named is the first on the unit's walk whose bytes differ.
  *
  * Not checked: the invalidation hint (IH) and paging-structure
- * caches (the unit caches leaves only), interrupt remapping. A device that keeps using a buffer
+ * caches (the unit caches leaves only). Interrupt requests are checked against the interrupt
+ * entry cache (`inspectInterrupt`). A device that keeps using a buffer
  * after its unmap, inside a lazy driver's flush-queue window, meets a stale IOTLB entry and is
  * reported too: the driver accepted that window, the device should not use it.
  *
@@ -45,7 +46,10 @@ import type { WalkConfig } from "../registers/capabilities.ts";
 import { contextInputLimit } from "../caches/caching-policy.ts";
 import { BufferedRecordingAccess, CpuViewAccess, PageOutcome, RecordingAccess, sameContext } from "./checker-walks.ts";
 import type { WriteBufferAccess } from "../memory/write-buffer.ts";
+import type { InterruptRemapping } from "../interrupts/interrupt-remapping.ts";
 import type { ResolvedCheckerOptions } from "./checker-options.ts";
+import { CheckerDiagnostics } from "./checker-diagnostics.ts";
+import { CHECKER_RULES, isWarning, type CheckerRule, type CheckerSummaryEntry } from "./checker-rules.ts";
 import {
   hex, reportMessage, sourceIdText, type ContextView, type DriverBugKind, type DriverBugReport, type EntryView, type MissingAction,
   type RawEntryView, type TranslationView,
@@ -83,6 +87,8 @@ export class DriverChecker {
   dropped = 0;
   /** Requests inspected. */
   inspected = 0;
+  /** The warnings (costs, not bugs): fed by the unit's trace events (checker-diagnostics.ts). */
+  readonly diagnostics: CheckerDiagnostics;
 
   private readonly seen = new Set<string>();
   private readonly memory: MemoryAccess;
@@ -104,6 +110,26 @@ export class DriverChecker {
     this.cpu = view && !unit.coherent ? new CpuViewAccess(unit.memory, view) : undefined;
     this.lineSize = view?.lineSize ?? 64;
     this.buffered = unit.writeBuffer ? new BufferedRecordingAccess(unit.memory, unit.writeBuffer) : undefined;
+    this.diagnostics = new CheckerDiagnostics({ iotlbCount: () => unit.iotlb.count, contextCount: () => unit.contextCache.count, now: () => unit.now() });
+  }
+
+  /**
+   * The reports grouped by rule, errors first: how many, the first one, the spec section and the
+   * fix in one sentence (checker-rules.ts). Plain data; `--checker` prints it.
+   */
+  summary(): CheckerSummaryEntry[] {
+    const out: CheckerSummaryEntry[] = [];
+    for (const rule of Object.keys(CHECKER_RULES) as CheckerRule[]) {
+      const { severity, section, fix } = CHECKER_RULES[rule];
+      if (isWarning(rule)) {
+        const w = this.diagnostics.warnings.get(rule);
+        if (w) out.push({ rule, severity, count: w.count, first: w.first, section, fix, ...(Object.keys(w.totals).length ? { totals: { ...w.totals } } : {}) });
+        continue;
+      }
+      const found = this.reports.filter((r) => r.kind === rule);
+      if (found.length > 0) out.push({ rule, severity, count: found.length, first: found[0]!.message, section, fix });
+    }
+    return out;
   }
 
   /** A unit reset: what was reported is forgotten (the reports stay readable). */
@@ -114,10 +140,40 @@ export class DriverChecker {
   /** Called for each request while translation is enabled, before the unit translates it. */
   inspect(sid: number, address: number, write: boolean, rootTable: number): void {
     this.inspected++;
+    this.diagnostics.request();
     if (!Number.isSafeInteger(address)) return; // not a whole address below 2^53: beyond every address width
     this.checkCaches(sid, address, write, rootTable);
     if (this.cpu) this.checkFlushes(sid, address, write, rootTable, this.recording, this.cpu, "unflushed-table-write");
     if (this.buffered) this.checkFlushes(sid, address, write, rootTable, this.buffered, this.memory, "missing-write-buffer-flush");
+  }
+
+  /**
+   * Called for each interrupt request before the unit remaps it: a remappable-format request whose
+   * IRTE the interrupt entry cache holds with other bits than the table (VT-d §6.2.2; under CM = 1
+   * a cached not-present IRTE now present is a missing-cm-invalidation).
+   */
+  inspectInterrupt(sid: number, address: bigint | number, data: number, ir: InterruptRemapping): void {
+    if (!ir.enabled || typeof data !== "number") return;
+    const at = typeof address === "bigint" ? (address >= 0n && address <= 0xffff_ffffn ? Number(address) : -1) : address;
+    if (!(at >= 0 && at <= 0xffff_ffff) || (at & 0x10) === 0) return; // not a remappable-format request
+    let index = ((at >>> 5) & 0x7fff) | (((at >>> 2) & 1) << 15);
+    if (at & 0x8) index += data & 0xffff;
+    if (index >= ir.tableEntries) return;
+    const cache = ir.cache;
+    const slot = cache.lookup(index);
+    if (slot < 0) return;
+    const entry = ir.tableBase + 16 * index;
+    const cached = [cache.w0[slot]! >>> 0, cache.w1[slot]! >>> 0, cache.w2[slot]! >>> 0, cache.w3[slot]! >>> 0];
+    const memory = [0, 1, 2, 3].map((i) => this.memory.read32(entry + 4 * i) >>> 0);
+    if (cached.every((w, i) => w === memory[i])) return;
+    const value = (words: number[]) => words.reduce((v, w, i) => v | (BigInt(w) << BigInt(32 * i)), 0n);
+    const view = (words: number[]): RawEntryView => ({ structure: "table-entry", table: "interrupt-remapping", address: BigInt(entry), value: value(words) });
+    const kind: DriverBugKind = (cached[0]! & 1) === 0 && (memory[0]! & 1) === 1 && this.unit.cachingMode ? "missing-cm-invalidation" : "stale-cache";
+    const missing: MissingAction = {
+      action: "interrupt-entry-cache-invalidation", index,
+      text: `index-selective interrupt-entry-cache invalidation IIDX ${index} IM 0`,
+    };
+    this.report(kind, sid, at, true, view(cached), view(memory), missing, `irte|${index}|${value(cached)}|${value(memory)}`);
   }
 
   // ---- stale-cache and missing-cm-invalidation ----
