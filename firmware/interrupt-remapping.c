@@ -160,7 +160,7 @@ static const char *join(char *buf, const char *a, const char *b) {
 /*
  * The interrupt-remapping fault an edu interrupt (or the RTC) just caused: record, index, fault
  * event. `sid` < 0: the record's source-id is only reported (PLATFORM), not checked: QEMU 10.0's
- * I/O APIC sends without a requester id (0xFFFF; docs/conformance.md I11).
+ * I/O APIC sends without a requester id (0xFFFF; docs/conformance.md I14).
  */
 static void expect_ir_fault(const char *test, u8 reason, int sid, u32 index, u32 fault_msis_before) {
   char name[80];

@@ -16,7 +16,7 @@
  * `skip-iec-invalidation` is the same for an IRTE: under CM = 1 our interrupt entry cache keeps
  * the not-present IRTE it faulted on; QEMU has no such cache.
  *
- * Two departures show as PLATFORM lines, checked per side (docs/conformance.md I1, I11): a
+ * Two departures show as PLATFORM lines, checked per side (docs/conformance.md I1, I14): a
  * compatibility-format MSI while remapping is on and CFIS = 0 is blocked (fault 25h) here and
  * passes on QEMU; the I/O APIC's requests carry its DMAR source-id here and none (0xFFFF) on QEMU.
  */
@@ -179,7 +179,7 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
       expect(comparable(v86.get(SKIP_IEC)!.transcript)).toEqual(expectedOurs);
     });
 
-    it("QEMU 10.0 departs as docs/conformance.md I1 and I11 say: compatibility format passes, the I/O APIC sends as 0xFFFF", async () => {
+    it("QEMU 10.0 departs as docs/conformance.md I1 and I14 say: compatibility format passes, the I/O APIC sends as 0xFFFF", async () => {
       const q = await qemu.get("CM=0")!;
       expect(platformValue(q.transcript, "ir.compatibility-format")).toBe("passed reason 0x0");
       expect(platformValue(q.transcript, "ir.ioapic.fault.sid")).toBe("0xffff");
