@@ -20,12 +20,16 @@
  * compatibility-format MSI while remapping is on and CFIS = 0 is blocked (fault 25h) here and
  * passes on QEMU; the I/O APIC's requests carry its DMAR source-id here and none (0xFFFF) on QEMU.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ensureFirmware, firmwareToolsMissing } from "../firmware/build.ts";
 import { parseTranscript, qemuUnavailable, runOnQemu, type GuestRun } from "../firmware/qemu.ts";
 import { runMultibootGuest, type RunGuestOptions } from "../src/v86/run-guest.ts";
 import { EDU_FULL_DMA_MASK } from "../src/devices/edu.ts";
+import { readBiosFiles, SEABIOS } from "../src/linux/boot.ts";
+import { Machine } from "../src/v86/machine.ts";
+import { installPlatform } from "../src/v86/platform.ts";
+import { patchedV86Module } from "../src/v86/v86-wasm.node.ts";
 
 const toolsMissing = firmwareToolsMissing();
 const qemuMissing = qemuUnavailable();
@@ -63,6 +67,25 @@ function comparable(transcript: string): string[] {
     .filter((line) => line.kind !== "PLATFORM" && line.name !== "summary")
     .map((line) => `${line.kind} ${line.name}${line.value ? ` ${line.value}` : ""}`);
 }
+
+/**
+ * The same ELF behind SeaBIOS, as QEMU boots `-kernel`: v86's option ROM loads it (port 0xF4
+ * read), SeaBIOS assigns the BARs and takes the DMAR from fw_cfg.
+ */
+async function bootOnV86ThroughSeaBios(kernel: Uint8Array, scenario: Scenario): Promise<GuestRun> {
+  const machine = await Machine.create({ wasmModule: await patchedV86Module(), ...readBiosFiles(), multiboot: kernel, memoryBytes: 128 << 20 });
+  let transcript = "";
+  machine.onSerial((text) => (transcript += text));
+  installPlatform(machine, {
+    vtd: { cachingMode: scenario.cachingMode, awBits: scenario.awBits },
+    acpiInRam: false,
+    acpiThroughFwCfg: true,
+    eduDmaMask: EDU_FULL_DMA_MASK,
+  });
+  const outcome = await machine.run(60_000);
+  return { exitCode: outcome.exitCode, timedOut: outcome.reason === "timeout", transcript, elapsedMs: outcome.elapsedMs, diagnostics: "" };
+}
+const seabiosMissing = existsSync(SEABIOS) ? null : `${SEABIOS} not found (apt-get install seabios)`;
 
 async function bootOnV86(kernel: Uint8Array, scenario: Scenario): Promise<GuestRun> {
   const options: RunGuestOptions = {
@@ -178,6 +201,14 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
       );
       expect(comparable(v86.get(SKIP_IEC)!.transcript)).toEqual(expectedOurs);
     });
+
+    it.skipIf(seabiosMissing !== null)("CM=0 behind SeaBIOS on v86 (the option ROM loads the multiboot ELF): the transcript equals QEMU's", async () => {
+      const elf = new Uint8Array(readFileSync(await ensureFirmware()));
+      const scenario = SCENARIOS.find((s) => s.name === "CM=0")!;
+      const run = await bootOnV86ThroughSeaBios(elf, scenario);
+      expect({ exitCode: run.exitCode, timedOut: run.timedOut }, run.transcript).toEqual({ exitCode: 0, timedOut: false });
+      expect(comparable(run.transcript)).toEqual(comparable((await qemu.get("CM=0")!).transcript));
+    }, 90_000);
 
     it("QEMU 10.0 departs as docs/conformance.md I1 and I14 say: compatibility format passes, the I/O APIC sends as 0xFFFF", async () => {
       const q = await qemu.get("CM=0")!;
