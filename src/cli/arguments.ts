@@ -12,7 +12,7 @@ export const START_OPTIONS = {
   awBits: option("--aw-bits 39|48", oneOf({ 39: 39, 48: 48 }), 48, "guest address width (default 48)"),
   kernel: option("--kernel <file>", text(), undefined, [`multiboot ELF to boot (default ${DEFAULT_KERNEL},`, "built by npm run build:firmware when missing)"]),
   /** The guest's (multiboot) command line; a guest option may itself start with "--". */
-  cmdline: option('--cmdline "<text>"', text({ anyValue: true }), "", ["the guest's command line; the test guest knows", "skip-cm-invalidation, no-qi, translation-off, dma-rounds=N"]),
+  cmdline: option('--cmdline "<text>"', text({ anyValue: true }), "", ["the guest's command line; the test guest knows", "skip-cm-invalidation, skip-iec-invalidation, no-qi, translation-off, dma-rounds=N"]),
   timeoutSeconds: option("--timeout <seconds>", seconds, DEFAULT_TIMEOUT_SECONDS, `wall-clock limit (default ${DEFAULT_TIMEOUT_SECONDS})`),
   deterministic: option("--deterministic", flag, undefined, [`guest time follows guest instructions (${DEFAULT_NS_PER_INSTRUCTION} ns each):`, "the same transcript every run, whatever the host does"]),
   ...EXPLAIN_OPTIONS,
