@@ -21,6 +21,7 @@
  * its parts: attachment.ts (devices and their context entries), mapping.ts (map and unmap) and
  * invalidation-submission.ts (strict, deferred-flush scopes, the lazy flush queue).
  */
+import { DeviceScopeType } from "../spec/dmar.ts";
 import { awLevels, awWidth, PAGE_SIZE } from "../spec/entries.ts";
 import { Fsts, Gcmd, Gsts, Pmen, Reg } from "../spec/registers.ts";
 import { DriverCounters } from "./counters.ts";
@@ -90,7 +91,8 @@ export class VtdDriver {
     if (dmar) {
       const unit = parseDmar(dmar).units[0]!;
       base ??= unit.registerBase;
-      if (!unit.includePciAll) scope = unit.scopes.flatMap((s) => (s.sid === undefined ? [] : [s.sid]));
+      // DMA scope: PCI endpoints and sub-hierarchies; an I/O APIC or HPET scope names an interrupt source only.
+      if (!unit.includePciAll) scope = unit.scopes.flatMap((s) => (s.sid === undefined || s.type > DeviceScopeType.PciSubHierarchy ? [] : [s.sid]));
     }
     if (base === undefined) throw new VtdDriverError("no-unit", "no VT-d unit: no register base given and the platform has no DMAR table");
     return new VtdDriver(platform, base, options, scope);
