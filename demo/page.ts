@@ -186,7 +186,8 @@ export class DemoPage {
     this.console.measure();
     const session = this.session;
     if (!session || this.drawnFinal) return;
-    if (session.state === "finished" || session.state === "failed") this.drawnFinal = true;
+    const final = session.state === "finished" || session.state === "failed";
+    if (final) this.drawnFinal = true;
     this.figures.refreshes++;
     this.figures.loadBytes = loadedBytes();
     this.showResults(session.transcript);
@@ -199,7 +200,7 @@ export class DemoPage {
     this.timed("queue", () => this.queue.update(unit));
     this.timed("events", () => this.events.update(session.recorder));
     this.timed("checker", () => this.checker.update(session.recorder));
-    this.timed("timeline", () => this.timeline.update(session.recorder.timeline));
+    this.timed("timeline", () => this.timeline.update(session.recorder.timeline, final));
     this.figures.drawMs += performance.now() - started;
   }
 

@@ -1,16 +1,24 @@
 /**
  * The timeline: invalidations by kind, faults and DMA volume per bucket of the unit's clock,
  * drawn by uPlot (npm `uplot`). Counts on the left axis, KiB of DMA on the right.
+ *
+ * Redrawing the canvas is the costliest thing the page does while the guest runs (the browser
+ * rasterises and composites it again), so the chart is redrawn at most once per
+ * TIMELINE_REDRAW_MS, when its data changed, and once more when the run ends.
  */
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { TIMELINE_SERIES, type Timeline } from "../recorder.ts";
 
 const COLORS = ["#1f77b4", "#d62728", "#9467bd", "#ff7f0e", "#2ca02c"];
+export const TIMELINE_REDRAW_MS = 1000;
 
 export class TimelinePanel {
   private readonly plot: uPlot;
   private readonly caption: HTMLElement;
+  private drawnAt = -Infinity;
+  private drawn = "";
+  private timeline: Timeline | undefined;
 
   constructor(root: HTMLElement) {
     this.caption = document.createElement("p");
@@ -24,7 +32,7 @@ export class TimelinePanel {
         stroke: COLORS[i]!,
         width: 1.5,
         scale: name === "DMA KiB" ? "kib" : "count",
-        points: { show: true, size: 4 },
+        points: { show: false },
       })),
     ];
     this.plot = new uPlot(
@@ -46,7 +54,15 @@ export class TimelinePanel {
     new ResizeObserver(() => this.plot.setSize({ width: Math.max(300, root.clientWidth - 8), height: 220 })).observe(root);
   }
 
-  update(timeline: Timeline): void {
+  /** Redraws if the data changed and the last redraw is TIMELINE_REDRAW_MS old (`final`: at once). */
+  update(timeline: Timeline, final: boolean): void {
+    const now = performance.now();
+    if (timeline === this.timeline && !final && now - this.drawnAt < TIMELINE_REDRAW_MS) return;
+    const signature = `${timeline.length} ${timeline.bucketMs} ${timeline.total("context-cache")} ${timeline.total("iotlb")} ${timeline.total("device-iotlb")} ${timeline.total("faults")} ${timeline.total("DMA KiB")}`;
+    if (timeline === this.timeline && signature === this.drawn) return;
+    this.timeline = timeline;
+    this.drawn = signature;
+    this.drawnAt = now;
     this.plot.setData(timeline.data() as uPlot.AlignedData);
     this.caption.textContent = `one point per ${timeline.bucketMs} ms of the unit's clock (buckets merge as the run grows)`;
   }
