@@ -52,7 +52,7 @@ export interface BenchFile {
 }
 
 export interface BenchReporter {
-  /** Times `fn` (called with an iteration count) and returns ns/op: median of `rounds` rounds. */
+  /** Times `fn` (called with an iteration count) in process CPU time and returns ns/op: median of `rounds` rounds. */
   measure(fn: (iterations: number) => void, iterations: number, rounds?: number): Measurement;
   measureAsync(fn: (iterations: number) => Promise<void>, iterations: number, rounds?: number): Promise<Measurement>;
   /** Prints one figure; `baseline` (same units, same run) prints the ratio; `target` prints a pass mark. */
@@ -86,9 +86,12 @@ export function createReporter(out: (line: string) => void): BenchReporter & { r
       fn(Math.max(1, Math.floor(iterations / 10))); // warm-up
       const samples: number[] = [];
       for (let i = 0; i < rounds; i++) {
-        const start = process.hrtime.bigint();
+        // Process CPU time, not wall time: on a shared machine a descheduled loop is not slower
+        // (wall time moved 2-4 × between runs under load; CPU time by a few per cent).
+        const start = process.cpuUsage();
         fn(iterations);
-        samples.push(Number(process.hrtime.bigint() - start) / iterations);
+        const { user, system } = process.cpuUsage(start);
+        samples.push(((user + system) * 1000) / iterations);
       }
       return toMeasurement(median(samples));
     },

@@ -219,14 +219,14 @@ export class Iotlb {
    */
   invalidatePages(did: number, address: number, am: number): number {
     if (this.liveInDomain[did & 0xffff] === 0) return 0;
-    const pages = 2 ** am;
+    if (am > 6) return this.invalidateRange(did, address, address + 2 ** am * 4096); // more than 64 pages
+    const pages = 1 << am;
     const end = address + pages * 4096;
-    if (pages > 64) return this.invalidateRange(did, address, end);
     let dropped = 0;
     this.work += pages * 3;
     for (let level = 1; level <= 3; level++) {
       if (this.liveAtLevel[level] === 0) continue;
-      const size = 2 ** (12 + 9 * (level - 1));
+      const size = SIZE[level]!;
       for (let page = Math.floor(address / size); page * size < end; page++) {
         const at = this.find(did, level, page);
         if (at >= 0) { this.drop(at); dropped++; }

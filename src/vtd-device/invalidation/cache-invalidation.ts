@@ -3,6 +3,7 @@
  * context-command and IOTLB registers (VT-d §6.5.1) or the invalidation queue (VT-d §6.5.2).
  * One path, so counting, tracing and the notifiers hook in one place.
  */
+import { MAMV } from "../../spec/registers.ts";
 import type { ContextCache } from "../caches/context-cache.ts";
 import type { Iotlb } from "../caches/iotlb.ts";
 import { INVALIDATION_KINDS, type DeviceStats, type InvalidationKind, type UnitCounters } from "../stats.ts";
@@ -95,8 +96,10 @@ export class Invalidation {
   iotlbPages(did: number, address: number, am: number, invalidationHint: boolean, source: InvalidationSource): void {
     this.stats.iotlbInvalidations.page++;
     this.count(IOTLB_PAGE, source);
-    const span = 2 ** (12 + am);
-    const base = address - (address % span);
+    // AM ≤ MAMV (18), so the span is at most 2^30 and the offset lies in the low 32 bits: found
+    // with integer operations, not a floating-point modulo (a C call for addresses above 2^31).
+    const span = am <= MAMV ? 4096 * (1 << am) : 2 ** (12 + am);
+    const base = am <= MAMV ? address - ((address >>> 0) & (span - 1)) : address - (address % span);
     this.iotlb.invalidatePages(did, base, am);
     if (this.listener?.active) this.listener.iotlbPages(did, base, span);
     if (this.tracer.active) {
