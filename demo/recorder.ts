@@ -81,6 +81,7 @@ export class RunRecorder {
   readonly explain = new ExplainRecorder();
   readonly faults = new RecentList<LoggedEvent>(50);
   readonly interrupts = new RecentList<LoggedEvent>(50);
+  readonly remapped = new RecentList<LoggedEvent>(50);
   readonly descriptors = new RecentList<LoggedEvent>(50);
   readonly notifierEvents = new RecentList<LoggedEvent>(50);
   readonly queueErrors = new RecentList<LoggedEvent>(20);
@@ -135,6 +136,12 @@ export class RunRecorder {
         break;
       case "vtd_interrupt":
         this.interrupts.push({ timeMs: t, text: `${event.source} event MSI: address ${hex(event.address)} data ${hex(event.data)}` });
+        break;
+      case "vtd_ir_remap":
+        this.remapped.push({
+          timeMs: t,
+          text: `SID ${sidText(event.sid)} ${hex(event.address)}/${hex(event.data)} ${event.how}${event.index >= 0 ? ` by IRTE ${event.index}` : ""} -> ${hex(event.remappedAddress)}/${hex(event.remappedData)}`,
+        });
         break;
       case "vtd_iq_desc":
         this.descriptors.push({ timeMs: t, text: `[${event.head}] ${event.kind}` });

@@ -21,11 +21,7 @@ export const MISTAKES: readonly Choice<"none" | "skip-cm-invalidation" | "skip-c
     label: "skip a cache flush (ECAP.C = 0)",
     unavailable: "the C test guest has no option to leave out a CLFLUSH yet",
   },
-  {
-    value: "skip-iec-invalidation",
-    label: "skip an interrupt-entry-cache invalidation",
-    unavailable: "interrupt remapping is not wired on v86 yet (the unit's interruptRemapping option)",
-  },
+  { value: "skip-iec-invalidation", label: "skip the interrupt-entry-cache invalidation (IRTE made present)" },
 ];
 export type Mistake = (typeof MISTAKES)[number]["value"];
 
@@ -159,7 +155,7 @@ export function settingsQuery(settings: DemoSettings): string {
 /** The C test guest's command line for these settings (see firmware/main.c). */
 export function guestCmdline(settings: DemoSettings): string {
   const words: string[] = [];
-  if (settings.mistake === "skip-cm-invalidation") words.push("skip-cm-invalidation");
+  if (settings.mistake === "skip-cm-invalidation" || settings.mistake === "skip-iec-invalidation") words.push(settings.mistake);
   if (!settings.queuedInvalidation) words.push("no-qi");
   if (settings.dmaRounds > 0) words.push(`dma-rounds=${settings.dmaRounds}`);
   return words.join(" ");

@@ -43,6 +43,7 @@ describe("demo settings in the URL", () => {
   it("the guest's command line carries the mistake, register-based invalidation and the DMA workload", () => {
     expect(guestCmdline(DEFAULT_SETTINGS)).toBe("");
     expect(guestCmdline({ ...DEFAULT_SETTINGS, mistake: "skip-cm-invalidation", queuedInvalidation: false, dmaRounds: 7 })).toBe("skip-cm-invalidation no-qi dma-rounds=7");
+    expect(guestCmdline({ ...DEFAULT_SETTINGS, mistake: "skip-iec-invalidation" })).toBe("skip-iec-invalidation");
   });
 });
 

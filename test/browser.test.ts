@@ -3,7 +3,8 @@
  * port, and drives Debian's chromium headless through playwright-core. Checks what issue 18 asks:
  * no console error, the guest reaches its summary with every RESULT passing, the panels show the
  * registers, an IOTLB entry and a queue descriptor, and caching mode with the skip-invalidation
- * mistake shows the stale fault and the checker's sentence. Screenshots go to build/demo-screenshots.
+ * mistake shows the stale fault and the checker's sentence (and the skipped interrupt-entry-cache
+ * invalidation its stale IRTE), Tab reaches every control. Screenshots go to build/demo-screenshots.
  *
  * Skipped (with the reason) only when chromium is missing and REQUIRE_BROWSER is unset; CI sets it.
  */
@@ -112,6 +113,22 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     await page.locator("#checker-section").scrollIntoViewIfNeeded();
     await page.screenshot({ path: join(SHOTS, "skip-cm-invalidation.png"), fullPage: true });
     await page.screenshot({ path: join(SHOTS, "skip-cm-invalidation-view.png") });
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it("the skipped interrupt-entry-cache invalidation, from a shared URL, shows the stale IRTE fault and the checker's report", async () => {
+    const { page, errors } = await open("?mistake=skip-iec-invalidation");
+    expect(await page.inputValue("#mistake")).toBe("skip-iec-invalidation");
+    expect(await finished(page)).toMatch(/guest finished: exit 0.*mistake: skip-iec-invalidation/);
+    const transcript = (await page.textContent("#console")) ?? "";
+    expect(transcript).toMatch(/^RESULT ir\.stale-fault OBSERVED$/m);
+    expect(transcript).toMatch(/^INFO summary passed \d+ failed 0$/m);
+    expect(await page.textContent("#events")).toMatch(/IrteNotPresent \(0x22\) SID 00:04\.0/);
+    expect(await page.textContent("#events")).toMatch(/remapped by IRTE \d+/);
+    const checker = (await page.textContent("#checker")) ?? "";
+    expect(checker).toMatch(/[1-9]\d* driver bugs?/);
+    expect(checker).toContain("interrupt-entry-cache invalidation");
     expect(errors).toEqual([]);
     await page.close();
   });

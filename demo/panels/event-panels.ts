@@ -19,7 +19,7 @@ export class EventPanel {
   constructor(private readonly root: HTMLElement) {}
 
   update(recorder: RunRecorder): void {
-    const signature = `${recorder.faults.total} ${recorder.interrupts.total} ${recorder.notifierEvents.total} ${recorder.queueErrors.total}`;
+    const signature = `${recorder.faults.total} ${recorder.interrupts.total} ${recorder.remapped.total} ${recorder.notifierEvents.total} ${recorder.queueErrors.total}`;
     if (recorder === this.recorder && signature === this.signature) return;
     this.recorder = recorder;
     this.signature = signature;
@@ -27,6 +27,7 @@ export class EventPanel {
       this.root,
       ...logList("faults", recorder.faults, "(no fault)"),
       ...logList("interrupts the unit sent", recorder.interrupts, "(none)"),
+      ...logList("interrupt requests let through (remapping)", recorder.remapped, "(none)"),
       ...logList("notifier events of edu's address space", recorder.notifierEvents, recorder.notifierNote || "(none)"),
       ...(recorder.queueErrors.total ? logList("queue errors", recorder.queueErrors, "") : []),
     );
