@@ -76,7 +76,8 @@ export class CheckerDiagnostics {
           const spun = this.unit.now() - this.deviceTlbSince;
           this.deviceTlbSince = -1;
           if (!e.interrupt && spun > 0) {
-            this.warn("spun-device-tlb-wait", `a polled wait (IF = 0) completed ${spun} ms after the device-TLB invalidation before it`, { ms: spun });
+            const record = this.warn("spun-device-tlb-wait") ?? this.first("spun-device-tlb-wait", `a polled wait (IF = 0) completed ${spun} ms after the device-TLB invalidation before it`);
+            record.totals.ms = (record.totals.ms ?? 0) + spun;
           }
         }
         return;
@@ -90,13 +91,11 @@ export class CheckerDiagnostics {
     const before = iotlb ? this.iotlbCount : this.contextCount;
     this.sample();
     const after = iotlb ? this.iotlbCount : this.contextCount;
-    const what = `${e.granularity} ${iotlb ? "IOTLB" : "context-cache"} invalidation${e.did !== undefined && e.granularity !== "global" ? ` DID ${e.did}` : ""}` +
-      `${e.address !== undefined ? ` addr ${hex(e.address)} AM ${e.am ?? 0}` : ""}${e.sid !== undefined ? ` SID ${hex(e.sid)}` : ""}`;
-    if (after >= before) this.warn("invalidation-without-effect", `${what} (${e.source}) dropped nothing`);
+    if (after >= before) this.warn("invalidation-without-effect") ?? this.first("invalidation-without-effect", `${describe(e)} (${e.source}) dropped nothing`);
     if (e.granularity === "global") {
       const key = iotlb ? "iotlb" : "context";
       if (this.rootChanged[key]) this.rootChanged[key] = false;
-      else this.warn("global-invalidation", `${what} (${e.source}), not the first after SRTP`);
+      else this.warn("global-invalidation") ?? this.first("global-invalidation", `${describe(e)} (${e.source}), not the first after SRTP`);
     }
     if (!iotlb) return;
     if (e.granularity !== "page" || e.address === undefined || e.did === undefined) {
@@ -108,7 +107,7 @@ export class CheckerDiagnostics {
       this.runStart = Math.min(start, this.runStart);
       this.runEnd = Math.max(end, this.runEnd);
       this.runLength++;
-      const record = this.warn("page-by-page-invalidation",
+      const record = this.warn("page-by-page-invalidation") ?? this.first("page-by-page-invalidation",
         `DID ${e.did}: page-selective invalidations of adjacent ranges from ${this.runFirst}, with no DMA between (one range invalidation would do)`);
       if (this.runLength === 2) record.totals.runs = (record.totals.runs ?? 0) + 1;
       return;
@@ -120,14 +119,21 @@ export class CheckerDiagnostics {
     this.runFirst = hex(start);
   }
 
-  private warn(kind: CheckerWarningKind, first: string, totals?: Record<string, number>): WarningRecord {
-    let record = this.warnings.get(kind);
-    if (!record) {
-      record = { count: 0, first: `${first} at ${this.unit.now()} ms`, totals: {} };
-      this.warnings.set(kind, record);
-    }
-    record.count++;
-    if (totals) for (const [key, value] of Object.entries(totals)) record.totals[key] = (record.totals[key] ?? 0) + value;
+  /** Counts one more occurrence of a rule seen before; undefined for its first (see `first`), so no text is built for the others. */
+  private warn(kind: CheckerWarningKind): WarningRecord | undefined {
+    const record = this.warnings.get(kind);
+    if (record) record.count++;
     return record;
   }
+
+  private first(kind: CheckerWarningKind, text: string): WarningRecord {
+    const record = { count: 1, first: `${text} at ${this.unit.now()} ms`, totals: {} as Record<string, number> };
+    this.warnings.set(kind, record);
+    return record;
+  }
+}
+
+function describe(e: Extract<TraceEvent, { type: "vtd_inv" }>): string {
+  return `${e.granularity} ${e.cache === "iotlb" ? "IOTLB" : "context-cache"} invalidation${e.did !== undefined && e.granularity !== "global" ? ` DID ${e.did}` : ""}` +
+    `${e.address !== undefined ? ` addr ${hex(e.address)} AM ${e.am ?? 0}` : ""}${e.sid !== undefined ? ` SID ${hex(e.sid)}` : ""}`;
 }

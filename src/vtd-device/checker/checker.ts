@@ -163,9 +163,12 @@ export class DriverChecker {
     const slot = cache.lookup(index);
     if (slot < 0) return;
     const entry = ir.tableBase + 16 * index;
+    const m = this.memory;
+    if ((cache.w0[slot]! >>> 0) === (m.read32(entry) >>> 0) && (cache.w1[slot]! >>> 0) === (m.read32(entry + 4) >>> 0) &&
+      (cache.w2[slot]! >>> 0) === (m.read32(entry + 8) >>> 0) && (cache.w3[slot]! >>> 0) === (m.read32(entry + 12) >>> 0)) return;
+    // A difference: build the report (allocates only here).
     const cached = [cache.w0[slot]! >>> 0, cache.w1[slot]! >>> 0, cache.w2[slot]! >>> 0, cache.w3[slot]! >>> 0];
-    const memory = [0, 1, 2, 3].map((i) => this.memory.read32(entry + 4 * i) >>> 0);
-    if (cached.every((w, i) => w === memory[i])) return;
+    const memory = [0, 1, 2, 3].map((i) => m.read32(entry + 4 * i) >>> 0);
     const value = (words: number[]) => words.reduce((v, w, i) => v | (BigInt(w) << BigInt(32 * i)), 0n);
     const view = (words: number[]): RawEntryView => ({ structure: "table-entry", table: "interrupt-remapping", address: BigInt(entry), value: value(words) });
     const kind: DriverBugKind = (cached[0]! & 1) === 0 && (memory[0]! & 1) === 1 && this.unit.cachingMode ? "missing-cm-invalidation" : "stale-cache";
