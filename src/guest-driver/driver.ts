@@ -34,7 +34,7 @@ import { FaultHandling } from "./fault-handling.ts";
 import { GlobalCommand } from "./global-command.ts";
 import type { InvalidationRequest } from "./invalidation.ts";
 import { InvalidationSubmission } from "./invalidation-submission.ts";
-import { InterruptRemappingTable, type InterruptTarget, type RemappedInterrupt } from "./interrupt-remapping.ts";
+import { InterruptRemappingTable, interruptSettings, type InterruptTarget, type RemappedInterrupt } from "./interrupt-remapping.ts";
 import { IovaAllocator } from "./iova-allocator.ts";
 import { Mapping, type Access, type MapOptions } from "./mapping.ts";
 import type { DriverOptions, DriverRule, FaultRecord, UnmapMode } from "./options.ts";
@@ -157,13 +157,8 @@ export class VtdDriver {
     this.submission.useInvalidator(this.queue ?? new RegisterInvalidation(this.regs, this.caps, this.platform.clock, this.counters, timeouts.registerTimeoutMs));
     // Interrupt remapping before DMA remapping, once the queue is on (Linux's irq_remapping.c).
     if (this.caps.interruptRemapping && this.queue && o.interruptRemapping !== false) {
-      const ir = typeof o.interruptRemapping === "object" && o.interruptRemapping !== null ? o.interruptRemapping : {};
       this.interruptTable = new InterruptRemappingTable(this.regs, this.caps, this.gcmd, this.tableMemory, this.platform.allocator,
-        (requests) => this.submission.run(requests), {
-          sizeOrder: ir.sizeOrder ?? 7,
-          compatibilityFormat: ir.compatibilityFormat === true,
-          invalidateEntries: this.keeps("iec-invalidation"),
-        });
+        (requests) => this.submission.run(requests), interruptSettings(o.interruptRemapping, this.keeps("iec-invalidation")));
       this.interruptTable.enable();
     }
 
@@ -361,7 +356,7 @@ export class VtdDriver {
 
   // ---- interrupt remapping (interrupt-remapping.ts) ----
 
-  /** Interrupt remapping is on (GSTS.IRES): the unit offers it, the queue is on, and it was not turned off. */
+  /** Interrupt remapping is on (GSTS.IRES): the unit offers it, the queue is on, it was not turned off. */
   get interruptRemapping(): boolean {
     return this.interruptTable !== undefined;
   }

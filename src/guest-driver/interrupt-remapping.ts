@@ -22,6 +22,7 @@ import type { UnitCapabilities } from "./discovery.ts";
 import { bdf, VtdDriverError } from "./errors.ts";
 import type { GlobalCommand } from "./global-command.ts";
 import type { InvalidationRequest } from "./invalidation.ts";
+import type { DriverOptions } from "./options.ts";
 import type { PageAllocator } from "./platform.ts";
 import type { TableMemory } from "./table-memory.ts";
 import type { UnitRegisters } from "./unit-registers.ts";
@@ -53,6 +54,12 @@ export interface InterruptRemappingSettings {
   compatibilityFormat: boolean;
   /** False: the IEC invalidation after an IRTE change is left out (test-only, the driver-bugs catalogue). */
   invalidateEntries: boolean;
+}
+
+/** The driver option `interruptRemapping` (true or its settings object) and the test-only rule, resolved. */
+export function interruptSettings(option: DriverOptions["interruptRemapping"], invalidateEntries: boolean): InterruptRemappingSettings {
+  const o = typeof option === "object" && option !== null ? option : {};
+  return { sizeOrder: o.sizeOrder ?? 7, compatibilityFormat: o.compatibilityFormat === true, invalidateEntries };
 }
 
 export class InterruptRemappingTable {
