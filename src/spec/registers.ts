@@ -96,7 +96,20 @@ export const Ecap = {
   SC: field(7),
   IRO: field(8, 10),
   MHMV: field(20, 4),
+  /** Nested translation (PGTT 011); never offered by this unit. */
+  NEST: field(26),
+  PRS: field(29),
+  ERS: field(30),
+  /** Supervisor requests (requests-with-PASID with PR = 1). */
+  SRS: field(31),
+  /** PASID size supported: PASIDs of PSS + 1 bits (VT-d §11.4.3). */
+  PSS: field(35, 5),
+  PASID: field(40),
   SMTS: field(43),
+  /** Second-stage translation in scalable mode (SLTS in older revisions). */
+  SSTS: field(46),
+  /** First-stage translation (FLTS in older revisions). */
+  FSTS: field(47),
 } as const;
 
 /** GCMD and GSTS share bit positions (VT-d §11.4.4, §11.4.5). */

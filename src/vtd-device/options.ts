@@ -6,8 +6,9 @@ import { MAX_FAULT_RECORDS } from "../spec/registers.ts";
 import type { GuestMemory } from "./memory/guest-memory.ts";
 import { resolveCheckerOptions, type CheckerOptions, type ResolvedCheckerOptions } from "./checker/checker-options.ts";
 import { DEFAULT_DEVICE_TLB_ENTRIES, DEFAULT_DEVICE_TLB_ENTRIES_PER_ENDPOINT } from "./caches/device-tlb.ts";
+import { resolveScalableOptions, type ResolvedScalableOptions, type ScalableModeOptions } from "./scalable/scalable-options.ts";
 
-export interface VtdOptions {
+export interface VtdOptions extends ScalableModeOptions {
   /** Guest-physical memory the unit reads tables from and DMA goes to. */
   memory: GuestMemory;
   /** CAP.CM: not-present and faulting translations may be cached (QEMU `caching-mode`). Default false. */
@@ -101,7 +102,7 @@ export interface VtdOptions {
   notifierEventBudget?: number;
 }
 
-export interface ResolvedOptions {
+export interface ResolvedOptions extends ResolvedScalableOptions {
   memory: GuestMemory;
   cachingMode: boolean;
   awBits: 39 | 48;
@@ -210,6 +211,7 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     allowMapNotifiersWithoutCachingMode: flag("allowMapNotifiersWithoutCachingMode", options.allowMapNotifiersWithoutCachingMode, false),
     notifierTableLimit: count("notifierTableLimit", options.notifierTableLimit, 4096, 1, 1 << 20),
     notifierEventBudget: count("notifierEventBudget", options.notifierEventBudget, 1 << 20, 1, 1 << 24),
+    ...resolveScalableOptions(options, awBits),
   };
 }
 

@@ -4,6 +4,7 @@ import { setField } from "../../spec/field.ts";
 import { MHMV } from "../../spec/interrupts.ts";
 import type { ResolvedOptions } from "../options.ts";
 import { PagingEntryMasks } from "../translation/paging-entry.ts";
+import { scalableCapabilityBits, scalableExtendedCapabilityBits } from "../scalable/scalable-capabilities.ts";
 
 export function capabilityValue(o: ResolvedOptions): bigint {
   let cap = 0n;
@@ -20,7 +21,7 @@ export function capabilityValue(o: ResolvedOptions): bigint {
   cap = setField(cap, Cap.DWD, o.dmaDrain ? 1 : 0);
   cap = setField(cap, Cap.DRD, o.dmaDrain ? 1 : 0);
   cap = setField(cap, Cap.ESRTPS, o.esrtps ? 1 : 0);
-  return cap;
+  return cap | scalableCapabilityBits(o);
 }
 
 export function extendedCapabilityValue(o: ResolvedOptions): bigint {
@@ -33,7 +34,7 @@ export function extendedCapabilityValue(o: ResolvedOptions): bigint {
   ecap = setField(ecap, Ecap.MHMV, o.interruptRemapping ? MHMV : 0);
   ecap = setField(ecap, Ecap.PT, o.passThrough ? 1 : 0);
   ecap = setField(ecap, Ecap.IRO, IRO);
-  return ecap;
+  return ecap | scalableExtendedCapabilityBits(o);
 }
 
 /** The translation facts the walk needs, as plain numbers (read once, used on every walk). */
