@@ -86,6 +86,7 @@ export class DemoPage {
     byId<HTMLSelectElement>("unmap").value = s.unmap;
     byId<HTMLSelectElement>("mistake").value = s.mistake;
     byId<HTMLInputElement>("rounds").value = String(s.dmaRounds);
+    byId<HTMLInputElement>("det").checked = s.deterministic;
     byId<HTMLInputElement>("panels").checked = s.panels;
     byId<HTMLSelectElement>("hz").value = String(s.refreshHz);
     byId("panels-area").hidden = !s.panels;
@@ -103,13 +104,14 @@ export class DemoPage {
       mistake: byId<HTMLSelectElement>("mistake").value as DemoSettings["mistake"],
       unmap: byId<HTMLSelectElement>("unmap").value as DemoSettings["unmap"],
       dmaRounds: Number.isInteger(rounds) && rounds >= 0 && rounds <= 100_000 ? rounds : this.settings.dmaRounds,
+      deterministic: byId<HTMLInputElement>("det").checked,
       panels: byId<HTMLInputElement>("panels").checked,
       refreshHz: Number(byId<HTMLSelectElement>("hz").value) || this.settings.refreshHz,
     };
   }
 
   private bindControls(): void {
-    const rebootOn = ["cm", "coherent", "aw", "qi", "unmap", "mistake", "rounds"];
+    const rebootOn = ["cm", "coherent", "aw", "qi", "unmap", "mistake", "rounds", "det"];
     for (const id of rebootOn) byId(id).addEventListener("change", () => this.changed(true));
     for (const id of ["panels", "hz"]) byId(id).addEventListener("change", () => this.changed(false));
     byId("pause").addEventListener("click", () => void this.session?.pause());
@@ -168,7 +170,7 @@ export class DemoPage {
       this.drawnFinal = false;
     }
     const s = this.settings;
-    const what = `CM=${s.cachingMode ? 1 : 0}, ECAP.C=${s.coherent ? 1 : 0}, ${s.awBits}-bit${s.mistake !== "none" ? `, mistake: ${s.mistake}` : ""}`;
+    const what = `CM=${s.cachingMode ? 1 : 0}, ECAP.C=${s.coherent ? 1 : 0}, ${s.awBits}-bit${s.mistake !== "none" ? `, mistake: ${s.mistake}` : ""}${s.deterministic ? ", deterministic" : ""}`;
     byId("status").textContent = `guest ${state}${detail ? `: ${detail}` : ""} (${what})`;
     if (state === "failed") this.showErrors([detail]);
   }

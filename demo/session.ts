@@ -72,6 +72,7 @@ export class Session {
       memoryBytes: GUEST_MEMORY_BYTES,
       multiboot: guest,
       cmdline: guestCmdline(settings),
+      deterministic: settings.deterministic,
     });
     const recorder = new RunRecorder();
     // A multiboot kernel without BIOS: attachVtd writes the DMAR into RAM and leaves edu as SeaBIOS would.

@@ -49,6 +49,8 @@ export interface DemoSettings {
   refreshHz: number;
   /** Start the guest paused (then Resume or Step). */
   startPaused: boolean;
+  /** Guest time follows guest instructions: the same run every time, whatever the host does. */
+  deterministic: boolean;
 }
 
 export const DEFAULT_SETTINGS: DemoSettings = {
@@ -62,6 +64,7 @@ export const DEFAULT_SETTINGS: DemoSettings = {
   panels: true,
   refreshHz: 4,
   startPaused: false,
+  deterministic: false,
 };
 
 export const MAX_DMA_ROUNDS = 100_000;
@@ -79,6 +82,7 @@ const PARAM = {
   panels: "panels",
   refreshHz: "hz",
   startPaused: "paused",
+  deterministic: "det",
 } as const satisfies Record<keyof DemoSettings, string>;
 
 function flag(params: URLSearchParams, name: string, fallback: boolean, errors: string[]): boolean {
@@ -136,6 +140,7 @@ export function parseSettings(search: string): { settings: DemoSettings; errors:
     panels: flag(params, PARAM.panels, d.panels, errors),
     refreshHz: integer(params, PARAM.refreshHz, d.refreshHz, 1, MAX_REFRESH_HZ, errors),
     startPaused: flag(params, PARAM.startPaused, d.startPaused, errors),
+    deterministic: flag(params, PARAM.deterministic, d.deterministic, errors),
   };
   return { settings, errors };
 }
