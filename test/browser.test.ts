@@ -23,6 +23,8 @@ if (!present && required) throw new Error(`REQUIRE_BROWSER=1 but ${CHROMIUM} is 
 const SHOTS = join(import.meta.dirname, "..", "build", "demo-screenshots");
 const SITE = join(import.meta.dirname, "..", "build", "demo-test-site");
 const BOOT_LIMIT_MS = 90_000;
+/** A test boots the guest up to three times; generous, for a CI machine busy with the other test files. */
+const TEST_LIMIT_MS = 300_000;
 
 describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` (skipped: ${CHROMIUM} not installed and REQUIRE_BROWSER unset)`}`, () => {
   let server: Server;
@@ -86,7 +88,7 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     await page.screenshot({ path: join(SHOTS, "default.png"), fullPage: true });
     expect(errors).toEqual([]);
     await page.close();
-  });
+  }, TEST_LIMIT_MS);
 
   it("caching mode with the skipped invalidation shows the stale fault and the checker's sentence; the choice lands in the URL", async () => {
     const { page, errors } = await open("?cm=0");
@@ -115,7 +117,7 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     await page.screenshot({ path: join(SHOTS, "skip-cm-invalidation-view.png") });
     expect(errors).toEqual([]);
     await page.close();
-  });
+  }, TEST_LIMIT_MS);
 
   it("the skipped interrupt-entry-cache invalidation, from a shared URL, shows the stale IRTE fault and the checker's report", async () => {
     const { page, errors } = await open("?mistake=skip-iec-invalidation");
@@ -131,7 +133,7 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     expect(checker).toContain("interrupt-entry-cache invalidation");
     expect(errors).toEqual([]);
     await page.close();
-  });
+  }, TEST_LIMIT_MS);
 
   it("is reachable from the keyboard: Tab reaches every control, and p pauses and resumes", async () => {
     const { page, errors } = await open("?rounds=20000&paused=1");
@@ -153,7 +155,7 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     expect(Number(await page.evaluate("window.demo.session.machine.instructions"))).toBeGreaterThan(instructions);
     expect(errors).toEqual([]);
     await page.close();
-  });
+  }, TEST_LIMIT_MS);
 
   it("names a bad URL parameter and goes on with the default", async () => {
     const { page, errors } = await open("?cm=maybe&rounds=-3&colour=blue");
@@ -164,5 +166,5 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     expect(await finished(page)).toMatch(/guest finished: exit 0/);
     expect(errors).toEqual([]);
     await page.close();
-  });
+  }, TEST_LIMIT_MS);
 });
