@@ -17,13 +17,15 @@ import {
 } from "../../src/spec/index.ts";
 import type { VtdDevice as VtdDeviceType, GuestRam as GuestRamType } from "../../src/vtd-device/index.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Edu, EduOnQemu, QtestClient, findEduDevices, probeQemu, requesterId } from "./qtest.ts";
+import { Edu, EduOnQemu, QtestClient, findEduDevices, probeQemu, requesterId, type ScalableProperties } from "./qtest.ts";
 
 export interface MachineConfig {
   awBits: 39 | 48;
   cachingMode: boolean;
   /** QEMU intremap (eim=off) and the unit's interruptRemapping. */
   interruptRemapping: boolean;
+  /** QEMU x-scalable-mode=on with x-flts / x-pasid-mode, and the unit's scalableMode, firstStage, pasidBits 1. Undefined: legacy mode. */
+  scalable?: ScalableProperties;
 }
 
 export type DmaDirection = "toDevice" | "toMemory";
@@ -122,6 +124,7 @@ export class QemuMachine implements RegisterMachine {
       awBits: config.awBits,
       cachingMode: config.cachingMode,
       interruptRemapping: config.interruptRemapping,
+      ...(config.scalable ? { scalable: config.scalable } : {}),
       memoryMiB: MEMORY_SIZE >> 20,
       eduSlots: EDU_SLOTS,
       traceEvents: ["vtd_dmar_fault", "vtd_fault_disabled", "vtd_irq_generate", "vtd_reg_read"],
@@ -261,7 +264,7 @@ export class OurMachine implements RegisterMachine {
     let machine: OurMachine | undefined = undefined;
     const onInterrupt = (address: bigint, data: number) => machine!.interrupts.push({ address, data });
     machine = new OurMachine(config, memory, () =>
-      new VtdDevice({ memory, awBits: config.awBits, cachingMode: config.cachingMode, interruptRemapping: config.interruptRemapping, onInterrupt }),
+      new VtdDevice({ memory, awBits: config.awBits, cachingMode: config.cachingMode, interruptRemapping: config.interruptRemapping, onInterrupt, ...scalableOptions(config) }),
     );
     return machine;
   }
@@ -819,7 +822,14 @@ export type Scenario = (p: Probe, config: MachineConfig) => Promise<void>;
 export type DefineScenario = (name: string, scenario: Scenario, knownBug?: string) => void;
 
 export function configName(c: MachineConfig): string {
-  return `aw-bits=${c.awBits}${c.cachingMode ? ",caching-mode=on" : ""}${c.interruptRemapping ? ",intremap=on" : ""}`;
+  const scalable = c.scalable ? `,x-scalable-mode=on${c.scalable.firstStage ? ",x-flts=on" : ""}${c.scalable.pasid ? ",x-pasid-mode=on" : ""}` : "";
+  return `aw-bits=${c.awBits}${c.cachingMode ? ",caching-mode=on" : ""}${c.interruptRemapping ? ",intremap=on" : ""}${scalable}`;
+}
+
+/** The unit's options for a configuration's scalable-mode properties (x-pasid-mode=on reports PSS = 0: one PASID bit). */
+function scalableOptions(c: MachineConfig): { scalableMode?: boolean; firstStage?: boolean; pasidBits?: number } {
+  if (!c.scalable) return {};
+  return { scalableMode: true, firstStage: c.scalable.firstStage, ...(c.scalable.pasid ? { pasidBits: 1 } : {}) };
 }
 
 /**

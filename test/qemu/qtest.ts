@@ -37,6 +37,18 @@ export function intremapProperties(on: boolean): string[] {
   return on ? ["intremap=on", "eim=off"] : ["intremap=off"];
 }
 
+/** QEMU 10.0's scalable-mode properties of intel-iommu. */
+export interface ScalableProperties {
+  /** x-flts: first-stage translation (and, in 10.0, no second stage). */
+  firstStage: boolean;
+  /** x-pasid-mode: requests-with-PASID (ECAP.PASID, PSS = 0). */
+  pasid: boolean;
+}
+
+export function scalableProperties(s: ScalableProperties | undefined): string[] {
+  return s ? ["x-scalable-mode=on", `x-flts=${s.firstStage ? "on" : "off"}`, `x-pasid-mode=${s.pasid ? "on" : "off"}`] : [];
+}
+
 export interface QemuMachineOptions {
   /** intel-iommu aw-bits, always passed explicitly. Default 48 (QEMU 10.0's default, and the unit's). */
   awBits?: 39 | 48;
@@ -44,6 +56,8 @@ export interface QemuMachineOptions {
   cachingMode?: boolean;
   /** intel-iommu intremap (with eim=off), always passed (default on, as QEMU 10.0's q35 and the unit's). */
   interruptRemapping?: boolean;
+  /** Scalable mode (x-scalable-mode=on) with x-flts and x-pasid-mode as given; undefined: the properties are not passed (off). */
+  scalable?: ScalableProperties;
   /** Guest RAM in MiB. */
   memoryMiB?: number;
   /** PCI slots on bus 0 that get an edu device (function 0 each). */
@@ -117,7 +131,7 @@ export class QtestClient {
     const bios = join(scratchDir, "halt.bin");
     writeFileSync(bios, haltingBios());
     // Every property where a QEMU default could differ from the configuration under test is explicit.
-    const iommu = ["intel-iommu", ...intremapProperties(options.interruptRemapping ?? true), `aw-bits=${options.awBits ?? 48}`, `caching-mode=${options.cachingMode ? "on" : "off"}`];
+    const iommu = ["intel-iommu", ...intremapProperties(options.interruptRemapping ?? true), `aw-bits=${options.awBits ?? 48}`, `caching-mode=${options.cachingMode ? "on" : "off"}`, ...scalableProperties(options.scalable)];
     const args = [
       "-M", "q35",
       "-bios", bios,
