@@ -15,7 +15,8 @@
  * Bounded: `LINES` lines (64 KiB of copies), direct-mapped by line number; a line evicted from its
  * slot has drained. A read costs one tag compare; a flush is one generation step (no clearing).
  * Only table reads (root, context, paging entries, IRTEs) go through it; DMA data, queue fetches
- * and the unit's own writes do not. Reads allocate nothing.
+ * and the unit's own writes do not. Reads allocate nothing. A snapshot does not hold it: reset and
+ * restore flush it (the guest's memory is what it is after a restore).
  */
 import type { GuestMemory } from "./guest-memory.ts";
 import { MemoryAccess } from "./memory-access.ts";
