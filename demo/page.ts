@@ -86,6 +86,7 @@ export class DemoPage {
     byId<HTMLSelectElement>("unmap").value = s.unmap;
     byId<HTMLSelectElement>("mistake").value = s.mistake;
     byId<HTMLInputElement>("rounds").value = String(s.dmaRounds);
+    byId<HTMLInputElement>("vfio").checked = s.vfio;
     byId<HTMLInputElement>("det").checked = s.deterministic;
     byId<HTMLInputElement>("panels").checked = s.panels;
     byId<HTMLSelectElement>("hz").value = String(s.refreshHz);
@@ -105,13 +106,14 @@ export class DemoPage {
       unmap: byId<HTMLSelectElement>("unmap").value as DemoSettings["unmap"],
       dmaRounds: Number.isInteger(rounds) && rounds >= 0 && rounds <= 100_000 ? rounds : this.settings.dmaRounds,
       deterministic: byId<HTMLInputElement>("det").checked,
+      vfio: byId<HTMLInputElement>("vfio").checked,
       panels: byId<HTMLInputElement>("panels").checked,
       refreshHz: Number(byId<HTMLSelectElement>("hz").value) || this.settings.refreshHz,
     };
   }
 
   private bindControls(): void {
-    const rebootOn = ["cm", "coherent", "aw", "qi", "unmap", "mistake", "rounds", "det"];
+    const rebootOn = ["cm", "coherent", "aw", "qi", "unmap", "mistake", "rounds", "det", "vfio"];
     for (const id of rebootOn) byId(id).addEventListener("change", () => this.changed(true));
     for (const id of ["panels", "hz"]) byId(id).addEventListener("change", () => this.changed(false));
     byId("pause").addEventListener("click", () => void this.session?.pause());
@@ -200,7 +202,7 @@ export class DemoPage {
     this.timed("registers", () => this.registers.update(unit));
     this.timed("caches", () => this.caches.update(unit, EDU_SID));
     this.timed("queue", () => this.queue.update(unit));
-    this.timed("events", () => this.events.update(session.recorder));
+    this.timed("events", () => this.events.update(session.recorder, session.vfio));
     this.timed("checker", () => this.checker.update(session.recorder));
     this.timed("timeline", () => this.timeline.update(session.recorder.timeline, final));
     this.figures.drawMs += performance.now() - started;

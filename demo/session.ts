@@ -9,6 +9,7 @@ import {
   attachVtd, EDU_PCI_SLOT, Machine, type DmaTranslator, type MachineOutcome, type VtdAttachment,
 } from "../src/v86/index.ts";
 import type { VtdDevice } from "../src/vtd-device/index.ts";
+import { VfioAssignment } from "../src/vfio/index.ts";
 import { RunRecorder } from "./recorder.ts";
 import { guestCmdline, type DemoSettings } from "./settings.ts";
 
@@ -43,12 +44,28 @@ function countingDma(unit: VtdDevice, recorder: RunRecorder): DmaTranslator {
   };
 }
 
+/**
+ * A VFIO-like shadow of edu's address space, as QEMU's VFIO keeps one behind a vIOMMU. Shown
+ * only: edu's DMA still goes through the unit, so the guest still sees its faults (through a
+ * host IOMMU it would not).
+ */
+function assignShadow(unit: VtdDevice): VfioAssignment | string {
+  if (!unit.options.cachingMode) return "the VFIO-like shadow needs caching mode (CAP.CM = 1): without it the unit cannot report new mappings, so QEMU refuses VFIO too";
+  try {
+    return new VfioAssignment(unit, EDU_SID);
+  } catch (error) {
+    return `assigning edu failed: ${error instanceof Error ? error.message : String(error)}`;
+  }
+}
+
 export class Session {
   state: RunState = "paused";
   outcome: MachineOutcome | undefined;
   /** Host ms from creating the machine to the guest's exit. */
   bootToExitMs: number | undefined;
   transcript = "";
+  /** edu's VFIO-like shadow (setting vfio), or why there is none. */
+  vfio: VfioAssignment | string | undefined;
   private stepping: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(
@@ -90,6 +107,7 @@ export class Session {
     const unit = attachment.unit;
     recorder.attach(unit);
     recorder.watchAddressSpace(unit, EDU_SID);
+    if (settings.vfio) session.vfio = assignShadow(unit);
     unit.trace.subscribe((event) => {
       if (session.stepping !== undefined && (event.type === "vtd_inv" || event.type === "vtd_iq_desc" || event.type === "vtd_fault")) session.endStep();
     });

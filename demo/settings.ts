@@ -43,6 +43,8 @@ export interface DemoSettings {
   mistake: Mistake;
   /** edu DMA round trips the guest adds at its end (`dma-rounds=N`), 2 KiB each way. */
   dmaRounds: number;
+  /** edu assigned to a VFIO-like shadow (src/vfio) fed by the unit's notifiers; needs caching mode. */
+  vfio: boolean;
   /** Panels drawn while the guest runs (false: only the console and the status line). */
   panels: boolean;
   /** Panel refreshes per second. */
@@ -61,6 +63,7 @@ export const DEFAULT_SETTINGS: DemoSettings = {
   unmap: "strict",
   mistake: "none",
   dmaRounds: 0,
+  vfio: false,
   panels: true,
   refreshHz: 4,
   startPaused: false,
@@ -79,6 +82,7 @@ const PARAM = {
   unmap: "unmap",
   mistake: "mistake",
   dmaRounds: "rounds",
+  vfio: "vfio",
   panels: "panels",
   refreshHz: "hz",
   startPaused: "paused",
@@ -137,6 +141,7 @@ export function parseSettings(search: string): { settings: DemoSettings; errors:
     unmap: choice(params, PARAM.unmap, UNMAP_MODES, d.unmap, errors),
     mistake: choice(params, PARAM.mistake, MISTAKES, d.mistake, errors),
     dmaRounds: integer(params, PARAM.dmaRounds, d.dmaRounds, 0, MAX_DMA_ROUNDS, errors),
+    vfio: flag(params, PARAM.vfio, d.vfio, errors),
     panels: flag(params, PARAM.panels, d.panels, errors),
     refreshHz: integer(params, PARAM.refreshHz, d.refreshHz, 1, MAX_REFRESH_HZ, errors),
     startPaused: flag(params, PARAM.startPaused, d.startPaused, errors),

@@ -135,6 +135,26 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     await page.close();
   }, TEST_LIMIT_MS);
 
+  it("edu's VFIO-like shadow follows the unit's notifiers, and is refused with the reason without caching mode", async () => {
+    const { page, errors } = await open("?vfio=1");
+    expect(await finished(page)).toMatch(/guest finished: exit 0/);
+    expect(await page.textContent("#console")).toMatch(/^INFO summary passed \d+ failed 0$/m);
+    const events = (await page.textContent("#events")) ?? "";
+    const shadow = /VFIO-like shadow of edu: (\d+) host mappings \((\d+) MAP, (\d+) UNMAP received\)/.exec(events);
+    expect(shadow).not.toBeNull();
+    expect(Number(shadow![2])).toBeGreaterThan(0);
+    expect(Number(shadow![3])).toBeGreaterThan(0);
+    expect(Number(shadow![1])).toBe(await page.locator("#events table.shadow tbody tr").count());
+    await page.uncheck("#cm");
+    await page.waitForFunction("!document.querySelector('#events').textContent.includes('host mappings')", null, { timeout: BOOT_LIMIT_MS });
+    expect(await finished(page)).toMatch(/guest finished: exit 0.*CM=0/);
+    expect(await page.textContent("#events")).toContain("the VFIO-like shadow needs caching mode (CAP.CM = 1)");
+    expect(page.url()).toMatch(/[?&]cm=0/);
+    expect(page.url()).toMatch(/[?&]vfio=1/);
+    expect(errors).toEqual([]);
+    await page.close();
+  }, TEST_LIMIT_MS);
+
   it("is reachable from the keyboard: Tab reaches every control, and p pauses and resumes", async () => {
     const { page, errors } = await open("?rounds=20000&paused=1");
     await page.waitForFunction("window.demo && window.demo.figures.state === 'paused'", null, { timeout: BOOT_LIMIT_MS });
@@ -143,7 +163,7 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
       await page.keyboard.press("Tab");
       reached.add(String(await page.evaluate("document.activeElement && document.activeElement.id")));
     }
-    for (const id of ["cm", "coherent", "aw", "qi", "mistake", "rounds", "pause", "step", "resume", "reset", "panels", "registers", "console"]) expect(reached).toContain(id);
+    for (const id of ["cm", "coherent", "aw", "qi", "mistake", "rounds", "vfio", "det", "pause", "step", "resume", "reset", "panels", "registers", "console"]) expect(reached).toContain(id);
     await page.evaluate("document.activeElement.blur()");
     await page.keyboard.press("p");
     await page.waitForFunction("window.demo.figures.state === 'running'", null, { timeout: 5_000 });

@@ -4,7 +4,8 @@
  * prints, from src/cli/explain.ts), and the guest's serial console.
  */
 import { explainMissingCmInvalidations, explainReport } from "../../src/cli/explain.ts";
-import { el, show } from "../dom.ts";
+import type { VfioAssignment } from "../../src/vfio/index.ts";
+import { el, hex, show, table } from "../dom.ts";
 import type { LoggedEvent, RecentList, RunRecorder } from "../recorder.ts";
 
 function logList(title: string, list: RecentList<LoggedEvent>, empty: string): Node[] {
@@ -13,13 +14,29 @@ function logList(title: string, list: RecentList<LoggedEvent>, empty: string): N
   return [el("h3", { text: `${title}: ${list.total}${more}` }), items.length ? el("ol", { class: "log" }, ...items) : el("p", { class: "empty", text: empty })];
 }
 
+/** The most host mappings the shadow view lists. */
+const SHADOW_ROWS = 32;
+
+function shadowView(vfio: VfioAssignment | string | undefined): Node[] {
+  if (vfio === undefined) return [];
+  if (typeof vfio === "string") return [el("h3", { text: "VFIO-like shadow of edu" }), el("p", { class: "empty", text: vfio })];
+  const mappings = vfio.hostIommu.mappings();
+  const rows = mappings.slice(0, SHADOW_ROWS).map((m) => [hex(m.iova), hex(m.size), hex(m.hostAddress), `${m.permission & 1 ? "r" : "-"}${m.permission & 2 ? "w" : "-"}`]);
+  return [
+    el("h3", { text: `VFIO-like shadow of edu: ${mappings.length} host mappings (${vfio.events.map} MAP, ${vfio.events.unmap} UNMAP received)` }),
+    el("p", { class: "caption", text: "shown only: edu's DMA still goes through the unit, so the guest still sees its faults" }),
+    table(["IOVA", "size", "host address", "perm"], rows, { class: "shadow", empty: "(nothing mapped)" }),
+  ];
+}
+
 export class EventPanel {
   private signature = "";
   private recorder: RunRecorder | undefined;
   constructor(private readonly root: HTMLElement) {}
 
-  update(recorder: RunRecorder): void {
-    const signature = `${recorder.faults.total} ${recorder.interrupts.total} ${recorder.remapped.total} ${recorder.notifierEvents.total} ${recorder.queueErrors.total}`;
+  update(recorder: RunRecorder, vfio: VfioAssignment | string | undefined): void {
+    const shadow = typeof vfio === "object" ? `${vfio.events.map} ${vfio.events.unmap}` : String(vfio);
+    const signature = `${recorder.faults.total} ${recorder.interrupts.total} ${recorder.remapped.total} ${recorder.notifierEvents.total} ${recorder.queueErrors.total} ${shadow}`;
     if (recorder === this.recorder && signature === this.signature) return;
     this.recorder = recorder;
     this.signature = signature;
@@ -30,6 +47,7 @@ export class EventPanel {
       ...logList("interrupt requests let through (remapping)", recorder.remapped, "(none)"),
       ...logList("notifier events of edu's address space", recorder.notifierEvents, recorder.notifierNote || "(none)"),
       ...(recorder.queueErrors.total ? logList("queue errors", recorder.queueErrors, "") : []),
+      ...shadowView(vfio),
     );
   }
 }
