@@ -97,3 +97,25 @@ describe("checker summary and warnings", () => {
     expect(warnings(m)["global-invalidation"]).toBe(1);
   });
 });
+
+describe("checker on interrupt requests: anything a device sends", () => {
+  it("random requests and random IRTEs never throw, and every report is about a cached IRTE that differs from the table", () => {
+    const m = testMachine({ checker: true, cachingMode: true, interruptRemapping: true });
+    const table = m.driver.interruptTableAddress!;
+    let seed = 12345;
+    const next = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0);
+    const odd: unknown[] = [NaN, -1, 2 ** 40, 1.5, "x", undefined, 0xfee0_0010n, 1n << 70n];
+    for (let i = 0; i < 3000; i++) {
+      if (i % 7 === 0) m.platform.ram.write(BigInt(table + 16 * (next() % 256)), new Uint8Array([next() & 0xff, next() & 0xff, next() & 0xff, next() & 0xff]));
+      // Mostly remappable-format requests for the table's 256 entries, some anything in the interrupt range.
+      const address = i % 50 === 0 ? odd[i % odd.length] : i % 3 === 0 ? (0xfee0_0000 | (next() & 0xf_fffc)) >>> 0 : (0xfee0_0010 | ((next() % 256) << 5)) >>> 0;
+      const data = i % 60 === 0 ? odd[(i >> 2) % odd.length] : i % 5 === 0 ? next() : 0;
+      expect(() => m.platform.device.interruptRequest(next() & 0xffff, address as number, data as number)).not.toThrow();
+    }
+    expect(m.platform.device.checker!.reports.length).toBeGreaterThan(0);
+    for (const r of m.platform.device.checker!.reports) {
+      expect(r.cached).toMatchObject({ structure: "table-entry", table: "interrupt-remapping" });
+      expect((r.cached as { value: bigint }).value).not.toBe((r.current as { value: bigint }).value);
+    }
+  });
+});
