@@ -53,6 +53,14 @@ function write(m: TestMachine, iova: number): string {
   return r.ok ? "ok" : `fault 0x${r.reason!.toString(16)}`;
 }
 
+/** A domain for SID_A with IOVA mapped read-write to PHYS_A (what most scenarios start from). */
+function attachedWithPage(m: TestMachine): ReturnType<VtdDriver["createDomain"]> {
+  const d = m.driver.createDomain();
+  m.driver.attach(SID_A, d);
+  m.driver.map(d, IOVA, PHYS_A, 4096, "rw");
+  return d;
+}
+
 function tags(m: TestMachine): void {
   tag(m.platform, PHYS_A, TAG_A);
   tag(m.platform, PHYS_B, TAG_B);
@@ -85,9 +93,7 @@ export const SCENARIOS: Scenario[] = [
     rule: "unmap-invalidation",
     vtd: {},
     run(m) {
-      const d = m.driver.createDomain();
-      m.driver.attach(SID_A, d);
-      m.driver.map(d, IOVA, PHYS_A, 4096, "rw");
+      const d = attachedWithPage(m);
       const before = read(m, IOVA);
       m.driver.unmap(d, IOVA, 4096);
       return [before, read(m, IOVA)];
@@ -101,9 +107,7 @@ export const SCENARIOS: Scenario[] = [
     rule: "unmap-invalidation",
     vtd: {},
     run(m) {
-      const d = m.driver.createDomain();
-      m.driver.attach(SID_A, d);
-      m.driver.map(d, IOVA, PHYS_A, 4096, "rw");
+      const d = attachedWithPage(m);
       const before = read(m, IOVA);
       m.driver.unmap(d, IOVA, 4096);
       m.driver.map(d, IOVA, PHYS_B, 4096, "rw");
@@ -119,9 +123,7 @@ export const SCENARIOS: Scenario[] = [
     vtd: {},
     run(m, buggy) {
       // A previous owner translated SID_A's IOVA to A and left translation on.
-      const d = m.driver.createDomain();
-      m.driver.attach(SID_A, d);
-      m.driver.map(d, IOVA, PHYS_A, 4096, "rw");
+      const d = attachedWithPage(m);
       const before = read(m, IOVA);
       handOver(m);
       // The new driver: its own root table, IOVA to B; buggy: no global invalidations after SRTP.
@@ -156,9 +158,7 @@ export const SCENARIOS: Scenario[] = [
     rule: "cpu-cache-flush",
     vtd: { coherent: false },
     run(m) {
-      const d = m.driver.createDomain();
-      m.driver.attach(SID_A, d);
-      m.driver.map(d, IOVA, PHYS_A, 4096, "rw");
+      const d = attachedWithPage(m);
       return [read(m, IOVA)];
     },
     correct: ["tag A"],
@@ -170,9 +170,7 @@ export const SCENARIOS: Scenario[] = [
     rule: "write-buffer-flush",
     vtd: { rwbf: true },
     run(m) {
-      const d = m.driver.createDomain();
-      m.driver.attach(SID_A, d);
-      m.driver.map(d, IOVA, PHYS_A, 4096, "rw");
+      const d = attachedWithPage(m);
       const before = read(m, IOVA); // the unit reads the line holding IOVA's and the next page's PTEs
       m.driver.map(d, IOVA + 4096, PHYS_B, 4096, "rw");
       return [before, read(m, IOVA + 4096)];
@@ -186,9 +184,7 @@ export const SCENARIOS: Scenario[] = [
     rule: "permission-change-invalidation",
     vtd: {},
     run(m) {
-      const d = m.driver.createDomain();
-      m.driver.attach(SID_A, d);
-      m.driver.map(d, IOVA, PHYS_A, 4096, "rw");
+      const d = attachedWithPage(m);
       const before = write(m, IOVA);
       m.driver.protect(d, IOVA, 4096, "r");
       return [before, write(m, IOVA)];
