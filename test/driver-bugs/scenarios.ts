@@ -123,7 +123,7 @@ export const SCENARIOS: Scenario[] = [
     vtd: {},
     run(m, buggy) {
       // A previous owner translated SID_A's IOVA to A and left translation on.
-      const d = attachedWithPage(m);
+      attachedWithPage(m);
       const before = read(m, IOVA);
       handOver(m);
       // The new driver: its own root table, IOVA to B; buggy: no global invalidations after SRTP.
@@ -158,7 +158,7 @@ export const SCENARIOS: Scenario[] = [
     rule: "cpu-cache-flush",
     vtd: { coherent: false },
     run(m) {
-      const d = attachedWithPage(m);
+      attachedWithPage(m);
       return [read(m, IOVA)];
     },
     correct: ["tag A"],
