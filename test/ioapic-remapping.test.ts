@@ -151,4 +151,21 @@ describe("the I/O APIC's lines through the unit on v86", () => {
     machine.cpu.device_lower_irq(PIN);
     expect(await until(() => taken() > before.taken)).toBe(true);
   }, 30_000);
+
+  it("the lines' state survives a snapshot (a level line still high sends again after restore), and a bad one is refused", async () => {
+    setIrte(6, irte({ vector: 0x75, tm: 1, svt: 1, sid: IOAPIC_SOURCE_ID }));
+    route(6, 0x75, LEVEL | MASKED);
+    machine.cpu.device_raise_irq(PIN);
+    const saved = platform.ioApic.saveState();
+    expect(saved).toEqual({ high: 1 << PIN, levels: 1 << PIN });
+    platform.ioApic.restoreState({ high: 0, levels: 0 }); // as a fresh machine would start
+    platform.ioApic.restoreState(saved);
+    const before = taken();
+    entries[PIN] = entries[PIN]! & ~MASKED;
+    expect(await until(() => taken() > before)).toBe(true);
+    machine.cpu.device_lower_irq(PIN);
+    for (const bad of [null, { high: 1 }, { high: 2 ** 24, levels: 0 }, { high: 0, levels: 1 }, { high: -1, levels: 0 }]) {
+      expect(() => platform.ioApic.restoreState(bad as never)).toThrow(/I\/O APIC lines/);
+    }
+  }, 30_000);
 });

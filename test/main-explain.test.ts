@@ -81,7 +81,7 @@ describe.skipIf(!haveGcc32())("npm start explains", () => {
     const run = await start("--dump", "--trace", file, "--trace-events", "vtd_reg_write,vtd_inv*");
     expect(run.status).toBe(0);
     const events = readFileSync(file, "utf8").trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
-    expect(new Set(events.map((e) => e.type))).toEqual(new Set(["vtd_reg_write", "vtd_inv", "vtd_inv_wait"]));
+    expect(new Set(events.map((e) => e.type))).toEqual(new Set(["vtd_reg_write", "vtd_inv", "vtd_inv_wait", "vtd_inv_iec"]));
     expect(run.stderr).toContain(`trace: ${events.length} events written to ${file}`);
     for (const e of events) expect(e.value ?? "0x0").toMatch(/^0x[0-9a-f]+$/);
 

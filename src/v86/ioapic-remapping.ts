@@ -47,6 +47,12 @@ const COMPAT_DESTINATION_MODE_SHIFT = 2;
 const DELIVERY_MODE = 0x700;
 const IRES = Number(Gsts.IRES);
 
+/** The lines' state a snapshot keeps (bit n: line n). */
+export interface IoApicLines {
+  high: number;
+  levels: number;
+}
+
 export class IoApicRemapping {
   /** Lines of remappable entries that went high and are waiting for the next safe point. */
   private edges = 0;
@@ -78,6 +84,26 @@ export class IoApicRemapping {
     safePoints.onTick(() => {
       if (this.levels !== 0) this.flush();
     });
+  }
+
+  /**
+   * What v86's own state does not hold: which remappable lines are high (level ones among them).
+   * Pending edges are deferred work: a machine saves only when none waits (attach-state.ts).
+   */
+  saveState(): IoApicLines {
+    return { high: this.high >>> 0, levels: this.levels >>> 0 };
+  }
+
+  /** Takes `saveState`'s lines (each a 24-bit mask; anything else is refused with the reason). */
+  restoreState(lines: IoApicLines): void {
+    const mask = 2 ** IOAPIC_PINS - 1;
+    const ok = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= mask;
+    if (typeof lines !== "object" || lines === null || !ok(lines.high) || !ok(lines.levels) || (lines.levels & ~lines.high) !== 0) {
+      throw new RangeError("I/O APIC lines: expected { high, levels } as 24-bit masks, levels within high");
+    }
+    this.high = lines.high;
+    this.levels = lines.levels;
+    this.edges = 0;
   }
 
   /** Puts v86's own line functions back. */
