@@ -3,16 +3,21 @@
  * serve. The page (demo/main.ts) is bundled for the browser with esbuild; v86.wasm comes from the
  * installed v86 package unchanged (the page patches CLFLUSH in memory, as Machine needs); the C
  * test guest is built as `npm start` builds it (firmware/build.ts) and copied beside the page.
- * Nothing runs on a server: the page fetches these files and boots the guest itself.
+ * When `npm run build:linux` has built the Linux guest and Debian's SeaBIOS is installed, the
+ * bzImage, the initramfs and SeaBIOS go in too (guests/index.json says whether they did, and why
+ * not). Nothing runs on a server: the page fetches these files and boots the guest itself.
  *
  *   npm run build:demo [-- --out DIR]
  */
-import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { build } from "esbuild";
 import { ensureFirmware } from "../firmware/build.ts";
+import { ensureLinuxGuest, linuxGuestReadiness } from "../firmware/linux/build.ts";
+import { SEABIOS, VGA_BIOS } from "../src/linux/boot.ts";
+import type { GuestManifest } from "./site-files.ts";
 import { SITE_FILES } from "./site-files.ts";
 
 const DEMO_DIR = dirname(fileURLToPath(import.meta.url));
@@ -65,8 +70,24 @@ export async function buildDemo(out = DEMO_BUILD_DIR): Promise<SiteSummary> {
   const v86Directory = dirname(createRequire(import.meta.url).resolve("v86/package.json"));
   copyFileSync(join(v86Directory, "build", "v86.wasm"), join(out, SITE_FILES.wasm));
   copyFileSync(guest, join(out, SITE_FILES.guest));
+  const manifest: GuestManifest = { linux: await copyLinuxGuest(out) };
+  writeFileSync(join(out, SITE_FILES.manifest), `${JSON.stringify(manifest)}\n`);
   const files = listFiles(out);
   return { directory: out, files, bytes: files.reduce((sum, f) => sum + f.bytes, 0) };
+}
+
+/** Copies the Linux guest and SeaBIOS into the site when they are built and installed; else says why not. */
+async function copyLinuxGuest(out: string): Promise<true | string> {
+  const readiness = linuxGuestReadiness();
+  if (!readiness.ready) return readiness.reason;
+  for (const file of [SEABIOS, VGA_BIOS]) if (!existsSync(file)) return `${file} not found (apt-get install seabios)`;
+  const linux = await ensureLinuxGuest({ log: () => {} });
+  mkdirSync(join(out, "guests", "linux"), { recursive: true });
+  copyFileSync(linux.bzImage, join(out, SITE_FILES.linux.bzImage));
+  copyFileSync(linux.initrd, join(out, SITE_FILES.linux.initrd));
+  copyFileSync(SEABIOS, join(out, SITE_FILES.linux.bios));
+  copyFileSync(VGA_BIOS, join(out, SITE_FILES.linux.vgaBios));
+  return true;
 }
 
 function outOption(argv: string[]): string {

@@ -10,18 +10,8 @@ import { compilePatchedV86 } from "../src/v86/index.ts";
 import { DemoPage } from "./page.ts";
 import { parseSettings } from "./settings.ts";
 import { SITE_FILES } from "./site-files.ts";
+import { fetchBytes, fetchManifest } from "./assets.ts";
 
-
-async function fetchBytes(path: string): Promise<Uint8Array> {
-  let response: Response;
-  try {
-    response = await fetch(path);
-  } catch (error) {
-    throw new Error(`fetching ${path} failed: ${error instanceof Error ? error.message : String(error)}`);
-  }
-  if (!response.ok) throw new Error(`fetching ${path}: HTTP ${response.status} (build the site with npm run build:demo)`);
-  return new Uint8Array(await response.arrayBuffer());
-}
 
 async function main(): Promise<void> {
   const { settings, errors } = parseSettings(location.search);
@@ -29,7 +19,7 @@ async function main(): Promise<void> {
   (window as unknown as { demo: DemoPage }).demo = page;
   const started = performance.now();
   try {
-    const [wasm, guest] = await Promise.all([fetchBytes(SITE_FILES.wasm), fetchBytes(SITE_FILES.guest)]);
+    const [wasm, guest, manifest] = await Promise.all([fetchBytes(SITE_FILES.wasm), fetchBytes(SITE_FILES.guest), fetchManifest()]);
     try {
       checkMultibootImage(guest);
     } catch (error) {
@@ -41,7 +31,7 @@ async function main(): Promise<void> {
     } catch (error) {
       throw new Error(`${SITE_FILES.wasm}: ${error instanceof Error ? error.message : String(error)}`);
     }
-    page.ready(wasmModule, guest, performance.now() - started);
+    page.ready({ wasmModule, guest }, manifest, performance.now() - started);
   } catch (error) {
     page.fatal(error instanceof Error ? error.message : String(error));
   }

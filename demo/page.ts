@@ -7,8 +7,10 @@ import { byId, el } from "./dom.ts";
 import { CheckerPanel, ConsolePanel, EventPanel } from "./panels/event-panels.ts";
 import { TimelinePanel } from "./panels/timeline.ts";
 import { CachePanel, QueuePanel, RegisterPanel } from "./panels/unit-panels.ts";
-import { EDU_SID, Session, type RunState } from "./session.ts";
-import { MISTAKES, settingsQuery, UNMAP_MODES, type Choice, type DemoSettings } from "./settings.ts";
+import { fetchLinux } from "./assets.ts";
+import { EDU_SID, Session, type GuestAssets, type RunState } from "./session.ts";
+import { GUESTS, MISTAKES, settingsQuery, UNMAP_MODES, type Choice, type DemoSettings } from "./settings.ts";
+import type { GuestManifest } from "./site-files.ts";
 
 /** What the page measured, also readable by tests and the figures script (window.demo). */
 export interface PageFigures {
@@ -37,7 +39,7 @@ function fillChoices<T extends string>(select: HTMLSelectElement, choices: reado
 export class DemoPage {
   session: Session | undefined;
   readonly figures: PageFigures = { loadBytes: 0, assetsMs: 0, bootToExitMs: undefined, state: "loading", refreshes: 0, drawMs: 0, panelMs: {} };
-  private assets: { wasmModule: WebAssembly.Module; guest: Uint8Array } | undefined;
+  private assets: GuestAssets | undefined;
   private readonly console = new ConsolePanel(byId("console"));
   private readonly registers = new RegisterPanel(byId("registers"));
   private readonly caches = new CachePanel(byId("caches"));
@@ -53,15 +55,26 @@ export class DemoPage {
     if (errors.length) this.showErrors(errors);
     fillChoices(byId<HTMLSelectElement>("mistake"), MISTAKES);
     fillChoices(byId<HTMLSelectElement>("unmap"), UNMAP_MODES);
+    fillChoices(byId<HTMLSelectElement>("guest"), GUESTS);
     this.showSettings();
     this.bindControls();
     this.startRefresh();
   }
 
-  /** v86 and the guest are here: boot. */
-  ready(wasmModule: WebAssembly.Module, guest: Uint8Array, assetsMs: number): void {
-    this.assets = { wasmModule, guest };
+  /** v86 and the C test guest are here: boot. */
+  ready(assets: GuestAssets, manifest: GuestManifest, assetsMs: number): void {
+    this.assets = assets;
     this.figures.assetsMs = assetsMs;
+    const linux = byId<HTMLSelectElement>("guest").querySelector<HTMLOptionElement>('option[value="linux"]');
+    if (linux && manifest.linux !== true) {
+      linux.disabled = true;
+      linux.textContent = `${GUESTS[1]!.label} (not in this build: ${manifest.linux})`;
+    }
+    if (this.settings.guest === "linux" && manifest.linux !== true) {
+      this.showErrors([`URL parameter guest: linux is not in this build of the site: ${manifest.linux}`]);
+      this.settings = { ...this.settings, guest: "c" };
+      this.showSettings();
+    }
     void this.restart();
   }
 
@@ -79,6 +92,13 @@ export class DemoPage {
 
   private showSettings(): void {
     const s = this.settings;
+    byId<HTMLSelectElement>("guest").value = s.guest;
+    const linux = s.guest === "linux";
+    // The C guest's words and Linux's: only the ones the chosen guest understands can be chosen.
+    byId<HTMLSelectElement>("mistake").disabled = linux;
+    for (const id of ["rounds", "vfio"]) byId<HTMLInputElement>(id).disabled = linux;
+    const lazy = byId<HTMLSelectElement>("unmap").querySelector<HTMLOptionElement>('option[value="lazy"]');
+    if (lazy) lazy.disabled = !linux;
     byId<HTMLInputElement>("cm").checked = s.cachingMode;
     byId<HTMLInputElement>("coherent").checked = s.coherent;
     byId<HTMLSelectElement>("aw").value = String(s.awBits);
@@ -96,24 +116,26 @@ export class DemoPage {
   /** Reads the controls into new settings; a bad DMA-rounds value keeps the old one. */
   private readControls(): DemoSettings {
     const rounds = Number(byId<HTMLInputElement>("rounds").value);
+    const guest = byId<HTMLSelectElement>("guest").value === "linux" ? "linux" : "c";
     return {
       ...this.settings,
+      guest,
       cachingMode: byId<HTMLInputElement>("cm").checked,
       coherent: byId<HTMLInputElement>("coherent").checked,
       awBits: byId<HTMLSelectElement>("aw").value === "39" ? 39 : 48,
       queuedInvalidation: byId<HTMLInputElement>("qi").checked,
-      mistake: byId<HTMLSelectElement>("mistake").value as DemoSettings["mistake"],
-      unmap: byId<HTMLSelectElement>("unmap").value as DemoSettings["unmap"],
+      mistake: guest === "linux" ? "none" : (byId<HTMLSelectElement>("mistake").value as DemoSettings["mistake"]),
+      unmap: guest === "c" ? "strict" : (byId<HTMLSelectElement>("unmap").value as DemoSettings["unmap"]),
+      vfio: guest === "c" && byId<HTMLInputElement>("vfio").checked,
       dmaRounds: Number.isInteger(rounds) && rounds >= 0 && rounds <= 100_000 ? rounds : this.settings.dmaRounds,
       deterministic: byId<HTMLInputElement>("det").checked,
-      vfio: byId<HTMLInputElement>("vfio").checked,
       panels: byId<HTMLInputElement>("panels").checked,
       refreshHz: Number(byId<HTMLSelectElement>("hz").value) || this.settings.refreshHz,
     };
   }
 
   private bindControls(): void {
-    const rebootOn = ["cm", "coherent", "aw", "qi", "unmap", "mistake", "rounds", "det", "vfio"];
+    const rebootOn = ["guest", "cm", "coherent", "aw", "qi", "unmap", "mistake", "rounds", "det", "vfio"];
     for (const id of rebootOn) byId(id).addEventListener("change", () => this.changed(true));
     for (const id of ["panels", "hz"]) byId(id).addEventListener("change", () => this.changed(false));
     byId("pause").addEventListener("click", () => void this.session?.pause());
@@ -133,6 +155,7 @@ export class DemoPage {
 
   private changed(reboot: boolean): void {
     this.settings = this.readControls();
+    this.showSettings();
     history.replaceState(null, "", `${location.pathname}${settingsQuery(this.settings)}`);
     byId("panels-area").hidden = !this.settings.panels;
     this.startRefresh();
@@ -151,9 +174,13 @@ export class DemoPage {
       this.console.clear();
       this.drawnFinal = false;
       byId("status").textContent = "booting…";
-      const { wasmModule, guest } = this.assets!;
+      const assets = this.assets!;
       try {
-        this.session = await Session.start(wasmModule, guest, this.settings, {
+        if (this.settings.guest === "linux" && !assets.linux) {
+          byId("status").textContent = "fetching the Linux guest and SeaBIOS…";
+          assets.linux = await fetchLinux();
+        }
+        this.session = await Session.start(assets, this.settings, {
           onSerial: (text) => this.console.write(text),
           onState: (state, detail) => this.stateChanged(state, detail),
         });

@@ -5,8 +5,9 @@
  * resume, stop). The page fetches v86.wasm and the guest itself.
  */
 import { EDU_FULL_DMA_MASK } from "../src/devices/edu.ts";
+import { attachVirtioDisk } from "../src/linux/virtio-disk.ts";
 import {
-  attachVtd, EDU_PCI_SLOT, Machine, type DmaTranslator, type MachineOutcome, type VtdAttachment,
+  attachVtd, EDU_PCI_SLOT, Machine, type DmaTranslator, type MachineOutcome, type V86PciBus, type VtdAttachment,
 } from "../src/v86/index.ts";
 import type { VtdDevice } from "../src/vtd-device/index.ts";
 import { VfioAssignment } from "../src/vfio/index.ts";
@@ -14,6 +15,16 @@ import { RunRecorder } from "./recorder.ts";
 import { guestCmdline, type DemoSettings } from "./settings.ts";
 
 export const GUEST_MEMORY_BYTES = 64 << 20;
+/** Linux: v86 loads the initrd at 64 MiB; the workload keeps two copies in RAM (as src/linux/boot.ts's defaults). */
+export const LINUX_MEMORY_BYTES = 128 << 20;
+export const LINUX_DISK_BYTES = 16 << 20;
+
+/** What the page fetched: v86, the C test guest, and the Linux guest's files once asked for. */
+export interface GuestAssets {
+  wasmModule: WebAssembly.Module;
+  guest: Uint8Array;
+  linux?: { bzImage: Uint8Array; initrd: Uint8Array; bios: Uint8Array; vgaBios: Uint8Array };
+}
 /** edu at 00:04.0: its requester id. */
 export const EDU_SID = EDU_PCI_SLOT << 3;
 /** No host-time limit on the guest (the page's Stop ends it): the longest setTimeout. */
@@ -82,26 +93,32 @@ export class Session {
     return this.attachment.unit;
   }
 
-  static async start(wasmModule: WebAssembly.Module, guest: Uint8Array, settings: DemoSettings, events: SessionEvents): Promise<Session> {
+  static async start(assets: GuestAssets, settings: DemoSettings, events: SessionEvents): Promise<Session> {
     const started = performance.now();
+    const linux = settings.guest === "linux" ? assets.linux : undefined;
+    if (settings.guest === "linux" && !linux) throw new Error("the Linux guest's files are not loaded");
     const machine = await Machine.create({
-      wasmModule,
-      memoryBytes: GUEST_MEMORY_BYTES,
-      multiboot: guest,
-      cmdline: guestCmdline(settings),
+      wasmModule: assets.wasmModule,
       deterministic: settings.deterministic,
+      cmdline: guestCmdline(settings),
+      ...(linux
+        ? { memoryBytes: LINUX_MEMORY_BYTES, bios: linux.bios, vgaBios: linux.vgaBios, bzImage: linux.bzImage, initrd: linux.initrd }
+        : { memoryBytes: GUEST_MEMORY_BYTES, multiboot: assets.guest }),
     });
     const recorder = new RunRecorder();
-    // A multiboot kernel without BIOS: attachVtd writes the DMAR into RAM and leaves edu as SeaBIOS would.
+    // A multiboot kernel without BIOS: attachVtd writes the DMAR into RAM and leaves edu as SeaBIOS
+    // would. Linux boots through SeaBIOS, which gets the DMAR through fw_cfg; its disk is a
+    // RAM-backed virtio-blk whose DMA goes through the unit (as npm run linux).
     const attachment = attachVtd(machine.emulator, {
       cachingMode: settings.cachingMode,
       coherent: settings.coherent,
       awBits: settings.awBits,
       checker: recorder.checkerOption,
-      acpi: "ram",
-      // The guest provokes a fault beyond MGAW: edu must not clip its bus addresses (as npm start).
+      acpi: linux ? "fw_cfg" : "ram",
+      // The C guest provokes a fault beyond MGAW: edu must not clip its bus addresses (as npm start).
       eduDmaMask: EDU_FULL_DMA_MASK,
       interposeDma: (unit) => countingDma(unit, recorder),
+      ...(linux ? { attachDevices: (bus: V86PciBus) => [attachVirtioDisk(bus, new Uint8Array(LINUX_DISK_BYTES)).endpoint] } : {}),
     });
     const session = new Session(recorder, machine, attachment, settings, events, started);
     const unit = attachment.unit;

@@ -25,13 +25,22 @@ export const MISTAKES: readonly Choice<"none" | "skip-cm-invalidation" | "skip-c
 ];
 export type Mistake = (typeof MISTAKES)[number]["value"];
 
+/** The guests the page boots. Linux only when the site was built with it (guests/index.json). */
+export const GUESTS: readonly Choice<"c" | "linux">[] = [
+  { value: "c", label: "the C test guest (multiboot, no BIOS)" },
+  { value: "linux", label: "Linux 6.1 (i386) and its intel-iommu driver, through SeaBIOS" },
+];
+export type GuestKind = (typeof GUESTS)[number]["value"];
+
+/** Linux's unmapping (iommu.strict); the C test guest always unmaps strictly. */
 export const UNMAP_MODES: readonly Choice<"strict" | "lazy">[] = [
   { value: "strict", label: "strict: each unmap waits for its invalidation" },
-  { value: "lazy", label: "lazy: unmaps batched in a flush queue", unavailable: "the C test guest unmaps strictly only" },
+  { value: "lazy", label: "lazy: unmaps batched in a flush queue (Linux guest)" },
 ];
 export type UnmapMode = (typeof UNMAP_MODES)[number]["value"];
 
 export interface DemoSettings {
+  guest: GuestKind;
   /** CAP.CM: the unit may cache not-present entries. */
   cachingMode: boolean;
   /** ECAP.C: table reads snoop the CPU's caches. */
@@ -56,6 +65,7 @@ export interface DemoSettings {
 }
 
 export const DEFAULT_SETTINGS: DemoSettings = {
+  guest: "c",
   cachingMode: true,
   coherent: false,
   awBits: 48,
@@ -75,6 +85,7 @@ export const MAX_REFRESH_HZ = 10;
 
 /** URL parameter names, one per setting. */
 const PARAM = {
+  guest: "guest",
   cachingMode: "cm",
   coherent: "coherent",
   awBits: "aw",
@@ -134,6 +145,7 @@ export function parseSettings(search: string): { settings: DemoSettings; errors:
   const aw = integer(params, PARAM.awBits, d.awBits, 39, 48, errors);
   if (aw !== 39 && aw !== 48) errors.push(`URL parameter ${PARAM.awBits}: expected 39 or 48, got "${aw}"`);
   const settings: DemoSettings = {
+    guest: choice(params, PARAM.guest, GUESTS, d.guest, errors),
     cachingMode: flag(params, PARAM.cachingMode, d.cachingMode, errors),
     coherent: flag(params, PARAM.coherent, d.coherent, errors),
     awBits: aw === 39 ? 39 : 48,
@@ -147,6 +159,14 @@ export function parseSettings(search: string): { settings: DemoSettings; errors:
     startPaused: flag(params, PARAM.startPaused, d.startPaused, errors),
     deterministic: flag(params, PARAM.deterministic, d.deterministic, errors),
   };
+  if (settings.guest === "c" && settings.unmap === "lazy") {
+    errors.push("URL parameter unmap: lazy needs guest=linux (the C test guest unmaps strictly)");
+    settings.unmap = "strict";
+  }
+  if (settings.guest === "linux" && settings.mistake !== "none") {
+    errors.push(`URL parameter mistake: ${settings.mistake} is a mistake of the C test guest, not of Linux (guest=linux)`);
+    settings.mistake = "none";
+  }
   return { settings, errors };
 }
 
@@ -162,8 +182,17 @@ export function settingsQuery(settings: DemoSettings): string {
   return text ? `?${text}` : "";
 }
 
-/** The C test guest's command line for these settings (see firmware/main.c). */
+/**
+ * Linux's command line: the console where the page reads it, the driver on, the unmapping mode,
+ * and the guest's disk workload in MiB (firmware/linux/init.sh; the same words as src/linux/boot.ts).
+ */
+export const LINUX_WORKLOAD_MIB = 4;
+
+/** The guest's command line for these settings (the C test guest's words: firmware/main.c). */
 export function guestCmdline(settings: DemoSettings): string {
+  if (settings.guest === "linux") {
+    return `console=ttyS0 intel_iommu=on iommu.strict=${settings.unmap === "strict" ? 1 : 0} workload_mib=${LINUX_WORKLOAD_MIB}`;
+  }
   const words: string[] = [];
   if (settings.mistake === "skip-cm-invalidation" || settings.mistake === "skip-iec-invalidation") words.push(settings.mistake);
   if (!settings.queuedInvalidation) words.push("no-qi");

@@ -14,11 +14,11 @@ describe("demo settings in the URL", () => {
 
   it("every setting survives the round trip through the URL", () => {
     const changed: DemoSettings = {
-      cachingMode: false, coherent: true, awBits: 39, queuedInvalidation: false, unmap: "strict",
-      mistake: "skip-cm-invalidation", dmaRounds: 250, vfio: true, panels: false, refreshHz: 2, startPaused: true, deterministic: true,
+      guest: "linux", cachingMode: false, coherent: true, awBits: 39, queuedInvalidation: false, unmap: "lazy",
+      mistake: "none", dmaRounds: 250, vfio: true, panels: false, refreshHz: 2, startPaused: true, deterministic: true,
     };
     const query = settingsQuery(changed);
-    expect(query).toBe("?cm=0&coherent=1&aw=39&qi=0&mistake=skip-cm-invalidation&rounds=250&vfio=1&panels=0&hz=2&paused=1&det=1");
+    expect(query).toBe("?guest=linux&cm=0&coherent=1&aw=39&qi=0&unmap=lazy&rounds=250&vfio=1&panels=0&hz=2&paused=1&det=1");
     expect(parseSettings(query)).toEqual({ settings: changed, errors: [] });
   });
 
@@ -26,13 +26,13 @@ describe("demo settings in the URL", () => {
     const { settings, errors } = parseSettings(`?cm=yes&aw=40&rounds=${MAX_DMA_ROUNDS + 1}&hz=0&mistake=forget&unmap=lazy&zoom=2`);
     expect(settings).toEqual(DEFAULT_SETTINGS);
     expect(errors).toEqual([
-      "URL parameter zoom: unknown (known: cm, coherent, aw, qi, unmap, mistake, rounds, vfio, panels, hz, paused, det)",
+      "URL parameter zoom: unknown (known: guest, cm, coherent, aw, qi, unmap, mistake, rounds, vfio, panels, hz, paused, det)",
       'URL parameter aw: expected 39 or 48, got "40"',
       'URL parameter cm: expected 1 or 0, got "yes"',
-      'URL parameter unmap: lazy is not available: the C test guest unmaps strictly only',
       'URL parameter mistake: expected one of none, skip-cm-invalidation, skip-cache-flush, skip-iec-invalidation, got "forget"',
       `URL parameter rounds: expected an integer 0..${MAX_DMA_ROUNDS}, got "${MAX_DMA_ROUNDS + 1}"`,
       'URL parameter hz: expected an integer 1..10, got "0"',
+      "URL parameter unmap: lazy needs guest=linux (the C test guest unmaps strictly)",
     ]);
   });
 
@@ -40,10 +40,18 @@ describe("demo settings in the URL", () => {
     expect(parseSettings("?mistake=skip-cache-flush").errors).toEqual(["URL parameter mistake: skip-cache-flush is not available: the C test guest has no option to leave out a CLFLUSH yet"]);
   });
 
+  it("a choice the chosen guest does not understand is named and dropped", () => {
+    expect(parseSettings("?guest=linux&mistake=skip-cm-invalidation")).toEqual({
+      settings: { ...DEFAULT_SETTINGS, guest: "linux" },
+      errors: ["URL parameter mistake: skip-cm-invalidation is a mistake of the C test guest, not of Linux (guest=linux)"],
+    });
+  });
+
   it("the guest's command line carries the mistake, register-based invalidation and the DMA workload", () => {
     expect(guestCmdline(DEFAULT_SETTINGS)).toBe("");
     expect(guestCmdline({ ...DEFAULT_SETTINGS, mistake: "skip-cm-invalidation", queuedInvalidation: false, dmaRounds: 7 })).toBe("skip-cm-invalidation no-qi dma-rounds=7");
     expect(guestCmdline({ ...DEFAULT_SETTINGS, mistake: "skip-iec-invalidation" })).toBe("skip-iec-invalidation");
+    expect(guestCmdline({ ...DEFAULT_SETTINGS, guest: "linux", unmap: "lazy" })).toBe("console=ttyS0 intel_iommu=on iommu.strict=0 workload_mib=4");
   });
 });
 

@@ -8,7 +8,7 @@
  *
  * Skipped (with the reason) only when chromium is missing and REQUIRE_BROWSER is unset; CI sets it.
  */
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
@@ -23,6 +23,8 @@ if (!present && required) throw new Error(`REQUIRE_BROWSER=1 but ${CHROMIUM} is 
 const SHOTS = join(import.meta.dirname, "..", "build", "demo-screenshots");
 const SITE = join(import.meta.dirname, "..", "build", "demo-test-site");
 const BOOT_LIMIT_MS = 90_000;
+/** Linux boots through SeaBIOS and runs its disk workload: about a minute in the page on a busy machine. */
+const LINUX_LIMIT_MS = 400_000;
 /** A test boots the guest up to three times; generous, for a CI machine busy with the other test files. */
 const TEST_LIMIT_MS = 300_000;
 
@@ -155,6 +157,31 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     await page.close();
   }, TEST_LIMIT_MS);
 
+  it("boots the Linux guest when the site holds it (npm run build:linux): its intel-iommu driver on the unit, the disk workload through it", async (context) => {
+    const manifest = JSON.parse(readFileSync(join(SITE, "guests", "index.json"), "utf8")) as { linux: true | string };
+    if (manifest.linux !== true) {
+      if (process.env.REQUIRE_LINUX === "1") throw new Error(`REQUIRE_LINUX=1 but the demo site has no Linux guest: ${manifest.linux}`);
+      context.skip(`the site has no Linux guest: ${manifest.linux}`);
+    }
+    const { page, errors } = await open("?guest=linux");
+    await page.waitForFunction("['finished', 'failed'].includes(window.demo && window.demo.figures.state)", null, { timeout: LINUX_LIMIT_MS - 60_000 });
+    expect(await page.textContent("#status")).toMatch(/guest finished: exit 0/);
+    const transcript = (await page.textContent("#console")) ?? "";
+    expect(transcript).toContain("DMAR: Intel(R) Virtualization Technology for Directed I/O");
+    expect(transcript).toMatch(/^RESULT read-end 0 /m);
+    const pattern = /^RESULT pattern-sha256 (\S+)$/m.exec(transcript)?.[1];
+    expect(pattern).toBeDefined();
+    expect(transcript).toContain(`RESULT readback-sha256 ${pattern}`);
+    expect(transcript).toMatch(/^RESULT end /m);
+    await page.waitForFunction("document.querySelector('#checker').textContent.includes('requests inspected')", null, { timeout: 5_000 });
+    expect(await page.locator("#caches tbody tr").count()).toBeGreaterThan(1);
+    expect(await page.textContent("#checker")).toContain("no driver bug");
+    expect(await page.locator("#registers tr", { hasText: "GSTS" }).textContent()).toContain("TES");
+    await page.screenshot({ path: join(SHOTS, "linux.png"), fullPage: true });
+    expect(errors).toEqual([]);
+    await page.close();
+  }, LINUX_LIMIT_MS);
+
   it("is reachable from the keyboard: Tab reaches every control, and p pauses and resumes", async () => {
     const { page, errors } = await open("?rounds=20000&paused=1");
     await page.waitForFunction("window.demo && window.demo.figures.state === 'paused'", null, { timeout: BOOT_LIMIT_MS });
@@ -163,7 +190,7 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
       await page.keyboard.press("Tab");
       reached.add(String(await page.evaluate("document.activeElement && document.activeElement.id")));
     }
-    for (const id of ["cm", "coherent", "aw", "qi", "mistake", "rounds", "vfio", "det", "pause", "step", "resume", "reset", "panels", "registers", "console"]) expect(reached).toContain(id);
+    for (const id of ["guest", "cm", "coherent", "aw", "qi", "mistake", "rounds", "vfio", "det", "pause", "step", "resume", "reset", "panels", "registers", "console"]) expect(reached).toContain(id);
     await page.evaluate("document.activeElement.blur()");
     await page.keyboard.press("p");
     await page.waitForFunction("window.demo.figures.state === 'running'", null, { timeout: 5_000 });
