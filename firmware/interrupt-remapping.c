@@ -4,7 +4,8 @@
 
 #define IRT_ENTRIES 256u /* IRTA.S = 7 */
 #define IRT_S 7u
-#define WAIT_MS 500u
+#define WAIT_MS 500u     /* for something that must come: returns as soon as it does */
+#define QUIET_MS 50u     /* for something that must not come */
 
 /* IRTE indexes and the vectors their entries name. */
 #define IDX_EDU 5u           /* edu's MSI: handle 4 + subhandle 1 */
@@ -92,17 +93,21 @@ static void edu_msi_compatibility(u8 vector) {
 /* edu raises its interrupt (an MSI when enabled), then it is acknowledged at the device. */
 static void edu_interrupt(void) {
   edu_write(edu, EDU_RAISE, 1);
-  u64 settle = deadline_after_ms(20);
+  u64 settle = deadline_after_ms(1);
   while (!deadline_passed(settle)) {
   }
   edu_write(edu, EDU_ACK, 1);
 }
 
-static bool wait_vector(u8 vector, u32 before) {
-  u64 deadline = deadline_after_ms(WAIT_MS);
+static bool wait_vector_ms(u8 vector, u32 before, u32 ms) {
+  u64 deadline = deadline_after_ms(ms);
   while (interrupt_count(vector) == before && !deadline_passed(deadline)) {
   }
   return interrupt_count(vector) != before;
+}
+
+static bool wait_vector(u8 vector, u32 before) {
+  return wait_vector_ms(vector, before, WAIT_MS);
 }
 
 static void ioapic_write(u32 reg, u32 value) {
@@ -128,25 +133,24 @@ static void cmos_write(u8 reg, u8 value) {
   outb(0x71, value);
 }
 
-/* One RTC periodic interrupt (1024 Hz): PIE on until `vector` counts one, then off and acknowledged. */
-static bool rtc_interrupt(u8 vector) {
-  u32 before = interrupt_count(vector);
-  cmos_read(0x0C);
-  cmos_write(0x0A, 0x26);
-  cmos_write(0x0B, cmos_read(0x0B) | 0x40);
-  bool seen = wait_vector(vector, before);
-  cmos_write(0x0B, cmos_read(0x0B) & ~0x40);
-  cmos_read(0x0C);
-  return seen;
+static void rtc_periodic(bool on) {
+  cmos_read(0x0C); /* acknowledges: the line goes low */
+  if (on) cmos_write(0x0A, 0x26);
+  cmos_write(0x0B, on ? cmos_read(0x0B) | 0x40 : cmos_read(0x0B) & ~0x40);
+  if (!on) cmos_read(0x0C);
 }
 
 /* ---- faults ---- */
 
-static bool wait_fault(void) {
-  u64 deadline = deadline_after_ms(WAIT_MS);
+static bool wait_fault_ms(u32 ms) {
+  u64 deadline = deadline_after_ms(ms);
   while (!(vtd_read32(VTD_REG_FSTS) & VTD_FSTS_PPF) && !deadline_passed(deadline)) {
   }
   return vtd_read32(VTD_REG_FSTS) & VTD_FSTS_PPF;
+}
+
+static bool wait_fault(void) {
+  return wait_fault_ms(WAIT_MS);
 }
 
 static const char *join(char *buf, const char *a, const char *b) {
@@ -233,7 +237,7 @@ static void test_faults(void) {
   u32 before = interrupt_count(opt.fault_vector);
   edu_msi_remappable(IDX_FPD, false, 0);
   edu_interrupt();
-  bool recorded = wait_fault();
+  bool recorded = wait_fault_ms(QUIET_MS);
   check("ir.fault.fpd-suppressed", !recorded && interrupt_count(opt.fault_vector) == before, "fsts=0x%08x fault MSIs %u",
         vtd_read32(VTD_REG_FSTS), interrupt_count(opt.fault_vector) - before);
   vtd_clear_faults();
@@ -268,7 +272,7 @@ static void observe_compatibility_format(void) {
   u32 before = interrupt_count(VECTOR_COMPAT);
   edu_msi_compatibility(VECTOR_COMPAT);
   edu_interrupt();
-  bool delivered = wait_vector(VECTOR_COMPAT, before);
+  bool delivered = wait_vector_ms(VECTOR_COMPAT, before, QUIET_MS);
   bool recorded = !delivered && wait_fault();
   struct fault_record r = vtd_read_fault();
   platform("ir.compatibility-format %s reason 0x%x", delivered ? "passed" : "blocked", recorded ? r.reason : 0);
@@ -282,7 +286,10 @@ static void test_ioapic(void) {
   check("ir.ioapic.iec", iec_invalidate(false, IDX_IOAPIC), "invalidation failed");
   ioapic_route_rtc(IDX_IOAPIC, false);
   u32 rte_vector = interrupt_count(VECTOR_RTE);
-  bool seen = rtc_interrupt(VECTOR_IOAPIC);
+  u32 before_ioapic = interrupt_count(VECTOR_IOAPIC);
+  rtc_periodic(true); /* 1024 Hz: until the first interrupt */
+  bool seen = wait_vector(VECTOR_IOAPIC, before_ioapic);
+  rtc_periodic(false);
   check("ir.ioapic.remapped", seen && interrupt_count(VECTOR_RTE) == rte_vector && !(vtd_read32(VTD_REG_FSTS) & VTD_FSTS_PPF),
         "IRTE vector seen %u, RTE vector %u fsts=0x%08x", seen, interrupt_count(VECTOR_RTE) - rte_vector,
         vtd_read32(VTD_REG_FSTS));
@@ -290,7 +297,9 @@ static void test_ioapic(void) {
   /* The same line through an index whose IRTE is not present: the fault names the I/O APIC. */
   ioapic_route_rtc(IDX_IOAPIC_MISSING, false);
   u32 before = interrupt_count(opt.fault_vector);
-  rtc_interrupt(VECTOR_IOAPIC);
+  rtc_periodic(true); /* blocked: the fault comes instead of the vector */
+  wait_fault();
+  rtc_periodic(false);
   expect_ir_fault("ir.ioapic.fault", VTD_FAULT_REASON_IRTE_NOT_PRESENT, -1, IDX_IOAPIC_MISSING, before);
   ioapic_route_rtc(IDX_IOAPIC, true);
 }
