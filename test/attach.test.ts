@@ -37,7 +37,7 @@ async function userEmulator(options: UserOptions): Promise<V86Emulator> {
     memory_size: 64 << 20, vga_memory_size: 2 << 20, autostart: false, acpi: true,
     disable_keyboard: true, disable_mouse: true, disable_speaker: true, net_device: { type: "none" },
     ...options,
-  } as ConstructorParameters<typeof V86>[0]) as unknown as V86Emulator;
+  } as unknown as ConstructorParameters<typeof V86>[0]) as unknown as V86Emulator;
   await new Promise<void>((resolve) => emulator.add_listener("emulator-loaded", () => resolve()));
   return emulator;
 }
