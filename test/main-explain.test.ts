@@ -57,6 +57,17 @@ describe.skipIf(!haveGcc32())("npm start explains", () => {
     expect(run.stdout).not.toContain("== strict checker");
   });
 
+  it("says the same of a skipped interrupt-entry-cache invalidation: the IRTE, its faults, the invalidation that dropped it", async () => {
+    const run = await start("--cmdline", "skip-iec-invalidation");
+    expect(run.status).toBe(0);
+    expect(run.stdout).toContain("RESULT ir.stale-fault OBSERVED");
+    const text = section(run.stdout, CM_HEADING);
+    expect(text).toMatch(/the guest made interrupt remapping table entry 10 \(device 00:04\.0's interrupts\) present \(interrupt remapping table entry at 0x[0-9a-f]+ = 0x[0-9a-f]+\)/);
+    // Only interrupt-remapping faults count here, not the guest's deliberate DMA faults.
+    expect(text).toMatch(/kept faulting \(1 fault: IrteNotPresent 0x22\) until the guest's index-selective interrupt-entry-cache invalidation at [\d.]+ ms dropped it/);
+    expect(text).toContain("an index-selective interrupt-entry-cache invalidation IIDX 10 IM 0 would have covered it");
+  });
+
   it("--checker: each report as a paragraph with the rule and the missing invalidation", async () => {
     const run = await start("--cmdline", "skip-cm-invalidation", "--checker");
     expect(run.status).toBe(0);

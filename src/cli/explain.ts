@@ -13,6 +13,7 @@ export class ExplainRecorder {
   readonly reports: { seq: number; report: DriverBugReport }[] = [];
   readonly faults: { seq: number; time: number; sid: number; reason: FaultReason; address: bigint }[] = [];
   readonly invalidations: { seq: number; time: number; event: Extract<TraceEvent, { type: "vtd_inv" }> }[] = [];
+  readonly iecInvalidations: { seq: number; time: number; event: Extract<TraceEvent, { type: "vtd_inv_iec" }> }[] = [];
   private seq = 0;
   private device: VtdDevice | undefined;
 
@@ -24,6 +25,7 @@ export class ExplainRecorder {
     device.trace.subscribe((event) => {
       if (event.type === "vtd_fault") this.faults.push({ seq: this.seq++, time: device.now, sid: event.sid, reason: event.reason, address: event.address });
       else if (event.type === "vtd_inv") this.invalidations.push({ seq: this.seq++, time: device.now, event });
+      else if (event.type === "vtd_inv_iec") this.iecInvalidations.push({ seq: this.seq++, time: device.now, event });
     });
   }
 
@@ -114,7 +116,19 @@ function covers(event: Extract<TraceEvent, { type: "vtd_inv" }>, report: DriverB
   return report.iova >= event.address && report.iova < event.address + size;
 }
 
-const GRANULARITY_WORDS: Record<string, string> = { global: "global", domain: "domain-selective", device: "device-selective", page: "page-selective" };
+const GRANULARITY_WORDS: Record<string, string> = {
+  global: "global", domain: "domain-selective", device: "device-selective", page: "page-selective", index: "index-selective",
+};
+/** Interrupt-remapping fault reasons are 20h-2Fh; DMA-remapping ones lie below. */
+const isInterruptFault = (reason: number) => reason >= 0x20 && reason < 0x30;
+
+/** Whether an interrupt-entry-cache invalidation drops IRTE `index` (the 2^IM-aligned block from IIDX). */
+function coversIrte(event: Extract<TraceEvent, { type: "vtd_inv_iec" }>, index: number): boolean {
+  if (event.granularity === "global") return true;
+  const block = 2 ** event.mask;
+  const start = event.index - (event.index % block);
+  return index >= start && index < start + block;
+}
 
 /**
  * What happened after the guest left out a caching-mode invalidation, in plain words, from the
@@ -125,16 +139,23 @@ export function explainMissingCmInvalidations(recorder: ExplainRecorder): string
   if (found.length === 0) return undefined;
   const paragraphs = found.map(({ seq, report: r }) => {
     const context = r.cached.structure === "context-entry";
-    const what = context ? `the context entry of device ${r.device}` : `IOVA page ${hex(r.iova & ~0xfffn)} of device ${r.device}`;
-    const cover = recorder.invalidations.find((i) => i.seq > seq && covers(i.event, r));
-    const faults = recorder.faults.filter((f) => f.seq > seq && f.sid === r.sid && (!cover || f.seq < cover.seq));
+    const irte = r.missing.action === "interrupt-entry-cache-invalidation" ? r.missing.index : undefined;
+    const what = irte !== undefined
+      ? `interrupt remapping table entry ${irte} (device ${r.device}'s interrupts)`
+      : context ? `the context entry of device ${r.device}` : `IOVA page ${hex(r.iova & ~0xfffn)} of device ${r.device}`;
+    const cover = irte !== undefined
+      ? recorder.iecInvalidations.find((i) => i.seq > seq && coversIrte(i.event, irte))
+      : recorder.invalidations.find((i) => i.seq > seq && covers(i.event, r));
+    const faults = recorder.faults.filter((f) =>
+      f.seq > seq && f.sid === r.sid && isInterruptFault(f.reason) === (irte !== undefined) && (!cover || f.seq < cover.seq));
     const reasons = [...new Set(faults.map((f) => `${FaultReason[f.reason] ?? "fault"} 0x${f.reason.toString(16)}`))].join(", ");
+    const cache = cover === undefined ? "" : "cache" in cover.event ? (cover.event.cache === "context" ? "context-cache" : "IOTLB") : "interrupt-entry-cache";
     const until = cover
-      ? `until the guest's ${GRANULARITY_WORDS[cover.event.granularity] ?? cover.event.granularity} ${cover.event.cache === "context" ? "context-cache" : "IOTLB"} invalidation at ${cover.time.toFixed(3)} ms dropped it`
+      ? `until the guest's ${GRANULARITY_WORDS[cover.event.granularity] ?? cover.event.granularity} ${cache} invalidation at ${cover.time.toFixed(3)} ms dropped it`
       : "until the end of the run (no invalidation covering it came)";
     const faulted = faults.length > 0 ? `kept faulting (${faults.length} fault${faults.length === 1 ? "" : "s"}: ${reasons}) ${until}` : `used it ${until}`;
     return `the guest made ${what} present (${describeEntry(r.current)}) without invalidating under CM=1; the unit had cached the not-present entry ` +
-      `(negative caching) and ${faulted}; a ${r.missing.text} would have covered it (VT-d §6.1).`;
+      `(negative caching) and ${faulted}; ${/^[aeiou]/i.test(r.missing.text) ? "an" : "a"} ${r.missing.text} would have covered it (VT-d §6.1).`;
   });
   return ["== what happened: a caching-mode invalidation was left out ==", ...paragraphs].join("\n");
 }
