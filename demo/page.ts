@@ -20,7 +20,8 @@ export interface PageFigures {
   assetsMs: number;
   /** Machine creation to the guest's exit, host ms. */
   bootToExitMs: number | undefined;
-  state: RunState | "loading";
+  /** loading: fetching v86; booting: a (re)start is under way, the previous run's figures no longer count. */
+  state: RunState | "loading" | "booting";
   refreshes: number;
   /** Host ms spent drawing the panels, in all. */
   drawMs: number;
@@ -50,6 +51,10 @@ export class DemoPage {
   private timer: ReturnType<typeof setInterval> | undefined;
   private drawnFinal = false;
   private starting: Promise<void> | undefined;
+  /** Counts restarts: events of a run that was replaced are dropped. */
+  private generation = 0;
+  /** The restart that started `session`. */
+  private sessionGeneration = -1;
 
   constructor(public settings: DemoSettings, errors: string[]) {
     if (errors.length) this.showErrors(errors);
@@ -166,11 +171,19 @@ export class DemoPage {
   /** Stops the current run, if any, and boots the guest again with the current settings. */
   async restart(): Promise<void> {
     if (!this.assets) return;
+    // At once, before anything is awaited: whoever waits for the next run's end must not see this one's.
+    const generation = ++this.generation;
+    this.figures.state = "booting";
+    this.figures.bootToExitMs = undefined;
+    byId("results").textContent = "";
     const previous = this.starting;
     const run = (async () => {
       await previous;
-      await this.session?.stop();
+      const old = this.session;
       this.session = undefined;
+      await old?.stop();
+      // A later restart came while this one waited: it boots instead.
+      if (generation !== this.generation) return;
       this.console.clear();
       this.drawnFinal = false;
       byId("status").textContent = "booting…";
@@ -180,12 +193,18 @@ export class DemoPage {
           byId("status").textContent = "fetching the Linux guest and SeaBIOS…";
           assets.linux = await fetchLinux();
         }
-        this.session = await Session.start(assets, this.settings, {
-          onSerial: (text) => this.console.write(text),
-          onState: (state, detail) => this.stateChanged(state, detail),
+        const session = await Session.start(assets, this.settings, {
+          onSerial: (text) => {
+            if (generation === this.generation) this.console.write(text);
+          },
+          onState: (state, detail) => {
+            if (generation === this.generation) this.stateChanged(state, detail);
+          },
         });
+        this.session = session;
+        this.sessionGeneration = generation;
       } catch (error) {
-        this.fatal(`booting the guest failed: ${error instanceof Error ? error.message : String(error)}`);
+        if (generation === this.generation) this.fatal(`booting the guest failed: ${error instanceof Error ? error.message : String(error)}`);
       }
     })();
     this.starting = run;
@@ -216,7 +235,7 @@ export class DemoPage {
   private refresh(): void {
     this.console.measure();
     const session = this.session;
-    if (!session || this.drawnFinal) return;
+    if (!session || this.drawnFinal || this.sessionGeneration !== this.generation) return;
     const final = session.state === "finished" || session.state === "failed";
     if (final) this.drawnFinal = true;
     this.figures.refreshes++;
