@@ -1,5 +1,5 @@
 /**
- * One run of the C test guest in the page: a v86 machine with the unit attached through the
+ * One run of a guest in the page (the C test guest, or Linux): a v86 machine with the unit attached through the
  * package's public entry (`v86-vtd/v86`: Machine and attachVtd, as attach-run.ts does), the
  * recorder fed from it, and the controls a learner uses (pause, step to the unit's next event,
  * resume, stop). The page fetches v86.wasm and the guest itself.
@@ -27,7 +27,7 @@ export interface GuestAssets {
 }
 /** edu at 00:04.0: its requester id. */
 export const EDU_SID = EDU_PCI_SLOT << 3;
-/** No host-time limit on the guest (the page's Stop ends it): the longest setTimeout. */
+/** No host-time limit on the guest (Reset ends it): the longest setTimeout. */
 const NO_TIMEOUT_MS = 2 ** 31 - 1;
 /** Step runs to the unit's next invalidation, queue descriptor or fault, or this long at most. */
 export const STEP_LIMIT_MS = 250;
@@ -109,17 +109,23 @@ export class Session {
     // A multiboot kernel without BIOS: attachVtd writes the DMAR into RAM and leaves edu as SeaBIOS
     // would. Linux boots through SeaBIOS, which gets the DMAR through fw_cfg; its disk is a
     // RAM-backed virtio-blk whose DMA goes through the unit (as npm run linux).
-    const attachment = attachVtd(machine.emulator, {
-      cachingMode: settings.cachingMode,
-      coherent: settings.coherent,
-      awBits: settings.awBits,
-      checker: recorder.checkerOption,
-      acpi: linux ? "fw_cfg" : "ram",
-      // The C guest provokes a fault beyond MGAW: edu must not clip its bus addresses (as npm start).
-      eduDmaMask: EDU_FULL_DMA_MASK,
-      interposeDma: (unit) => countingDma(unit, recorder),
-      ...(linux ? { attachDevices: (bus: V86PciBus) => [attachVirtioDisk(bus, new Uint8Array(LINUX_DISK_BYTES)).endpoint] } : {}),
-    });
+    let attachment: VtdAttachment;
+    try {
+      attachment = attachVtd(machine.emulator, {
+        cachingMode: settings.cachingMode,
+        coherent: settings.coherent,
+        awBits: settings.awBits,
+        checker: recorder.checkerOption,
+        acpi: linux ? "fw_cfg" : "ram",
+        // The C guest provokes a fault beyond MGAW: edu must not clip its bus addresses (as npm start).
+        eduDmaMask: EDU_FULL_DMA_MASK,
+        interposeDma: (unit) => countingDma(unit, recorder),
+        ...(linux ? { attachDevices: (bus: V86PciBus) => [attachVirtioDisk(bus, new Uint8Array(LINUX_DISK_BYTES)).endpoint] } : {}),
+      });
+    } catch (error) {
+      await machine.stop();
+      throw error;
+    }
     const session = new Session(recorder, machine, attachment, settings, events, started);
     const unit = attachment.unit;
     recorder.attach(unit);
