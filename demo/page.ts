@@ -9,7 +9,7 @@ import { TimelinePanel } from "./panels/timeline.ts";
 import { CachePanel, QueuePanel, RegisterPanel } from "./panels/unit-panels.ts";
 import { fetchLinux } from "./assets.ts";
 import { EDU_SID, Session, type GuestAssets, type RunState } from "./session.ts";
-import { GUESTS, MISTAKES, settingsQuery, UNMAP_MODES, type Choice, type DemoSettings } from "./settings.ts";
+import { GUESTS, MAX_DESCRIPTOR_MS, MISTAKES, settingsQuery, UNMAP_MODES, type Choice, type DemoSettings } from "./settings.ts";
 import type { GuestManifest } from "./site-files.ts";
 
 /** What the page measured, also readable by tests and the figures script (window.demo). */
@@ -111,6 +111,7 @@ export class DemoPage {
     byId<HTMLSelectElement>("unmap").value = s.unmap;
     byId<HTMLSelectElement>("mistake").value = s.mistake;
     byId<HTMLInputElement>("rounds").value = String(s.dmaRounds);
+    byId<HTMLInputElement>("qdt").value = String(s.descriptorMs);
     byId<HTMLInputElement>("vfio").checked = s.vfio;
     byId<HTMLInputElement>("det").checked = s.deterministic;
     byId<HTMLInputElement>("panels").checked = s.panels;
@@ -121,6 +122,7 @@ export class DemoPage {
   /** Reads the controls into new settings; a bad DMA-rounds value keeps the old one. */
   private readControls(): DemoSettings {
     const rounds = Number(byId<HTMLInputElement>("rounds").value);
+    const descriptorMs = Number(byId<HTMLInputElement>("qdt").value);
     const guest = byId<HTMLSelectElement>("guest").value === "linux" ? "linux" : "c";
     return {
       ...this.settings,
@@ -133,6 +135,7 @@ export class DemoPage {
       unmap: guest === "c" ? "strict" : (byId<HTMLSelectElement>("unmap").value as DemoSettings["unmap"]),
       vfio: guest === "c" && byId<HTMLInputElement>("vfio").checked,
       dmaRounds: Number.isInteger(rounds) && rounds >= 0 && rounds <= 100_000 ? rounds : this.settings.dmaRounds,
+      descriptorMs: Number.isInteger(descriptorMs) && descriptorMs >= 0 && descriptorMs <= MAX_DESCRIPTOR_MS ? descriptorMs : this.settings.descriptorMs,
       deterministic: byId<HTMLInputElement>("det").checked,
       panels: byId<HTMLInputElement>("panels").checked,
       refreshHz: Number(byId<HTMLSelectElement>("hz").value) || this.settings.refreshHz,
@@ -140,7 +143,7 @@ export class DemoPage {
   }
 
   private bindControls(): void {
-    const rebootOn = ["guest", "cm", "coherent", "aw", "qi", "unmap", "mistake", "rounds", "det", "vfio"];
+    const rebootOn = ["guest", "cm", "coherent", "aw", "qdt", "qi", "unmap", "mistake", "rounds", "det", "vfio"];
     for (const id of rebootOn) byId(id).addEventListener("change", () => this.changed(true));
     for (const id of ["panels", "hz"]) byId(id).addEventListener("change", () => this.changed(false));
     byId("pause").addEventListener("click", () => void this.session?.pause());

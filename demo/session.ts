@@ -115,6 +115,7 @@ export class Session {
         cachingMode: settings.cachingMode,
         coherent: settings.coherent,
         awBits: settings.awBits,
+        queueDescriptorTimeMs: settings.descriptorMs,
         checker: recorder.checkerOption,
         acpi: linux ? "fw_cfg" : "ram",
         // The C guest provokes a fault beyond MGAW: edu must not clip its bus addresses (as npm start).

@@ -52,6 +52,8 @@ export interface DemoSettings {
   mistake: Mistake;
   /** edu DMA round trips the guest adds at its end (`dma-rounds=N`), 2 KiB each way. */
   dmaRounds: number;
+  /** Unit time each queued descriptor takes (the unit option queueDescriptorTimeMs): 0 runs the queue at once; more lets IQH be watched moving. */
+  descriptorMs: number;
   /** edu assigned to a VFIO-like shadow (src/vfio) fed by the unit's notifiers; needs caching mode. */
   vfio: boolean;
   /** Panels drawn while the guest runs (false: only the console and the status line). */
@@ -73,6 +75,7 @@ export const DEFAULT_SETTINGS: DemoSettings = {
   unmap: "strict",
   mistake: "none",
   dmaRounds: 0,
+  descriptorMs: 0,
   vfio: false,
   panels: true,
   refreshHz: 4,
@@ -82,6 +85,7 @@ export const DEFAULT_SETTINGS: DemoSettings = {
 
 export const MAX_DMA_ROUNDS = 100_000;
 export const MAX_REFRESH_HZ = 10;
+export const MAX_DESCRIPTOR_MS = 1000;
 
 /** URL parameter names, one per setting. */
 const PARAM = {
@@ -93,6 +97,7 @@ const PARAM = {
   unmap: "unmap",
   mistake: "mistake",
   dmaRounds: "rounds",
+  descriptorMs: "qdt",
   vfio: "vfio",
   panels: "panels",
   refreshHz: "hz",
@@ -153,6 +158,7 @@ export function parseSettings(search: string): { settings: DemoSettings; errors:
     unmap: choice(params, PARAM.unmap, UNMAP_MODES, d.unmap, errors),
     mistake: choice(params, PARAM.mistake, MISTAKES, d.mistake, errors),
     dmaRounds: integer(params, PARAM.dmaRounds, d.dmaRounds, 0, MAX_DMA_ROUNDS, errors),
+    descriptorMs: integer(params, PARAM.descriptorMs, d.descriptorMs, 0, MAX_DESCRIPTOR_MS, errors),
     vfio: flag(params, PARAM.vfio, d.vfio, errors),
     panels: flag(params, PARAM.panels, d.panels, errors),
     refreshHz: integer(params, PARAM.refreshHz, d.refreshHz, 1, MAX_REFRESH_HZ, errors),

@@ -15,10 +15,10 @@ describe("demo settings in the URL", () => {
   it("every setting survives the round trip through the URL", () => {
     const changed: DemoSettings = {
       guest: "linux", cachingMode: false, coherent: true, awBits: 39, queuedInvalidation: false, unmap: "lazy",
-      mistake: "none", dmaRounds: 250, vfio: true, panels: false, refreshHz: 2, startPaused: true, deterministic: true,
+      mistake: "none", dmaRounds: 250, descriptorMs: 5, vfio: true, panels: false, refreshHz: 2, startPaused: true, deterministic: true,
     };
     const query = settingsQuery(changed);
-    expect(query).toBe("?guest=linux&cm=0&coherent=1&aw=39&qi=0&unmap=lazy&rounds=250&vfio=1&panels=0&hz=2&paused=1&det=1");
+    expect(query).toBe("?guest=linux&cm=0&coherent=1&aw=39&qi=0&unmap=lazy&rounds=250&qdt=5&vfio=1&panels=0&hz=2&paused=1&det=1");
     expect(parseSettings(query)).toEqual({ settings: changed, errors: [] });
   });
 
@@ -26,7 +26,7 @@ describe("demo settings in the URL", () => {
     const { settings, errors } = parseSettings(`?cm=yes&aw=40&rounds=${MAX_DMA_ROUNDS + 1}&hz=0&mistake=forget&unmap=lazy&zoom=2`);
     expect(settings).toEqual(DEFAULT_SETTINGS);
     expect(errors).toEqual([
-      "URL parameter zoom: unknown (known: guest, cm, coherent, aw, qi, unmap, mistake, rounds, vfio, panels, hz, paused, det)",
+      "URL parameter zoom: unknown (known: guest, cm, coherent, aw, qi, unmap, mistake, rounds, qdt, vfio, panels, hz, paused, det)",
       'URL parameter aw: expected 39 or 48, got "40"',
       'URL parameter cm: expected 1 or 0, got "yes"',
       'URL parameter mistake: expected one of none, skip-cm-invalidation, skip-cache-flush, skip-iec-invalidation, got "forget"',

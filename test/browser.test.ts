@@ -182,6 +182,19 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     await page.close();
   }, LINUX_LIMIT_MS);
 
+  it("with time per queued descriptor, the queue panel shows the head behind the tail, and the guest still passes", async () => {
+    const { page, errors } = await open("?qdt=30");
+    await page.waitForFunction("document.querySelector('#queue').textContent.includes('descriptors pending')", null, { timeout: BOOT_LIMIT_MS });
+    const pending = /head (\d+), tail (\d+)/.exec((await page.textContent("#queue")) ?? "");
+    expect(pending).not.toBeNull();
+    expect(await page.locator("#queue .ring .cell.head").count()).toBe(1);
+    expect(await page.locator("#queue .ring .cell.tail").count()).toBe(1);
+    expect(await finished(page)).toMatch(/guest finished: exit 0/);
+    expect(await page.textContent("#console")).toMatch(/^INFO summary passed \d+ failed 0$/m);
+    expect(errors).toEqual([]);
+    await page.close();
+  }, TEST_LIMIT_MS);
+
   it("is reachable from the keyboard: Tab reaches every control, and p pauses and resumes", async () => {
     const { page, errors } = await open("?rounds=20000&paused=1");
     await page.waitForFunction("window.demo && window.demo.figures.state === 'paused'", null, { timeout: BOOT_LIMIT_MS });
@@ -190,7 +203,7 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
       await page.keyboard.press("Tab");
       reached.add(String(await page.evaluate("document.activeElement && document.activeElement.id")));
     }
-    for (const id of ["guest", "cm", "coherent", "aw", "qi", "mistake", "rounds", "vfio", "det", "pause", "step", "resume", "reset", "panels", "registers", "console"]) expect(reached).toContain(id);
+    for (const id of ["guest", "cm", "coherent", "aw", "qdt", "qi", "mistake", "rounds", "vfio", "det", "pause", "step", "resume", "reset", "panels", "registers", "console"]) expect(reached).toContain(id);
     await page.evaluate("document.activeElement.blur()");
     await page.keyboard.press("p");
     await page.waitForFunction("window.demo.figures.state === 'running'", null, { timeout: 5_000 });
