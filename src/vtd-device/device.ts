@@ -33,6 +33,8 @@ import { Translator } from "./translation/translator.ts";
 import { readCacheContents, type CacheContents } from "./debug-view.ts";
 import { commitUnit, decodeUnit, saveUnit, type UnitParts } from "./state/unit-state.ts";
 import type { VtdSnapshot } from "./state/snapshot.ts";
+import { PasidRequests, type DmaRequestOptions } from "./scalable/pasid-requests.ts";
+import { ScalableTranslation } from "./scalable/scalable-translation.ts";
 
 /** Numbers up to here are exact integers. */
 const MAX_EXACT = Number.MAX_SAFE_INTEGER;
@@ -70,6 +72,8 @@ export class VtdDevice {
   /** IOMMU notifiers per requester id (the VFIO path): `notifiers.addressSpace(sid).register(...)`. */
   readonly notifiers: IommuNotifiers;
 
+  /** Requests-with-PASID (the optional argument of dmaRead/dmaWrite; scalable mode). */
+  private readonly pasidRequests: PasidRequests;
   /** The exact address of a request at or above 2^53 while it is served (its fault record needs it). */
   private exactAddress: bigint | undefined = undefined;
 
@@ -91,6 +95,7 @@ export class VtdDevice {
     const policy = new CachingPolicy(this.contextCache, this.iotlb, this.cfg, o.negativeCaching);
     this.translator = new Translator(tables, this.cfg, this.contextCache, this.iotlb, this.deviceTlbs, policy, this.stats, this.trace, this.counters);
     const translator = this.translator;
+    if (o.scalableMode) translator.scalable = new ScalableTranslation(tables, o, this.cfg);
     this.notifiers = new IommuNotifiers(o, tables, this.cfg, () => (!translator.enabled ? ROOT_TRANSLATION_OFF : translator.rootTableModeValid ? translator.rootTable : ROOT_BLOCKED));
     this.invalidation.listener = this.notifiers;
     this.registerInvalidation = new RegisterInvalidation(this.regs, this.invalidation);
@@ -98,6 +103,7 @@ export class VtdDevice {
     this.faultEvent = new InterruptEvent(this.regs, "fault", Reg.FECTL, Reg.FEDATA, Reg.FEADDR, Reg.FEUADDR, send);
     this.completionEvent = new InterruptEvent(this.regs, "completion", Reg.IECTL, Reg.IEDATA, Reg.IEADDR, Reg.IEUADDR, send);
     this.faults = new FaultRecording(this.regs, o.faultRecords, this.faultEvent, this.trace, this.stats, this.counters);
+    this.pasidRequests = new PasidRequests(translator, translator.scalable, this.memory, this.faults, o.pasidBits);
     this.queue = new InvalidationQueue(o, this.regs, this.memory, this.invalidation, this.faults, this.completionEvent, this.deviceTlbs, this.trace, this.stats, this.cfg, () => this.invalidationWork());
     this.interrupts = new InterruptRemapping(tables, new InterruptEntryCache(), policy, this.faults, this.stats, this.trace, this.cfg);
     if (o.interruptRemapping) this.queue.executor.interruptEntries = this.interrupts.cache;
@@ -122,6 +128,7 @@ export class VtdDevice {
     this.regs.reset();
     this.translator.rootTable = 0;
     this.translator.enabled = false;
+    this.translator.scalable?.latch(0);
     // After the state above: notifiers re-sync against the reset unit (TE off).
     this.invalidation.everything();
     this.faults.reset();
@@ -308,15 +315,17 @@ export class VtdDevice {
   /**
    * A device of requester id `sid` reads guest memory at `iova`: a 64-bit bus address, as a bigint
    * or a number (an integer below 2^64). Anything else is no request a bus can carry: aborted,
-   * nothing recorded.
+   * nothing recorded. `options` (scalable mode): the request's PASID and privilege (pasid-requests.ts).
    */
-  dmaRead(sid: number, iova: bigint | number, into: Uint8Array): DmaResult {
+  dmaRead(sid: number, iova: bigint | number, into: Uint8Array, options?: DmaRequestOptions): DmaResult {
+    if (options !== undefined) return this.pasidRequests.transfer(sid, iova, into, false, options) ?? this.dmaRead(sid, iova, into);
     return typeof iova === "number" && iova >= 0 && iova <= MAX_EXACT && iova === Math.floor(iova) && into instanceof Uint8Array
       ? this.transfer(sid, iova, into, false)
       : this.request(sid, iova, into, false);
   }
 
-  dmaWrite(sid: number, iova: bigint | number, data: Uint8Array): DmaResult {
+  dmaWrite(sid: number, iova: bigint | number, data: Uint8Array, options?: DmaRequestOptions): DmaResult {
+    if (options !== undefined) return this.pasidRequests.transfer(sid, iova, data, true, options) ?? this.dmaWrite(sid, iova, data);
     return typeof iova === "number" && iova >= 0 && iova <= MAX_EXACT && iova === Math.floor(iova) && data instanceof Uint8Array
       ? this.transfer(sid, iova, data, true)
       : this.request(sid, iova, data, true);

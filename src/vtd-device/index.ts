@@ -3,6 +3,8 @@ export { VtdDevice } from "./device.ts";
 export { GuestRam, type GuestMemory } from "./memory/guest-memory.ts";
 export { ATS_TIMEOUT_MS, type VtdOptions, type ResolvedOptions } from "./options.ts";
 export { DMA_ABORT, type DmaResult } from "./dma-result.ts";
+export type { DmaRequestOptions } from "./scalable/pasid-requests.ts";
+export type { ScalableModeOptions } from "./scalable/scalable-options.ts";
 export { NOT_AN_INTERRUPT } from "./interrupts/interrupt-remapping.ts";
 export type { InterruptResult } from "./interrupts/interrupt-result.ts";
 export type { TraceEvent, TraceListener } from "./trace.ts";

@@ -16,6 +16,8 @@ const PPF = Number(Fsts.PPF);
 const EVENT_CONDITIONS = Number(FSTS_EVENT_CONDITIONS);
 const F = 0x8000_0000;
 const T1 = 0x4000_0000;
+const PP = 0x8000_0000;
+const PRIV = 0x2000_0000;
 
 export class FaultRecording {
   /** Index of the next fault recording register hardware writes. */
@@ -56,9 +58,10 @@ export class FaultRecording {
    * fault with `address` = FI (the interrupt index << 48, or 0; VT-d §11.4.11), `write` true (an
    * interrupt request is a write, T = 0). Qualified faults behind an entry with FPD = 1 (context
    * entry or IRTE) are not recorded. `exactAddress` is the request's address when `address` (a
-   * number) is not exact, at or above 2^53. Returns whether a record was written.
+   * number) is not exact, at or above 2^53. A request-with-PASID (scalable mode) gives its `pasid`
+   * (PP = 1, PV) and `privileged` (PRIV); -1: none. Returns whether a record was written.
    */
-  record(sid: number, address: number, reason: FaultReason, write: boolean, faultProcessingDisable: boolean, exactAddress?: bigint): boolean {
+  record(sid: number, address: number, reason: FaultReason, write: boolean, faultProcessingDisable: boolean, exactAddress?: bigint, pasid = -1, privileged = false): boolean {
     let why = "recorded";
     let recorded = false;
     const status = this.regs.get32(Reg.FSTS);
@@ -88,8 +91,11 @@ export class FaultRecording {
         this.regs.set32(base, Number(exactAddress & 0xffff_f000n));
         this.regs.set32(base + 4, Number((exactAddress >> 32n) & 0xffff_ffffn));
       }
-      this.regs.set32(base + 8, sid & 0xffff);
-      this.regs.set32(base + 12, (F | (write ? 0 : T1) | (reason & 0xff)) >>> 0);
+      // PP (bit 95) and PRIV (bit 93) in the dword at +8, PV (bits 123:104) in the dword at +12 (VT-d §11.4.14).
+      const pp = pasid >= 0 ? PP | (privileged ? PRIV : 0) : 0;
+      const pv = pasid >= 0 ? (pasid & 0xf_ffff) << 8 : 0;
+      this.regs.set32(base + 8, ((sid & 0xffff) | pp) >>> 0);
+      this.regs.set32(base + 12, (F | (write ? 0 : T1) | pv | (reason & 0xff)) >>> 0);
       this.next = (i + 1) % this.records;
       recorded = true;
       this.stats.faultsRecorded++;

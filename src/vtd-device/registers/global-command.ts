@@ -64,6 +64,8 @@ export class GlobalCommand {
       translator.rootTable = this.cfg.entryMasks.address(this.regs.get32(Reg.RTADDR), this.regs.get32(Reg.RTADDR + 4));
       // TTM (bits 11:10): only 00, legacy mode, is supported by this unit (no ECAP.SMTS, no ECAP.ADMS).
       translator.rootTableModeValid = ((this.regs.get32(Reg.RTADDR) >>> 10) & 3) === 0;
+      // TTM = 01 on a unit with ECAP.SMTS: scalable mode (scalable/scalable-translation.ts).
+      translator.scalable?.latch((this.regs.get32(Reg.RTADDR) >>> 10) & 3);
       this.regs.update32(Reg.GSTS, RTPS, 0);
       this.writeBuffer?.flush();
       // CAP.ESRTPS = 1: SRTP also invalidates every DMA-remapping cache. 0 (QEMU 10.0): it only

@@ -16,6 +16,7 @@ import type { Tracer } from "../trace.ts";
 import type { Section } from "../state/codec.ts";
 import { PERMISSION_READ, PERMISSION_WRITE } from "./paging-entry.ts";
 import { ContextWalk, NOT_PRESENT, PageWalk, walkContext, walkPages } from "./walk.ts";
+import type { ScalableTranslation } from "../scalable/scalable-translation.ts";
 
 /** The translator's latched state as a snapshot holds it. */
 export interface TranslatorState {
@@ -31,6 +32,8 @@ export class Translator {
   enabled = false;
   /** RTADDR.TTM latched by SRTP was 00 (legacy mode); otherwise every request faults (0x30). */
   rootTableModeValid = true;
+  /** Scalable mode (option `scalableMode`): walks requests while SRTP latched TTM = 01. */
+  scalable: ScalableTranslation | undefined = undefined;
 
   /** Output of the last successful translation, and the bytes usable from there. */
   resultOutput = 0;
@@ -116,7 +119,7 @@ export class Translator {
       this.resultLimit = Number.MAX_SAFE_INTEGER;
       return 0;
     }
-    if (!this.rootTableModeValid) return FaultReason.InvalidRootTableMode;
+    if (!this.rootTableModeValid) return this.scalable?.active ? this.scalable.translate(this, this.rootTable, sid, address, write) : FaultReason.InvalidRootTableMode;
     // Context: cache, else walk (and cache what the policy allows).
     const cc = this.contextCache;
     let slot = cc.lookup(sid);

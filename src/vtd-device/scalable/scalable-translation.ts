@@ -1,0 +1,114 @@
+/**
+ * Translation of one request in scalable mode (VT-d 5.10 §3.4.3, §3.6-§3.8): the PASID-table
+ * entry the walk finds decides the stage. Second-stage translation is legacy mode's page walk
+ * (translation/walk.ts) with the scalable-mode fault reasons; pass-through keeps the address;
+ * first-stage is first-stage-walk.ts. Nothing is cached in scalable mode yet: every request walks,
+ * which the spec allows (a unit may cache less), so every invalidation is trivially honoured.
+ */
+import { FaultReason } from "../../spec/fault-reasons.ts";
+import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, LEVEL_SIZE, awWidth } from "../../spec/entries.ts";
+import { NO_PASID, PasidGranularTranslationType, TranslationTableMode } from "../../spec/scalable.ts";
+import type { MemoryAccess } from "../memory/memory-access.ts";
+import type { ResolvedOptions } from "../options.ts";
+import type { WalkConfig } from "../registers/capabilities.ts";
+import { PageWalk, accessFault, walkPages } from "../translation/walk.ts";
+import { FirstStageWalk } from "./first-stage-walk.ts";
+import { ScalableWalk, walkPasidEntry, type ScalableWalkConfig } from "./scalable-walk.ts";
+
+/** Where a translation's answer goes (the translator's result fields). */
+export interface TranslationResult {
+  resultOutput: number;
+  resultLimit: number;
+  resultFpd: boolean;
+}
+
+export class ScalableTranslation {
+  /** SRTP latched RTADDR.TTM = 01 (scalable mode) on this unit, which offers it (ECAP.SMTS). */
+  active = false;
+  /** The request being served: its PASID (NO_PASID: none) and whether it asks for supervisor privilege. */
+  requestPasid = NO_PASID;
+  requestPrivileged = false;
+  /** Walks done (each request in scalable mode walks; no caches yet). */
+  walks = 0;
+
+  private readonly walkCfg: ScalableWalkConfig;
+  private readonly walk = new ScalableWalk();
+  private readonly pageWalk = new PageWalk();
+  private readonly firstStage = new FirstStageWalk();
+
+  constructor(
+    private readonly memory: MemoryAccess,
+    options: ResolvedOptions,
+    private readonly cfg: WalkConfig,
+  ) {
+    this.walkCfg = {
+      awBits: cfg.awBits, sagaw: cfg.sagaw, firstStage: options.firstStage, secondStage: options.secondStage,
+      passThrough: options.passThrough, deviceIotlb: options.deviceIotlb, supervisorRequests: options.secondStage,
+    };
+  }
+
+  /** GCMD.SRTP latched RTADDR with this TTM (VT-d §11.4.4). */
+  latch(ttm: number): void {
+    this.active = ttm === TranslationTableMode.Scalable;
+  }
+
+  /**
+   * Translates `address` of a request from `sid` (the PASID and privilege in `requestPasid` /
+   * `requestPrivileged`) through the tables under `rootTable`. Returns 0 with the output in `into`,
+   * or the fault reason with `into.resultFpd` set.
+   */
+  translate(into: TranslationResult, rootTable: number, sid: number, address: number, write: boolean): number {
+    this.walks++;
+    const walk = walkPasidEntry(this.memory, rootTable, sid, this.requestPasid, this.walkCfg, this.walk);
+    into.resultFpd = walk.faultProcessingDisable;
+    if (walk.reason !== 0) return walk.reason;
+    const privileged = this.requestPasid === NO_PASID ? walk.ridPrivileged || this.requestPrivileged : this.requestPrivileged;
+    switch (walk.pgtt) {
+      case PasidGranularTranslationType.PassThrough:
+        if (address >= 2 ** this.cfg.awBits) return FaultReason.SmAddressBeyondMgaw;
+        return output(into, address, 4096 - (address % 4096));
+      case PasidGranularTranslationType.SecondStage: {
+        if (address >= 2 ** Math.min(this.cfg.awBits, awWidth(walk.aw))) return FaultReason.SmAddressBeyondMgaw;
+        const pages = walkPages(this.memory, walk.secondStageRoot, walk.aw, address, this.cfg, this.pageWalk);
+        const legacy = accessFault(pages, write);
+        if (legacy !== 0) return secondStageReason(legacy);
+        const size = LEVEL_SIZE[pages.level]!;
+        const offset = address % size;
+        return output(into, pages.pageOutput + offset, size - offset);
+      }
+      default: {
+        // First stage (the walk admitted no other type).
+        if (privileged && !walk.supervisorRequests) return FaultReason.PasidEntrySupervisorDisabled;
+        const fs = this.firstStage;
+        const reason = fs.walk(this.memory, walk.firstStageRoot, this.cfg.awBits, address, write, !privileged, walk.writeProtect, walk.executeDisable, true);
+        if (reason !== 0) return reason;
+        const size = LEVEL_SIZE[fs.level]!;
+        const offset = address % size;
+        return output(into, fs.pageOutput + offset, size - offset);
+      }
+    }
+  }
+}
+
+/** The scalable-mode reason for what legacy mode's second-stage walk found (VT-d §7.1.3: SSS.x, SGN.x). */
+function secondStageReason(legacy: number): number {
+  switch (legacy) {
+    case FaultReason.WriteNotPermitted: return FaultReason.SmWriteNotPermitted;
+    case FaultReason.ReadNotPermitted: return FaultReason.SmReadNotPermitted;
+    case FaultReason.PagingEntryReadError: return FaultReason.SecondStageReadError;
+    case FaultReason.PagingEntryReserved: return FaultReason.SecondStageReserved;
+    // The table SSPTPTR names could not be read.
+    default: return FaultReason.SecondStageTablePointerInvalid;
+  }
+}
+
+/** The interrupt range is never memory (VT-d §3.14): 0x87 in scalable mode. */
+function output(into: TranslationResult, address: number, limit: number): number {
+  if (address <= INTERRUPT_RANGE_LIMIT && address + limit > INTERRUPT_RANGE_BASE) {
+    if (address >= INTERRUPT_RANGE_BASE) return FaultReason.SmInterruptAddress;
+    limit = INTERRUPT_RANGE_BASE - address;
+  }
+  into.resultOutput = address;
+  into.resultLimit = limit;
+  return 0;
+}
