@@ -183,12 +183,19 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
   }, LINUX_LIMIT_MS);
 
   it("with time per queued descriptor, the queue panel shows the head behind the tail, and the guest still passes", async () => {
-    const { page, errors } = await open("?qdt=30");
-    await page.waitForFunction("document.querySelector('#queue').textContent.includes('descriptors pending')", null, { timeout: BOOT_LIMIT_MS });
-    const pending = /head (\d+), tail (\d+)/.exec((await page.textContent("#queue")) ?? "");
-    expect(pending).not.toBeNull();
+    const { page, errors } = await open("?qdt=100&det=1"); // deterministic: no guest time passes while paused
+    // Catch the unit with descriptors pending (polling its registers), pause there, and let the panel show it.
+    const pendingThenPause =
+      "(() => { const s = window.demo && window.demo.session; if (!s || s.state !== 'running') return false;" +
+      " if (s.device.readRegister(0x80, 8) === s.device.readRegister(0x88, 8)) return false; s.pause(); return true; })()";
+    await page.waitForFunction(pendingThenPause, null, { timeout: BOOT_LIMIT_MS, polling: 5 });
+    await page.waitForFunction("document.querySelector('#queue').textContent.includes('descriptors pending')", null, { timeout: 10_000 });
+    const shown = /head (\d+), tail (\d+)/.exec((await page.textContent("#queue")) ?? "");
+    expect(shown).not.toBeNull();
+    expect(shown![1]).not.toBe(shown![2]);
     expect(await page.locator("#queue .ring .cell.head").count()).toBe(1);
     expect(await page.locator("#queue .ring .cell.tail").count()).toBe(1);
+    await page.evaluate("window.demo.session.resume()");
     expect(await finished(page)).toMatch(/guest finished: exit 0/);
     expect(await page.textContent("#console")).toMatch(/^INFO summary passed \d+ failed 0$/m);
     expect(errors).toEqual([]);
