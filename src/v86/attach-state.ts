@@ -12,8 +12,8 @@
  *
  * Restoring checks everything first (format, version, CRC, a scratch unit restores the snapshot),
  * refusing with a VtdStateError that names the reason while the running machine is untouched; then
- * v86 restores its part, then ours (the unit's clock goes on from the saved one: Machine.restoreState
- * re-bases the safe points). Saving refuses while device work waits for a safe point (an edu DMA
+ * the run counters and virtual clock (before v86, which re-bases its TSC on the clock it reads), then
+ * v86's part, then ours (the unit's clock goes on from the saved one; the safe points are re-based). Saving refuses while device work waits for a safe point (an edu DMA
  * with a delay, a deferred interrupt): those are host closures, not state. Between two of v86's
  * ticks, with no delays configured, there are none.
  *
@@ -222,6 +222,8 @@ export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Plat
     if (!Array.isArray(state)) throw new VtdStateError("not a v86 state");
     const scratch = new VtdDevice({ ...unitOptions, memory: new GuestRam(4096) });
     const entry = readEntry(state, machine, scratch);
+    // The clock first: v86's set_state re-bases the TSC (and its timers) on the `now` it reads.
+    machine.restoreState(entry.machine);
     setState(state);
     unit.restoreState(entry.unit);
     platform.edu.restoreState(entry.edu);
@@ -232,6 +234,5 @@ export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Plat
       const space = pci.device_spaces[bdf];
       if (space) pci.pci_write16((bdf << 8) | 0x04, space[1]! & 0xffff);
     }
-    machine.restoreState(entry.machine);
   };
 }
