@@ -28,6 +28,9 @@ interface PageRun {
   drawMs: number;
   refreshes: number;
   instructions: number;
+  /** CPU seconds of the page's main thread and of its renderer process (Chrome's ThreadTime, ProcessTime), from load to the guest's exit. */
+  threadTime: number;
+  processTime: number;
 }
 
 function option(argv: string[], name: string, fallback: number, max: number): number {
@@ -47,11 +50,15 @@ const median = (values: number[]) => {
 async function pageRun(browser: Browser, url: string): Promise<PageRun> {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   try {
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send("Performance.enable");
     await page.goto(url);
     await page.waitForFunction("window.demo && ['finished', 'failed'].includes(window.demo.figures.state)", null, { timeout: 300_000 });
+    const { metrics } = await cdp.send("Performance.getMetrics");
+    const metric = (name: string) => metrics.find((m) => m.name === name)?.value ?? Number.NaN;
     const f = JSON.parse(String(await page.evaluate("JSON.stringify({ ...window.demo.figures, instructions: window.demo.session.outcome.instructions, exitCode: window.demo.session.outcome.exitCode })"))) as PageRun & { state: string; exitCode: number };
     if (f.state !== "finished" || f.exitCode !== 0) throw new Error(`${url}: the guest did not pass (state ${f.state}, exit ${f.exitCode})`);
-    return f;
+    return { ...f, threadTime: metric("ThreadTime"), processTime: metric("ProcessTime") };
   } finally {
     await page.close();
   }
@@ -101,6 +108,8 @@ async function main(): Promise<void> {
     }
     const sameWork = shown.every((r) => r.instructions === hidden[0]!.instructions) && hidden.every((r) => r.instructions === hidden[0]!.instructions);
     const ratios = shown.map((r, i) => r.bootToExitMs / hidden[i]!.bootToExitMs);
+    // CPU the page's main thread used, which other processes' load does not inflate as it does wall time.
+    const cpuRatios = shown.map((r, i) => r.threadTime / hidden[i]!.threadTime);
     const figures = {
       loadAverage: load(),
       site: {
@@ -120,6 +129,9 @@ async function main(): Promise<void> {
         shownDrawMs: median(shown.map((r) => r.drawMs)),
         shownRefreshes: median(shown.map((r) => r.refreshes)),
         medianPairRatio: median(ratios),
+        mainThreadCpuRatio: median(cpuRatios),
+        shownThreadSeconds: median(shown.map((r) => r.threadTime)),
+        hiddenThreadSeconds: median(hidden.map((r) => r.threadTime)),
         sameInstructions: sameWork,
         instructions: hidden[0]!.instructions,
         all: { shown: shown.map((r) => Math.round(r.bootToExitMs)), hidden: hidden.map((r) => Math.round(r.bootToExitMs)) },
@@ -133,6 +145,7 @@ async function main(): Promise<void> {
     console.log(`  boot to exit, C test guest: page ${figures.boot.pageBootToExitMs.toFixed(0)} ms (+ ${figures.boot.pageAssetsMs.toFixed(0)} ms fetching and compiling v86) vs npm start ${figures.boot.npmStartMs.toFixed(0)} ms (compile included)`);
     console.log(`  panels, dma-rounds=${rounds}, deterministic (${figures.panels.instructions} guest instructions${sameWork ? " in every run" : ", NOT the same in every run"}):`);
     console.log(`    shown ${figures.panels.shownMs.toFixed(0)} ms (drawing ${figures.panels.shownDrawMs.toFixed(0)} ms in ${figures.panels.shownRefreshes} refreshes) vs hidden ${figures.panels.hiddenMs.toFixed(0)} ms; median of the pairs' ratios ${figures.panels.medianPairRatio.toFixed(3)}: ${(slowdown * 100).toFixed(1)}% slower`);
+    console.log(`    main-thread CPU: shown ${figures.panels.shownThreadSeconds.toFixed(2)} s vs hidden ${figures.panels.hiddenThreadSeconds.toFixed(2)} s; median of the pairs' ratios ${figures.panels.mainThreadCpuRatio.toFixed(3)}: ${((figures.panels.mainThreadCpuRatio - 1) * 100).toFixed(1)}% more`);
     console.log(`    every run (ms): shown ${figures.panels.all.shown.join(" ")}; hidden ${figures.panels.all.hidden.join(" ")}`);
     mkdirSync(join(ROOT, "build"), { recursive: true });
     writeFileSync(join(ROOT, "build", "demo-figures.json"), `${JSON.stringify({ ...figures, slowdown }, null, 2)}\n`);
