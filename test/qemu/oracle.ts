@@ -662,6 +662,8 @@ export class Probe {
 // check fails on a departure that no longer masks a real difference.
 
 const PV_BITS = fieldMask(FrcdHi.PV);
+/** FRCD.FR in the high qword. */
+const FRCD_FR_BITS = fieldMask(FrcdHi.FR);
 
 export const DEPARTURES: readonly Departure[] = [
   {
@@ -729,6 +731,8 @@ export const DEPARTURES: readonly Departure[] = [
     spec: "§11.4.11 (FRCD.PV valid only if PP)",
     keys: /FRCD0? hi/,
     bits: PV_BITS,
+    // In scalable mode QEMU 10.0 reports PV = RID_PASID with PP = 1 instead (qemu-scalable-pp-without-pasid).
+    when: (c) => c.scalable === undefined,
   },
   {
     id: "qemu-fectl-ip-cleared-only-by-fsts-write",
@@ -811,6 +815,32 @@ export const DEPARTURES: readonly Departure[] = [
       "(7.2 ignored those bits, as we do). We ignore them and invalidate the page they name below MGAW.",
     spec: "§11.4.8.2 (IVA.ADDR: hardware ignores bits 63:MGAW), §6.5.2.3 (the descriptor's ADDR names the same address)",
     keys: /^(queued page-selective invalidation with ADDR bits above MGAW|register page-selective invalidation with IVA\.ADDR bits at and above MGAW) \| .*(new|old) page/,
+  },
+  {
+    id: "qemu-scalable-legacy-fault-reasons",
+    reason: "In scalable mode QEMU 10.0 records second-stage permission faults and a not-present scalable-mode context entry " +
+      "with the legacy reasons (5h, 6h, 2h). We record the scalable-mode reasons the spec gives: 85h (SGN.6), 86h (SGN.7), 41h (SCT.2).",
+    spec: "§7.1.3 (scalable-mode non-recoverable faults)",
+    keys: /^fault: (second-stage (write to a read-only|read of an unmapped) page|scalable-mode context entry not present) \| (DMA (read|write) reason|after (fault|clearing) FRCD0 hi)$/,
+    bits: FRCD_FR_BITS,
+    when: (c) => c.scalable !== undefined,
+  },
+  {
+    id: "qemu-scalable-pp-without-pasid",
+    reason: "QEMU 10.0 sets FRCD.PP (with PV = RID_PASID) for faults of requests without PASID in scalable mode. " +
+      "We set PP only for requests that carried a PASID.",
+    spec: "§11.4.14 (PP: the faulted request has a PASID)",
+    keys: /^fault: .* \| after (fault|clearing) FRCD0 hi$/,
+    bits: 1n << 31n,
+    when: (c) => c.scalable !== undefined,
+  },
+  {
+    id: "qemu-first-stage-dirty-flag",
+    reason: "QEMU 10.0 sets the Accessed flag of a first-stage leaf on a write but not the Dirty flag. " +
+      "We set D in the leaf of every write it translates, as the spec requires.",
+    spec: "§3.6.2 (accessed and dirty flags, first-stage)",
+    keys: /A and D set by the unit \| leaf after write$/,
+    when: (c) => c.scalable?.firstStage === true,
   },
 ];
 

@@ -28,6 +28,7 @@ import type { Tracer } from "../trace.ts";
 import { BLOCKED, CLOCK_LIMIT_MS, DescriptorExecution, DONE } from "./descriptor-execution.ts";
 import { PendingDeviceTlbInvalidations, type PendingDeviceTlbState } from "./pending-device-tlb.ts";
 import type { Section } from "../state/codec.ts";
+import { WideDescriptorExecution } from "../scalable/wide-descriptors.ts";
 
 /** The queue's latched and internal state as a snapshot holds it (the registers hold the rest). */
 export interface InvalidationQueueState {
@@ -58,6 +59,8 @@ export class InvalidationQueue {
   private readonly pending: PendingDeviceTlbInvalidations;
   /** Executes each fetched descriptor (the device gives it the interrupt entry cache). */
   readonly executor: DescriptorExecution;
+  /** 256-bit descriptors (IQA.DW = 1), offered in scalable mode only. */
+  readonly wideExecutor: WideDescriptorExecution | undefined;
 
   /** The work budget ran out with descriptors left: the next clock step goes on with them. */
   private paused = false;
@@ -80,6 +83,7 @@ export class InvalidationQueue {
   ) {
     this.pending = new PendingDeviceTlbInvalidations(options.deviceIotlbPendingInvalidations);
     this.executor = new DescriptorExecution(options, regs, memory, invalidation, completionEvent, this.pending, this, tracer, stats, cfg);
+    this.wideExecutor = options.scalableMode ? new WideDescriptorExecution(this.executor) : undefined;
   }
 
   reset(): void {
@@ -139,12 +143,18 @@ export class InvalidationQueue {
     return (this.regs.get32(Reg.IQA) >>> 11) & 1;
   }
 
+  /** 1 while 256-bit descriptors are in use (IQA.DW = 1 on a unit offering scalable mode), else 0. */
+  private get wide(): number {
+    return this.wideExecutor ? this.dw : 0;
+  }
+
   private tailIndex(): number {
-    return (this.regs.get32(Reg.IQT) >>> 4) & 0x7fff;
+    const wide = this.wide;
+    return (this.regs.get32(Reg.IQT) >>> (4 + wide)) & (0x7fff >>> wide);
   }
 
   private setHead(): void {
-    this.regs.set32(Reg.IQH, (this.head << 4) >>> 0);
+    this.regs.set32(Reg.IQH, (this.head << (4 + this.wide)) >>> 0);
     this.regs.set32(Reg.IQH + 4, 0);
   }
 
@@ -241,7 +251,10 @@ export class InvalidationQueue {
     while (this.enabled) {
       if (this.regs.get32(Reg.FSTS) & (IQE | ITE)) return;
       const tail = this.tailIndex();
-      if (this.dw === 1) return this.queueError(InvalidationQueueError.InvalidWidth, "IQA.DW = 1 needs scalable mode, which this unit does not offer");
+      const wide = this.wide;
+      if (this.dw === 1 && !wide) return this.queueError(InvalidationQueueError.InvalidWidth, "IQA.DW = 1 needs scalable mode, which this unit does not offer");
+      // 256-bit descriptors: IQT bit 4 must be 0 (VT-d §11.4.9.2).
+      if (wide && (this.regs.get32(Reg.IQT) & 0x10) !== 0) return this.queueError(InvalidationQueueError.InvalidTail, "IQT bit 4 set with 256-bit descriptors");
       if (tail >= this.entries) return this.queueError(InvalidationQueueError.InvalidTail, `tail ${tail} beyond a queue of ${this.entries} descriptors`);
       if (this.head === tail) break;
       if (descriptors + this.workDone() - start >= budget) {
@@ -251,12 +264,12 @@ export class InvalidationQueue {
         return;
       }
       if (stepped && this.now < this.nextFetchAt) return;
-      const at = this.base + this.head * 16;
+      const at = this.base + this.head * (16 << wide);
       const w0 = this.memory.read32(at), w1 = this.memory.read32(at + 4), w2 = this.memory.read32(at + 8), w3 = this.memory.read32(at + 12);
       if (w0 < 0 || w1 < 0 || w2 < 0 || w3 < 0) return this.queueError(InvalidationQueueError.FetchError, `descriptor at ${at.toString(16)} is outside RAM`);
-      const outcome = this.executor.execute(this.head, w0, w1, w2, w3);
+      const outcome = wide ? this.executeWide(at, w0, w1, w2, w3) : this.executor.execute(this.head, w0, w1, w2, w3);
       if (outcome === BLOCKED) return;
-      if (outcome !== DONE) return this.queueError(outcome, this.executor.why);
+      if (outcome !== DONE) return this.queueError(outcome, wide ? this.wideExecutor!.why : this.executor.why);
       this.stats.descriptorsProcessed++;
       descriptors++;
       this.head = (this.head + 1) % this.entries;
@@ -265,6 +278,16 @@ export class InvalidationQueue {
       if (stepped) this.nextFetchAt = Math.max(this.nextFetchAt, this.now) + this.options.queueDescriptorTimeMs;
     }
     this.completeDisableIfIdle();
+  }
+
+  /** A 256-bit descriptor: its upper four dwords fetched too (scalable/wide-descriptors.ts). */
+  private executeWide(at: number, w0: number, w1: number, w2: number, w3: number): number {
+    const w4 = this.memory.read32(at + 16), w5 = this.memory.read32(at + 20), w6 = this.memory.read32(at + 24), w7 = this.memory.read32(at + 28);
+    if (w4 < 0 || w5 < 0 || w6 < 0 || w7 < 0) {
+      this.wideExecutor!.why = `descriptor at ${at.toString(16)} is outside RAM`;
+      return InvalidationQueueError.FetchError;
+    }
+    return this.wideExecutor!.execute(this.head, w0, w1, w2, w3, w4, w5, w6, w7);
   }
 
   /** IQE (VT-d §6.5.2.10): the head stays on the bad descriptor; fetching stops until IQE is cleared and the tail written. */
