@@ -166,6 +166,8 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     const { page, errors } = await open("?guest=linux");
     await page.waitForFunction("['finished', 'failed'].includes(window.demo && window.demo.figures.state)", null, { timeout: LINUX_LIMIT_MS - 60_000 });
     expect(await page.textContent("#status")).toMatch(/guest finished: exit 0/);
+    // The console is drawn at the next refresh: wait for init's last line there.
+    await page.waitForFunction("/^RESULT end /m.test(document.querySelector('#console').textContent)", null, { timeout: 10_000 });
     const transcript = (await page.textContent("#console")) ?? "";
     expect(transcript).toContain("DMAR: Intel(R) Virtualization Technology for Directed I/O");
     expect(transcript).toMatch(/^RESULT read-end 0 /m);
