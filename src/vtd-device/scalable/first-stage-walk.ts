@@ -21,6 +21,9 @@ export class FirstStageWalk {
   /** The leaf's level (1: 4 KiB, 2: 2 MiB, 3: 1 GiB) and its output page. */
   level = 0;
   pageOutput = 0;
+  /** R/W and U/S were set at every level of the last successful walk. */
+  writable = false;
+  userAllowed = false;
   /** Addresses of the entries used, for the Accessed/Dirty updates. */
   private readonly used = new Float64Array(LEVELS);
 
@@ -59,6 +62,8 @@ export class FirstStageWalk {
         if (user && !userOk) return (this.reason = FaultReason.UserAccessDenied);
         if (write && !writable && (user || writeProtect)) return (this.reason = FaultReason.SmWriteNotPermitted);
         this.level = level;
+        this.writable = writable;
+        this.userAllowed = userOk;
         this.pageOutput = next - (next % size);
         this.setAccessedDirty(mem, level, write);
         return 0;

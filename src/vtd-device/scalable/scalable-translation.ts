@@ -2,8 +2,9 @@
  * Translation of one request in scalable mode (VT-d 5.10 §3.4.3, §3.6-§3.8): the PASID-table
  * entry the walk finds decides the stage. Second-stage translation is legacy mode's page walk
  * (translation/walk.ts) with the scalable-mode fault reasons; pass-through keeps the address;
- * first-stage is first-stage-walk.ts. Nothing is cached in scalable mode yet: every request walks,
- * which the spec allows (a unit may cache less), so every invalidation is trivially honoured.
+ * first-stage is first-stage-walk.ts. The PASID cache and the scalable IOTLB (scalable-caches.ts)
+ * sit in front: only successful walks are cached, and a hit serves only an access the cached
+ * permissions allow (anything else walks, so faults and A/D updates always come from the tables).
  */
 import { FaultReason } from "../../spec/fault-reasons.ts";
 import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, LEVEL_SIZE, awWidth } from "../../spec/entries.ts";
@@ -14,6 +15,7 @@ import type { WalkConfig } from "../registers/capabilities.ts";
 import { PageWalk, accessFault, walkPages } from "../translation/walk.ts";
 import { FirstStageWalk } from "./first-stage-walk.ts";
 import { ScalableWalk, walkPasidEntry, type ScalableWalkConfig } from "./scalable-walk.ts";
+import { DIRTY_SET, MAY_READ, MAY_USER, MAY_WRITE, ScalableCaches } from "./scalable-caches.ts";
 
 /** Where a translation's answer goes (the translator's result fields). */
 export interface TranslationResult {
@@ -28,11 +30,16 @@ export class ScalableTranslation {
   /** The request being served: its PASID (NO_PASID: none) and whether it asks for supervisor privilege. */
   requestPasid = NO_PASID;
   requestPrivileged = false;
-  /** Walks done (each request in scalable mode walks; no caches yet). */
+  /** PASID-entry walks, PASID-cache hits and scalable IOTLB hits. */
   walks = 0;
+  pasidCacheHits = 0;
+  iotlbHits = 0;
+  /** The PASID cache and the scalable IOTLB (scalable-caches.ts). */
+  readonly caches = new ScalableCaches();
 
   private readonly walkCfg: ScalableWalkConfig;
   private readonly walk = new ScalableWalk();
+  private readonly cached = new ScalableWalk();
   private readonly pageWalk = new PageWalk();
   private readonly firstStage = new FirstStageWalk();
 
@@ -58,36 +65,66 @@ export class ScalableTranslation {
    * or the fault reason with `into.resultFpd` set.
    */
   translate(into: TranslationResult, rootTable: number, sid: number, address: number, write: boolean): number {
-    this.walks++;
-    const walk = walkPasidEntry(this.memory, rootTable, sid, this.requestPasid, this.walkCfg, this.walk);
-    into.resultFpd = walk.faultProcessingDisable;
-    if (walk.reason !== 0) return walk.reason;
-    const privileged = this.requestPasid === NO_PASID ? walk.ridPrivileged || this.requestPrivileged : this.requestPrivileged;
-    switch (walk.pgtt) {
-      case PasidGranularTranslationType.PassThrough:
-        if (address >= 2 ** this.cfg.awBits) return FaultReason.SmAddressBeyondMgaw;
-        return output(into, address, 4096 - (address % 4096));
-      case PasidGranularTranslationType.SecondStage: {
-        if (address >= 2 ** Math.min(this.cfg.awBits, awWidth(walk.aw))) return FaultReason.SmAddressBeyondMgaw;
-        const pages = walkPages(this.memory, walk.secondStageRoot, walk.aw, address, this.cfg, this.pageWalk);
-        const legacy = accessFault(pages, write);
-        if (legacy !== 0) return secondStageReason(legacy);
-        const size = LEVEL_SIZE[pages.level]!;
-        const offset = address % size;
-        return output(into, pages.pageOutput + offset, size - offset);
-      }
-      default: {
-        // First stage (the walk admitted no other type).
-        if (privileged && !walk.supervisorRequests) return FaultReason.PasidEntrySupervisorDisabled;
-        const fs = this.firstStage;
-        const reason = fs.walk(this.memory, walk.firstStageRoot, this.cfg.awBits, address, write, !privileged, walk.writeProtect, walk.executeDisable, true);
-        if (reason !== 0) return reason;
-        const size = LEVEL_SIZE[fs.level]!;
-        const offset = address % size;
-        return output(into, fs.pageOutput + offset, size - offset);
-      }
+    const caches = this.caches;
+    const slot = caches.pasidCache.lookup(sid, this.requestPasid);
+    let walk: ScalableWalk;
+    if (slot >= 0) {
+      this.pasidCacheHits++;
+      walk = caches.pasidCache.load(slot, this.cached);
+    } else {
+      this.walks++;
+      walk = walkPasidEntry(this.memory, rootTable, sid, this.requestPasid, this.walkCfg, this.walk);
+      into.resultFpd = walk.faultProcessingDisable;
+      if (walk.reason !== 0) return walk.reason;
+      caches.pasidCache.fill(sid, this.requestPasid, walk);
     }
+    into.resultFpd = walk.faultProcessingDisable;
+    const privileged = this.requestPasid === NO_PASID ? walk.ridPrivileged || this.requestPrivileged : this.requestPrivileged;
+    const pgtt = walk.pgtt;
+    if (pgtt === PasidGranularTranslationType.PassThrough) {
+      if (address >= 2 ** this.cfg.awBits) return FaultReason.SmAddressBeyondMgaw;
+      return output(into, address, 4096 - (address % 4096));
+    }
+    const firstStage = pgtt === PasidGranularTranslationType.FirstStage;
+    if (firstStage && privileged && !walk.supervisorRequests) return FaultReason.PasidEntrySupervisorDisabled;
+    const inPage = address % 4096;
+    const page = (address - inPage) / 4096;
+    if (caches.iotlb.lookup(walk.did, walk.pasid, page) && permits(caches.iotlb.hitPermission, firstStage, write, privileged, walk.writeProtect)) {
+      this.iotlbHits++;
+      return output(into, caches.iotlb.hitOutput + inPage, 4096 - inPage);
+    }
+    let level: number, pageOutput: number, permission: number;
+    if (!firstStage) {
+      // Second stage (the walk admitted no other type).
+      if (address >= 2 ** Math.min(this.cfg.awBits, awWidth(walk.aw))) return FaultReason.SmAddressBeyondMgaw;
+      const pages = walkPages(this.memory, walk.secondStageRoot, walk.aw, address, this.cfg, this.pageWalk);
+      const legacy = accessFault(pages, write);
+      if (legacy !== 0) return secondStageReason(legacy);
+      level = pages.level;
+      pageOutput = pages.pageOutput;
+      permission = pages.permission & (MAY_READ | MAY_WRITE);
+    } else {
+      const fs = this.firstStage;
+      const reason = fs.walk(this.memory, walk.firstStageRoot, this.cfg.awBits, address, write, !privileged, walk.writeProtect, walk.executeDisable, true);
+      if (reason !== 0) return reason;
+      level = fs.level;
+      pageOutput = fs.pageOutput;
+      permission = MAY_READ | (fs.writable ? MAY_WRITE : 0) | (fs.userAllowed ? MAY_USER : 0) | (write ? DIRTY_SET : 0);
+    }
+    const size = LEVEL_SIZE[level]!;
+    const offset = address % size;
+    caches.iotlb.fill(walk.did, walk.pasid, page, pageOutput + offset - inPage, permission);
+    return output(into, pageOutput + offset, size - offset);
   }
+}
+
+/** A cached translation serves the request without a walk (else the walk decides, and sets A/D as needed). */
+function permits(permission: number, firstStage: boolean, write: boolean, privileged: boolean, writeProtect: boolean): boolean {
+  if (!firstStage) return (permission & (write ? MAY_WRITE : MAY_READ)) !== 0;
+  if (!privileged && (permission & MAY_USER) === 0) return false;
+  if (!write) return true;
+  const writable = (permission & MAY_WRITE) !== 0 || (privileged && !writeProtect);
+  return writable && (permission & DIRTY_SET) !== 0;
 }
 
 /** The scalable-mode reason for what legacy mode's second-stage walk found (VT-d §7.1.3: SSS.x, SGN.x). */

@@ -1,15 +1,15 @@
 /**
  * 256-bit invalidation descriptors (IQA.DW = 1, scalable mode; VT-d 5.10 §6.5.2): the legacy types
  * in their 256-bit form (bits 255:128 reserved) go to the legacy executor; the PASID-cache (type 7,
- * §6.5.2.2) and PASID-based IOTLB (type 6, §6.5.2.4) descriptors are checked here. Scalable mode's
- * translations are not cached yet (scalable-translation.ts walks every request), so a valid PASID
- * descriptor has nothing to drop: it is checked, counted and completes. PASID-based device-TLB
+ * §6.5.2.2) and PASID-based IOTLB (type 6, §6.5.2.4) descriptors are checked here and drop what
+ * they name from the PASID cache and the scalable IOTLB (scalable-caches.ts). PASID-based device-TLB
  * invalidation (type 8) is not offered yet: an invalid type. Numbers only, no allocation.
  */
 import { InvalidationQueueError } from "../../spec/descriptors.ts";
 import { MAMV } from "../../spec/registers.ts";
 import { PasidCacheDesc, PasidCacheGranularity, PasidIotlbDesc, PasidIotlbGranularity, ScalableDescriptorType } from "../../spec/scalable.ts";
 import type { DescriptorExecution } from "../invalidation/descriptor-execution.ts";
+import type { ScalableCaches } from "./scalable-caches.ts";
 
 /** IQEI 4: a reserved field, or a field value the unit does not support. */
 const RESERVED = InvalidationQueueError.ReservedField;
@@ -27,6 +27,8 @@ export class WideDescriptorExecution {
   /** Descriptors completed, by kind. */
   pasidCacheInvalidations = 0;
   pasidIotlbInvalidations = 0;
+  /** Scalable mode's caches (set by the device): what the PASID descriptors drop from. */
+  caches: ScalableCaches | undefined = undefined;
 
   constructor(private readonly legacy: DescriptorExecution) {}
 
@@ -38,6 +40,7 @@ export class WideDescriptorExecution {
         if ((w0 & PASID_CACHE_LO[0]) | (w1 & PASID_CACHE_LO[1]) | w2 | w3 | w4 | w5 | w6 | w7) return this.reject(RESERVED, "PASID-cache descriptor with reserved bits set");
         if (((w0 >>> 4) & 3) === PasidCacheGranularity.Reserved) return this.reject(RESERVED, "PASID-cache descriptor with granularity 10 (reserved)");
         this.pasidCacheInvalidations++;
+        this.caches?.pasidCacheDescriptor((w0 >>> 4) & 3, w0 >>> 16, w1 & 0xf_ffff);
         return 0;
       }
       case ScalableDescriptorType.PasidIotlb: {
@@ -50,6 +53,9 @@ export class WideDescriptorExecution {
         }
         if (granularity === PasidIotlbGranularity.Page && (w2 & 0x3f) > MAMV) return this.reject(RESERVED, `PASID-based IOTLB descriptor with AM ${w2 & 0x3f} above MAMV ${MAMV}`);
         this.pasidIotlbInvalidations++;
+        // ADDR (bits 127:76 of the descriptor): a page number to compare, exact below 2^53.
+        const address = (w3 >>> 0) * 2 ** 32 + ((w2 & 0xffff_f000) >>> 0);
+        this.caches?.pasidIotlbDescriptor(granularity === PasidIotlbGranularity.Page, w0 >>> 16, w1 & 0xf_ffff, address, w2 & 0x3f);
         return 0;
       }
       case ScalableDescriptorType.PasidDeviceTlb:
