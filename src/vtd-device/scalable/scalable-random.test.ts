@@ -31,7 +31,7 @@ function rng(seed: number): () => number {
   };
 }
 
-function build(seed: number, options: { firstStage?: boolean }): { device: VtdDevice; ram: GuestRam; random: () => number; mapped: number[] } {
+function build(seed: number, options: { firstStage?: boolean; secondStage?: boolean; cachingMode?: boolean }): { device: VtdDevice; ram: GuestRam; random: () => number; mapped: number[] } {
   const random = rng(seed);
   const mapped: number[] = [];
   const ram = new GuestRam(RAM);
@@ -85,6 +85,13 @@ describe("random scalable-mode tables and requests", () => {
           const options = random() < 0.5 ? undefined : { pasid: Math.floor(random() * (random() < 0.8 ? 8 : 256)), privileged: random() < 0.3 };
           const length = 1 + Math.floor(random() * (random() < 0.8 ? 64 : 9000));
           const before = ram.direct.slice(0, DATA);
+          // Now and then a control bit flips under the caches (a stale entry may still serve: it points into the pool too).
+          if (random() < 0.05) {
+            const at = TABLES + Math.floor(random() * ((DATA - TABLES) / 8)) * 8;
+            const entry = ram.read64(at);
+            if (entry !== 0n) ram.write64(at, entry ^ (1n << BigInt(Math.floor(random() * 12))));
+            before.set(ram.direct.subarray(at, at + 8), at);
+          }
           const result = random() < 0.5
             ? device.dmaWrite(sid, iova, new Uint8Array(length).fill(0xa5), options)
             : device.dmaRead(sid, iova, new Uint8Array(length), options);
