@@ -24,13 +24,14 @@ import { EDU_BUFFER_SIZE, type EduState } from "../devices/edu.ts";
 import { crc32Bytes } from "../vtd-device/state/codec.ts";
 import { GuestRam, VtdDevice, type VtdOptions, type VtdSnapshot } from "../vtd-device/index.ts";
 import type { V86Cpu } from "./internals.ts";
+import { IOAPIC_PINS, type IoApicLines } from "./ioapic-remapping.ts";
 import type { Machine, MachineState } from "./machine.ts";
 import type { Platform } from "./platform.ts";
 
 /** Where our entry goes in the CPU's state array (v86 0.5.462 uses 0..91). */
 export const MACHINE_STATE_INDEX = 128;
 export const MACHINE_STATE_FORMAT = "v86-vtd-machine";
-export const MACHINE_STATE_VERSION = 1;
+export const MACHINE_STATE_VERSION = 2;
 
 /** A v86 state the attached unit refuses, or a moment at which it cannot save. */
 export class VtdStateError extends Error {
@@ -47,6 +48,8 @@ interface MachineEntry {
   crc: string;
   unit: VtdSnapshot;
   edu: EduState;
+  /** Which I/O APIC lines in remappable format are high (v86's own I/O APIC state does not say). */
+  ioApicLines: IoApicLines;
   configAddress: number;
   machine: MachineState;
 }
@@ -146,6 +149,11 @@ function readEntry(state: unknown[], machine: Machine, scratch: VtdDevice): Mach
   if (typeof entry.crc !== "string" || !entry.crc.startsWith(CRC_MARK)) throw new VtdStateError("the VT-d part of this v86 state has no CRC-32");
   const edu = checkEdu(entry.edu);
   if (edu) throw new VtdStateError(`the VT-d part of this v86 state is damaged: ${edu}`);
+  const lines = entry.ioApicLines as unknown as Record<string, unknown> | null;
+  const isMask = (v: unknown) => isDword(v) && (v as number) < 2 ** IOAPIC_PINS;
+  if (typeof lines !== "object" || lines === null || !isMask(lines.high) || !isMask(lines.levels) || ((lines.levels as number) & ~(lines.high as number)) !== 0) {
+    throw new VtdStateError("the VT-d part of this v86 state is damaged: the I/O APIC lines are not two 24-bit masks (levels within high)");
+  }
   if (!isDword(entry.configAddress)) throw new VtdStateError("the VT-d part of this v86 state is damaged: the configuration address is not a dword");
   const m = entry.machine;
   if (typeof m !== "object" || m === null || !isCount(m.instructions)) throw new VtdStateError("the VT-d part of this v86 state is damaged: the instruction count is missing");
@@ -211,6 +219,7 @@ export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Plat
       crc: CRC_MARK + CRC_PLACEHOLDER,
       unit: unit.saveState(),
       edu: platform.edu.saveState(),
+      ioApicLines: platform.ioApic.saveState(),
       configAddress: platform.bus.configMechanism.address,
       machine: machine.saveState(),
     };
@@ -227,6 +236,7 @@ export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Plat
     setState(state);
     unit.restoreState(entry.unit);
     platform.edu.restoreState(entry.edu);
+    platform.ioApic.restoreState(entry.ioApicLines);
     platform.bus.configMechanism.address = entry.configAddress;
     // v86 put our functions' config spaces back byte for byte: decode their BARs where they now point.
     const pci = cpu.devices.pci;
