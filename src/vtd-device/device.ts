@@ -111,6 +111,7 @@ export class VtdDevice {
     if (translator.scalable) {
       this.invalidation.listener = translator.scalable.caches.before(this.notifiers);
       this.queue.wideExecutor!.caches = translator.scalable.caches;
+      this.registerInvalidation.scalable = translator.scalable;
     }
     this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace, this.writeBuffer);
     this.checker = o.checker ? installChecker(o.checker, {

@@ -4,7 +4,7 @@
  * Register file first: CAP/ECAP and every register's reset value and write rule. Skipped without
  * QEMU (REQUIRE_QEMU=1 makes that a failure), as the legacy differential.
  */
-import { FRCD_OFFSET, Gcmd, Reg } from "../../src/spec/index.ts";
+import { FRCD_OFFSET, Gcmd, IOTLB_OFFSET, Reg } from "../../src/spec/index.ts";
 import { PasidGranularTranslationType as Pgtt } from "../../src/spec/scalable.ts";
 import { EDU_SIDS, QEMU_ABORTING_QWORD_WRITES, describeDifferential, fillPattern, type MachineConfig, type Probe } from "./oracle.ts";
 
@@ -133,6 +133,14 @@ describeDifferential("QEMU 10.0 vs ours, scalable mode", CONFIGS, (differential,
       await p.write(Reg.RTADDR, 8, 0x20_0000n | (ttm << 10n));
       await p.read(`RTADDR with TTM ${ttm}`, Reg.RTADDR, 8);
     }
+  });
+
+  differential("register-based invalidation while TTM = 01 is latched: CCMD and IOTLB report what they did", async (p) => {
+    await scalableDomain(p, { pgtt: Pgtt.PassThrough });
+    await p.write(Reg.CCMD, 8, (1n << 63n) | (1n << 61n));
+    await p.read("CCMD after a global context invalidation", Reg.CCMD, 8);
+    await p.write(IOTLB_OFFSET, 8, (1n << 63n) | (1n << 60n));
+    await p.read("IOTLB after a global invalidation", IOTLB_OFFSET, 8);
   });
 
   // ---- DMA through scalable-mode tables (requests without PASID: RID_PASID 0) ----

@@ -835,6 +835,14 @@ export const DEPARTURES: readonly Departure[] = [
     when: (c) => c.scalable !== undefined,
   },
   {
+    id: "qemu-register-invalidation-in-scalable-mode",
+    reason: "QEMU 10.0 carries out register-based context and IOTLB invalidations while TTM = 01 is latched (CAIG, IAIG = global). " +
+      "We refuse them there (CAIG = IAIG = 00): register-based invalidation is for legacy mode; scalable mode uses the queue.",
+    spec: "§6.5.1, §11.4.7.1, §11.4.8.1 (CAIG/IAIG 00 with TTM other than 00)",
+    keys: /^register-based invalidation while TTM = 01 is latched/,
+    when: (c) => c.scalable !== undefined,
+  },
+  {
     id: "qemu-first-stage-dirty-flag",
     reason: "QEMU 10.0 sets the Accessed flag of a first-stage leaf on a write but not the Dirty flag. " +
       "We set D in the leaf of every write it translates, as the spec requires.",

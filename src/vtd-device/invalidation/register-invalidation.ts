@@ -11,14 +11,18 @@ import type { RegisterFile } from "../registers/register-file.ts";
 const QIES = Number(Gsts.QIES);
 
 export class RegisterInvalidation {
+  /** Scalable mode (set by the device on a unit that offers it): while TTM = 01 is latched, both commands are refused. */
+  scalable: { readonly active: boolean } | undefined = undefined;
+
   constructor(private readonly regs: RegisterFile, private readonly invalidation: Invalidation) {}
 
   onContextCommand(): void {
     let ccmd = this.regs.get64(Reg.CCMD);
     if (getField(ccmd, Ccmd.ICC) === 0n) return;
     let actual: number = Granularity.Refused;
-    // With queued invalidation enabled the registers must not be used (VT-d §6.5.2): refuse.
-    if ((this.regs.get32(Reg.GSTS) & QIES) === 0) {
+    // With queued invalidation enabled the registers must not be used (VT-d §6.5.2), nor in
+    // scalable mode (VT-d §6.5.1: register-based invalidation is for legacy mode): refuse.
+    if ((this.regs.get32(Reg.GSTS) & QIES) === 0 && !this.scalable?.active) {
       const did = Number(getField(ccmd, Ccmd.DID));
       switch (Number(getField(ccmd, Ccmd.CIRG))) {
         case Granularity.Global:
@@ -43,7 +47,7 @@ export class RegisterInvalidation {
     let command = this.regs.get64(IOTLB_OFFSET);
     if (getField(command, Iotlb.IVT) === 0n) return;
     let actual: number = Granularity.Refused;
-    if ((this.regs.get32(Reg.GSTS) & QIES) === 0) {
+    if ((this.regs.get32(Reg.GSTS) & QIES) === 0 && !this.scalable?.active) {
       const did = Number(getField(command, Iotlb.DID));
       switch (Number(getField(command, Iotlb.IIRG))) {
         case Granularity.Global:

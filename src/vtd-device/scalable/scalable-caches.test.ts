@@ -148,3 +148,24 @@ describe("scalable mode's PASID cache and IOTLB (VT-d §6.2), invalidated by the
     expect(first(u)).toBe(FaultReason.PasidEntryNotPresent);
   });
 });
+
+describe("register-based invalidation in scalable mode (VT-d §6.5.1)", () => {
+  it("is refused while TTM = 01 is latched (CAIG = IAIG = 00, nothing dropped) and works in legacy mode on the same unit", () => {
+    const u = unit();
+    const dir = u.tables.smContext(SID, { pasidEnable: true });
+    u.tables.pasidEntry(dir, 0, { pgtt: Pgtt.PassThrough, did: 2 });
+    enableScalable(u, u.tables.root);
+    const into = new Uint8Array(1);
+    expect(u.device.dmaRead(SID, A, into).ok).toBe(true);
+    u.ram.write64(u.tables.smContextAt(SID), 0n);
+    u.device.writeRegister(Reg.CCMD, 8, (1n << 63n) | (1n << 61n));
+    expect((u.device.readRegister(Reg.CCMD, 8) >> 59n) & 3n).toBe(0n);
+    expect(u.device.dmaRead(SID, A, into).ok).toBe(true);
+    u.device.writeRegister(0xf8, 8, (1n << 63n) | (1n << 60n));
+    expect((u.device.readRegister(0xf8, 8) >> 57n) & 3n).toBe(0n);
+    u.device.writeRegister(Reg.RTADDR, 8, BigInt(u.tables.root));
+    u.device.writeRegister(Reg.GCMD, 4, Gcmd.TE | Gcmd.SRTP);
+    u.device.writeRegister(Reg.CCMD, 8, (1n << 63n) | (1n << 61n));
+    expect((u.device.readRegister(Reg.CCMD, 8) >> 59n) & 3n).toBe(1n);
+  });
+});
