@@ -107,12 +107,7 @@ export class VtdDevice {
     this.queue = new InvalidationQueue(o, this.regs, this.memory, this.invalidation, this.faults, this.completionEvent, this.deviceTlbs, this.trace, this.stats, this.cfg, () => this.invalidationWork());
     this.interrupts = new InterruptRemapping(tables, new InterruptEntryCache(), policy, this.faults, this.stats, this.trace, this.cfg);
     if (o.interruptRemapping) this.queue.executor.interruptEntries = this.interrupts.cache;
-    // Scalable mode: its caches sit on the one invalidation path, in front of the notifiers.
-    if (translator.scalable) {
-      this.invalidation.listener = translator.scalable.caches.before(this.notifiers);
-      this.queue.wideExecutor!.caches = translator.scalable.caches;
-      this.registerInvalidation.scalable = translator.scalable;
-    }
+    translator.scalable?.install(this.invalidation, this.notifiers, this.queue, this.registerInvalidation);
     this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace, this.writeBuffer);
     this.checker = o.checker ? installChecker(o.checker, {
       memory: o.memory, cfg: this.cfg, cachingMode: o.cachingMode, coherent: o.coherent, contextCache: this.contextCache, iotlb: this.iotlb,

@@ -10,6 +10,9 @@ import { FaultReason } from "../../spec/fault-reasons.ts";
 import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, LEVEL_SIZE, awWidth } from "../../spec/entries.ts";
 import { NO_PASID, PasidGranularTranslationType, TranslationTableMode } from "../../spec/scalable.ts";
 import type { MemoryAccess } from "../memory/memory-access.ts";
+import type { Invalidation, InvalidationListener } from "../invalidation/cache-invalidation.ts";
+import type { InvalidationQueue } from "../invalidation/invalidation-queue.ts";
+import type { RegisterInvalidation } from "../invalidation/register-invalidation.ts";
 import type { ResolvedOptions } from "../options.ts";
 import type { WalkConfig } from "../registers/capabilities.ts";
 import { PageWalk, accessFault, walkPages } from "../translation/walk.ts";
@@ -52,6 +55,16 @@ export class ScalableTranslation {
       awBits: cfg.awBits, sagaw: cfg.sagaw, firstStage: options.firstStage, secondStage: options.secondStage,
       passThrough: options.passThrough, deviceIotlb: options.deviceIotlb, supervisorRequests: options.secondStage,
     };
+  }
+
+  /**
+   * Wires scalable mode into the unit's rooms: its caches on the one invalidation path in front of
+   * the notifiers, the PASID descriptors' executor, register-based invalidation (refused in scalable mode).
+   */
+  install(invalidation: Invalidation, notifiers: InvalidationListener, queue: InvalidationQueue, registers: RegisterInvalidation): void {
+    invalidation.listener = this.caches.before(notifiers);
+    if (queue.wideExecutor) queue.wideExecutor.caches = this.caches;
+    registers.scalable = this;
   }
 
   /** GCMD.SRTP latched RTADDR with this TTM (VT-d §11.4.4). */
