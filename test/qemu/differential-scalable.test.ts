@@ -69,6 +69,28 @@ async function mapFirstStage(p: Probe, root: bigint, iova: bigint, target: bigin
   return leaf;
 }
 
+/** The 256-bit invalidation queue (IQA.DW = 1, 128 slots in one page) enabled; returns its base. */
+async function queue256(p: Probe): Promise<{ base: bigint; tail: number }> {
+  const base = p.tables.pages.page();
+  await p.write(Reg.IQA, 8, base | (1n << 11n));
+  await p.tables.command(Gcmd.QIE);
+  return { base, tail: 0 };
+}
+
+/** Writes 256-bit descriptors (up to four qwords each) at the tail, a wait with status write last, and moves IQT. */
+async function submit(p: Probe, q: { base: bigint; tail: number }, name: string, descriptors: readonly (readonly bigint[])[]): Promise<void> {
+  const status = q.base + 0x800n;
+  for (const d of [...descriptors, [5n | 0x20n | (0x5a5an << 32n), status]]) {
+    const at = q.base + BigInt(q.tail * 32);
+    for (let i = 0; i < 4; i++) await p.tables.writeQword(at + BigInt(i * 8), d[i] ?? 0n);
+    q.tail = (q.tail + 1) % 64;
+  }
+  await p.write(Reg.IQT, 8, BigInt(q.tail * 32));
+  await p.read(`${name}: IQH`, Reg.IQH, 8);
+  await p.read(`${name}: FSTS`, Reg.FSTS, 4);
+  await p.memory(`${name}: wait status`, status, 4);
+}
+
 async function dmaRoundTrip(p: Probe, iova: bigint, data: bigint): Promise<void> {
   await p.dma("read", { sid: EDU, iova: iova + 0x10n, length: 256, direction: "toDevice", bufferOffset: 0 });
   await p.dma("write", { sid: EDU, iova: iova + 0x800n, length: 256, direction: "toMemory", bufferOffset: 0 });
@@ -141,6 +163,54 @@ describeDifferential("QEMU 10.0 vs ours, scalable mode", CONFIGS, (differential,
     await p.read("CCMD after a global context invalidation", Reg.CCMD, 8);
     await p.write(IOTLB_OFFSET, 8, (1n << 63n) | (1n << 60n));
     await p.read("IOTLB after a global invalidation", IOTLB_OFFSET, 8);
+  });
+
+  // ---- the 256-bit queue and what its descriptors drop ----
+
+  differential("256-bit queue: IOTLB page invalidation makes a changed second-stage or first-stage leaf seen", async (p) => {
+    const first = config.scalable?.firstStage === true;
+    const q = await queue256(p);
+    const root = await scalableDomain(p, first ? { pgtt: Pgtt.FirstStage, did: 3 } : { pgtt: Pgtt.SecondStage, aw: levels - 2, did: 3 });
+    const one = p.tables.pages.page(), two = p.tables.pages.page();
+    await fillPattern(p, one, 1);
+    await fillPattern(p, two, 2);
+    const leaf = first ? await mapFirstStage(p, root, 0x4000n, one) : await p.tables.map(root, levels, 0x4000n, one);
+    await p.dma("write before", { sid: EDU, iova: 0x4100n, length: 64, direction: "toMemory" });
+    await p.tables.writeQword(leaf, two | (first ? 0x7n : 0x3n));
+    await p.dma("write, leaf changed, not invalidated", { sid: EDU, iova: 0x4200n, length: 64, direction: "toMemory" });
+    await p.memory("page one", one, 4096);
+    await p.memory("page two", two, 4096);
+    // First stage: PASID-based IOTLB, page-selective in PASID 0 (RID_PASID); second stage: IOTLB page-selective in DID 3.
+    const invalidation = first ? [6n | (3n << 4n) | (3n << 16n), 0x4000n] : [2n | (3n << 4n) | (3n << 16n), 0x4000n];
+    await submit(p, q, "page invalidation", [invalidation]);
+    await p.dma("write after", { sid: EDU, iova: 0x4300n, length: 64, direction: "toMemory" });
+    await p.memory("page one after", one, 4096);
+    await p.memory("page two after", two, 4096);
+    await p.faultState();
+  });
+
+  differential("256-bit queue: PASID-cache and IOTLB invalidation make a cleared PASID-table entry seen", async (p) => {
+    const first = config.scalable?.firstStage === true;
+    const q = await queue256(p);
+    const root = await scalableDomain(p, first ? { pgtt: Pgtt.FirstStage, did: 3 } : { pgtt: Pgtt.SecondStage, aw: levels - 2, did: 3 });
+    const data = p.tables.pages.page();
+    await fillPattern(p, data, 4);
+    if (first) await mapFirstStage(p, root, 0x4000n, data);
+    else await p.tables.map(root, levels, 0x4000n, data);
+    await p.dma("read before", { sid: EDU, iova: 0x4000n, length: 16, direction: "toDevice" });
+    // The PASID table is the third page scalableDomain allocated after the root table.
+    const pasidTable = p.tables.rootTable + 3n * 4096n;
+    await p.tables.writeQword(pasidTable, 0n);
+    const iotlb = first ? [6n | (2n << 4n) | (3n << 16n)] : [2n | (2n << 4n) | (3n << 16n)];
+    await submit(p, q, "PASID-cache and IOTLB invalidation", [[7n | (1n << 4n) | (3n << 16n)], iotlb]);
+    await p.dma("read after", { sid: EDU, iova: 0x4000n, length: 16, direction: "toDevice" });
+    await p.faultState();
+  });
+
+  differential("256-bit queue: a PASID-cache descriptor with the reserved granularity 10", async (p) => {
+    const q = await queue256(p);
+    await submit(p, q, "PASID-cache G 10", [[7n | (2n << 4n)]]);
+    await p.read("IQERCD", Reg.IQERCD, 8);
   });
 
   // ---- DMA through scalable-mode tables (requests without PASID: RID_PASID 0) ----

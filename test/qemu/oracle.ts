@@ -843,6 +843,14 @@ export const DEPARTURES: readonly Departure[] = [
     when: (c) => c.scalable !== undefined,
   },
   {
+    id: "qemu-pasid-cache-reserved-granularity",
+    reason: "QEMU 10.0 completes a PASID-cache invalidation descriptor with G = 10, a reserved encoding, as if valid. " +
+      "We stop on it with IQE (IQEI 4, reserved field value); the head stays on it and the wait after it is not reached.",
+    spec: "§6.5.2.2 (G 10 reserved), §6.5.2.10 (IQE)",
+    keys: /^256-bit queue: a PASID-cache descriptor with the reserved granularity 10 \| PASID-cache G 10: (IQH|FSTS|wait status)$/,
+    when: (c) => c.scalable !== undefined,
+  },
+  {
     id: "qemu-first-stage-dirty-flag",
     reason: "QEMU 10.0 sets the Accessed flag of a first-stage leaf on a write but not the Dirty flag. " +
       "We set D in the leaf of every write it translates, as the spec requires.",
