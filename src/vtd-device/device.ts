@@ -163,6 +163,7 @@ export class VtdDevice {
     const parts = this.parts();
     const decoded = decodeUnit(parts, snapshot);
     commitUnit(parts, decoded);
+    this.translator.scalable?.restored(this.regs.get32(Reg.RTADDR), this.translator.rootTableModeValid);
     this.exactAddress = undefined;
     this.writeBuffer?.flush();
     this.checker?.reset();

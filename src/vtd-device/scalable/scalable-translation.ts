@@ -67,6 +67,17 @@ export class ScalableTranslation {
     registers.scalable = this;
   }
 
+  /**
+   * After a snapshot was restored: the snapshot holds the latched root and whether it was a legacy
+   * table, not the latched TTM, so scalable mode is taken as latched when the legacy one was not and
+   * RTADDR holds TTM = 01. The caches start empty (a unit may cache less).
+   */
+  restored(rtaddrLow: number, legacyLatched: boolean): void {
+    this.active = !legacyLatched && ((rtaddrLow >>> 10) & 3) === TranslationTableMode.Scalable;
+    this.caches.pasidCache.invalidateAll();
+    this.caches.iotlb.invalidateAll();
+  }
+
   /** GCMD.SRTP latched RTADDR with this TTM (VT-d §11.4.4). */
   latch(ttm: number): void {
     this.active = ttm === TranslationTableMode.Scalable;

@@ -55,6 +55,11 @@ export interface SnapshotConfiguration {
   deviceIotlbEntries: number;
   deviceIotlbEntriesPerEndpoint: number;
   deviceIotlbPendingInvalidations: number;
+  /** Scalable mode (CAP/ECAP and what SRTP may latch). */
+  scalableMode: boolean;
+  firstStage: boolean;
+  secondStage: boolean;
+  pasidBits: number;
 }
 
 export interface VtdSnapshot {
@@ -92,6 +97,10 @@ export function configurationOf(o: ResolvedOptions, interruptEntryCacheEntries: 
     deviceIotlbEntries: o.deviceIotlbEntries,
     deviceIotlbEntriesPerEndpoint: o.deviceIotlbEntriesPerEndpoint,
     deviceIotlbPendingInvalidations: o.deviceIotlbPendingInvalidations,
+    scalableMode: o.scalableMode,
+    firstStage: o.firstStage,
+    secondStage: o.secondStage,
+    pasidBits: o.pasidBits,
   };
 }
 
