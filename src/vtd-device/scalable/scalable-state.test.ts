@@ -40,6 +40,8 @@ describe("save and restore of a scalable-mode unit", () => {
     const legacy = new VtdDevice({ memory: ram });
     expect(() => scalableUnit(ram).restoreState(legacy.saveState())).toThrow(SnapshotError);
     expect(() => scalableUnit(ram).restoreState(legacy.saveState())).toThrow(/scalableMode/);
+    expect(() => legacy.restoreState(scalableUnit(ram).saveState())).toThrow(/scalableMode true \(snapshot\) vs false/);
+    expect(legacy.saveState().configuration).not.toHaveProperty("scalableMode");
     const wider = new VtdDevice({ memory: ram, scalableMode: true, pasidBits: 8 });
     expect(() => scalableUnit(ram).restoreState(wider.saveState())).toThrow(/pasidBits/);
   });

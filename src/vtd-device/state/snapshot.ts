@@ -55,11 +55,11 @@ export interface SnapshotConfiguration {
   deviceIotlbEntries: number;
   deviceIotlbEntriesPerEndpoint: number;
   deviceIotlbPendingInvalidations: number;
-  /** Scalable mode (CAP/ECAP and what SRTP may latch). */
-  scalableMode: boolean;
-  firstStage: boolean;
-  secondStage: boolean;
-  pasidBits: number;
+  /** Scalable mode (CAP/ECAP and what SRTP may latch): present only for a unit with `scalableMode`, so a legacy unit's snapshot is as before. */
+  scalableMode?: boolean;
+  firstStage?: boolean;
+  secondStage?: boolean;
+  pasidBits?: number;
 }
 
 export interface VtdSnapshot {
@@ -97,10 +97,7 @@ export function configurationOf(o: ResolvedOptions, interruptEntryCacheEntries: 
     deviceIotlbEntries: o.deviceIotlbEntries,
     deviceIotlbEntriesPerEndpoint: o.deviceIotlbEntriesPerEndpoint,
     deviceIotlbPendingInvalidations: o.deviceIotlbPendingInvalidations,
-    scalableMode: o.scalableMode,
-    firstStage: o.firstStage,
-    secondStage: o.secondStage,
-    pasidBits: o.pasidBits,
+    ...(o.scalableMode ? { scalableMode: true, firstStage: o.firstStage, secondStage: o.secondStage, pasidBits: o.pasidBits } : {}),
   };
 }
 
@@ -126,6 +123,9 @@ export function checkHeader(input: unknown, own: SnapshotConfiguration): Record<
     if (configuration[key] !== value) {
       throw new SnapshotError(`snapshot configuration differs: ${key} ${describe(configuration[key])} (snapshot) vs ${describe(value)} (this unit)`);
     }
+  }
+  if (configuration.scalableMode === true && own.scalableMode !== true) {
+    throw new SnapshotError("snapshot configuration differs: scalableMode true (snapshot) vs false (this unit)");
   }
   return snapshot;
 }
