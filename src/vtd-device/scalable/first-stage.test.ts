@@ -9,9 +9,10 @@ const SID = 0x0020;
 const DATA = 0x90_0000;
 const RW = BigInt(Fs.RW), US = BigInt(Fs.US);
 
-function firstStageUnit(entry: { sre?: boolean; wpe?: boolean; nxe?: boolean; fspm?: number } = {}) {
+function firstStageUnit(entry: { sre?: boolean; wpe?: boolean; nxe?: boolean; fspm?: number } = {}, secondStage = true) {
   const ram = new GuestRam(64 << 20);
-  const device = new VtdDevice({ memory: ram, scalableMode: true, firstStage: true, pasidBits: 8 });
+  // With the second stage offered too the unit reports ECAP.SRS (supervisor requests), as QEMU 10.0 does.
+  const device = new VtdDevice({ memory: ram, scalableMode: true, firstStage: true, secondStage, pasidBits: 8 });
   const tables = new ScalableTables(ram);
   const m: Machine & { tables: ScalableTables } = { ram, device, tables, interrupts: [] };
   const dir = tables.smContext(SID, { pasidEnable: true, ridPasid: 1 });
@@ -80,6 +81,11 @@ describe("first-stage translation (VT-d §3.6, IA-32e 4-level paging)", () => {
     const noSre = firstStageUnit();
     noSre.m.tables.mapFirstStage(noSre.fs, 0x7000, DATA, RW | US);
     expect(read(noSre.m, 0x7000, { pasid: 1, privileged: true })).toEqual({ ok: false, reason: FaultReason.PasidEntrySupervisorDisabled });
+    // A first-stage-only unit (ECAP.SRS = 0, QEMU 10.0's x-flts=on) takes no supervisor request at all: aborted, nothing recorded.
+    const noSrs = firstStageUnit({ sre: true }, false);
+    noSrs.m.tables.mapFirstStage(noSrs.fs, 0x7000, DATA, RW | US);
+    expect(read(noSrs.m, 0x7000, { pasid: 1, privileged: true })).toEqual({ ok: false, reason: 0 });
+    expect(read(noSrs.m, 0x7000, { pasid: 1 })).toEqual({ ok: true });
   });
 
   it("a non-canonical input faults 80h; FSPM 01 (5-level, not offered) is an invalid PASID entry", () => {

@@ -37,7 +37,7 @@ export class PasidRequests {
    * A request with its options. `undefined`: no PASID, the unit's usual path serves it (in
    * scalable mode through RID_PASID). What no bus can carry aborts with nothing recorded: a bad
    * address or buffer, options that are not an object, a PASID outside 0..2^pasidBits - 1 or on a
-   * unit without ECAP.PASID, `privileged` without a PASID or not a boolean.
+   * unit without ECAP.PASID, `privileged` without a PASID, on a unit without ECAP.SRS, or not a boolean.
    */
   transfer(sid: number, iova: unknown, bytes: unknown, write: boolean, options: unknown): DmaResult | undefined {
     if (typeof options !== "object" || options === null) return dmaFailure(DMA_ABORT);
@@ -48,6 +48,8 @@ export class PasidRequests {
     if (scalable === undefined || typeof pasid !== "number" || !Number.isInteger(pasid) || pasid < 0 || pasid >= Math.min(PASID_LIMIT, 2 ** this.pasidBits)) {
       return dmaFailure(DMA_ABORT);
     }
+    // A supervisor request to a unit without ECAP.SRS is none it takes.
+    if (privileged === true && !scalable.supervisorRequests) return dmaFailure(DMA_ABORT);
     if (!(bytes instanceof Uint8Array)) return dmaFailure(DMA_ABORT);
     let exact: bigint | undefined;
     let address: number;

@@ -78,6 +78,11 @@ export class ScalableTranslation {
     this.caches.iotlb.invalidateAll();
   }
 
+  /** ECAP.SRS: the unit takes supervisor requests. */
+  get supervisorRequests(): boolean {
+    return this.walkCfg.supervisorRequests;
+  }
+
   /** GCMD.SRTP latched RTADDR with this TTM (VT-d §11.4.4). */
   latch(ttm: number): void {
     this.active = ttm === TranslationTableMode.Scalable;
