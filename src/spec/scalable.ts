@@ -161,3 +161,19 @@ export const PasidIotlbDesc = {
   RESERVED_HI: bits(11, 7),
 } as const;
 export const PasidIotlbGranularity = { Pasid: 2, Page: 3 } as const;
+
+/** PASID-based device-TLB invalidation descriptor (§6.5.2.6). */
+export const PasidDeviceTlbDesc = {
+  MIP: field(4, 5),
+  /** PFSID[3:0] and PFSID[15:4]: reserved without ECAP.DIT (not offered). */
+  PFSID_LO: field(12, 4),
+  SID: field(16, 16),
+  PASID: field(32, 20),
+  PFSID_HI: field(52, 12),
+  RESERVED_LO: bits(15, 12) | bits(63, 52),
+  /** High qword: G (every PASID and requests without PASID), S (size encoded in ADDR), ADDR. */
+  G: field(0),
+  S: field(11),
+  ADDR: bits(63, 12),
+  RESERVED_HI: bits(10, 1),
+} as const;

@@ -53,7 +53,7 @@ describe("256-bit descriptors (IQA.DW = 1) in scalable mode (VT-d §6.5.2)", () 
     ["PASID-based IOTLB AM 19 above MAMV", pasidIotlb(3, 19), InvalidationQueueError.ReservedField],
     ["PASID-based IOTLB with hi bits 11:7 set", [pasidIotlb(2)[0]!, 0x80n], InvalidationQueueError.ReservedField],
     ["a wait descriptor with bits 255:128 set", [...wait(1), 0n, 1n], InvalidationQueueError.ReservedField],
-    ["PASID-based device-TLB (not offered)", [8n], InvalidationQueueError.InvalidType],
+    ["PASID-based device-TLB without ECAP.DT", [8n], InvalidationQueueError.InvalidType],
     ["an unknown type", [0x9n], InvalidationQueueError.InvalidType],
   ];
   for (const [name, descriptor, iqei] of refused) {
@@ -64,6 +64,20 @@ describe("256-bit descriptors (IQA.DW = 1) in scalable mode (VT-d §6.5.2)", () 
       expect(u.ram.read32(STATUS)).toBe(1);
     });
   }
+
+  it("PASID-based device-TLB invalidation with ECAP.DT reaches the endpoint as the legacy descriptor does; PFSID (no DIT) and bits 10:1 reserved", () => {
+    const u = queueUnit({ scalableMode: true, pasidBits: 8, deviceIotlb: true }, 1);
+    const pdt = (extraLo = 0n, hi = 0x7000n) => [8n | (0x18n << 16n) | (5n << 32n) | extraLo, hi];
+    submit(u, [pdt(), pdt(0n, 0x7000n | 1n | (1n << 11n)), wait(3)]);
+    expect(state(u)).toEqual({ iqh: 3n * 32n, iqe: false, iqei: 0n });
+    expect(u.device.stats.deviceIotlbInvalidations).toBe(2);
+    const bad = queueUnit({ scalableMode: true, deviceIotlb: true }, 1);
+    submit(bad, [pdt(1n << 12n)]);
+    expect(state(bad)).toEqual({ iqh: 0n, iqe: true, iqei: BigInt(InvalidationQueueError.ReservedField) });
+    const badHi = queueUnit({ scalableMode: true, deviceIotlb: true }, 1);
+    submit(badHi, [pdt(0n, 0x7000n | 2n)]);
+    expect(state(badHi).iqe).toBe(true);
+  });
 
   it("IQT bit 4 with 256-bit descriptors is an invalid tail (IQEI 1)", () => {
     const u = queueUnit({ scalableMode: true }, 1);

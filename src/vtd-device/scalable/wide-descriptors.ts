@@ -2,12 +2,13 @@
  * 256-bit invalidation descriptors (IQA.DW = 1, scalable mode; VT-d 5.10 §6.5.2): the legacy types
  * in their 256-bit form (bits 255:128 reserved) go to the legacy executor; the PASID-cache (type 7,
  * §6.5.2.2) and PASID-based IOTLB (type 6, §6.5.2.4) descriptors are checked here and drop what
- * they name from the PASID cache and the scalable IOTLB (scalable-caches.ts). PASID-based device-TLB
- * invalidation (type 8) is not offered yet: an invalid type. Numbers only, no allocation.
+ * they name from the PASID cache and the scalable IOTLB (scalable-caches.ts); the PASID-based
+ * device-TLB descriptor (type 8, §6.5.2.6) goes to the endpoint as the legacy one does. Numbers
+ * only, no allocation.
  */
 import { InvalidationQueueError } from "../../spec/descriptors.ts";
 import { MAMV } from "../../spec/registers.ts";
-import { PasidCacheDesc, PasidCacheGranularity, PasidIotlbDesc, PasidIotlbGranularity, ScalableDescriptorType } from "../../spec/scalable.ts";
+import { PasidCacheDesc, PasidCacheGranularity, PasidDeviceTlbDesc, PasidIotlbDesc, PasidIotlbGranularity, ScalableDescriptorType } from "../../spec/scalable.ts";
 import type { DescriptorExecution } from "../invalidation/descriptor-execution.ts";
 import type { ScalableCaches } from "./scalable-caches.ts";
 
@@ -20,6 +21,8 @@ function dwordMasks(lo: bigint): readonly [number, number] {
 const PASID_CACHE_LO = dwordMasks(PasidCacheDesc.RESERVED_LO);
 const PASID_IOTLB_LO = dwordMasks(PasidIotlbDesc.RESERVED_LO);
 const PASID_IOTLB_HI = dwordMasks(PasidIotlbDesc.RESERVED_HI);
+const PASID_DEVICE_TLB_LO = dwordMasks(PasidDeviceTlbDesc.RESERVED_LO);
+const PASID_DEVICE_TLB_HI = dwordMasks(PasidDeviceTlbDesc.RESERVED_HI);
 
 export class WideDescriptorExecution {
   /** Why the last descriptor was rejected (for the queue's IQE trace). */
@@ -27,6 +30,7 @@ export class WideDescriptorExecution {
   /** Descriptors completed, by kind. */
   pasidCacheInvalidations = 0;
   pasidIotlbInvalidations = 0;
+  pasidDeviceTlbInvalidations = 0;
   /** Scalable mode's caches (set by the device): what the PASID descriptors drop from. */
   caches: ScalableCaches | undefined = undefined;
 
@@ -58,8 +62,21 @@ export class WideDescriptorExecution {
         this.caches?.pasidIotlbDescriptor(granularity === PasidIotlbGranularity.Page, w0 >>> 16, w1 & 0xf_ffff, address, w2 & 0x3f);
         return 0;
       }
-      case ScalableDescriptorType.PasidDeviceTlb:
-        return this.reject(InvalidationQueueError.InvalidType, "PASID-based device-TLB descriptor: not offered by this unit yet");
+      case ScalableDescriptorType.PasidDeviceTlb: {
+        if ((w0 & PASID_DEVICE_TLB_LO[0]) | (w1 & PASID_DEVICE_TLB_LO[1]) | (w2 & PASID_DEVICE_TLB_HI[0]) | (w3 & PASID_DEVICE_TLB_HI[1]) | w4 | w5 | w6 | w7) {
+          return this.reject(RESERVED, "PASID-based device-TLB descriptor with reserved bits set");
+        }
+        // The endpoints' device-TLBs are not tagged by PASID here: the range is dropped for every
+        // PASID of the endpoint (more than asked, which the spec allows). It is the legacy
+        // device-TLB invalidation of the same endpoint and range (ECAP.DT, latency, ITE): type 3,
+        // SID in bits 47:32, S in bit 64.
+        const sid = (w0 >>> 16) & 0xffff;
+        const size = (w2 >>> 11) & 1;
+        const outcome = this.legacy.execute(head, 3, sid, ((w2 & 0xffff_f000) | size) >>> 0, w3);
+        if (outcome > 0) this.why = outcome === InvalidationQueueError.InvalidType ? "PASID-based device-TLB descriptor without ECAP.DT" : this.legacy.why;
+        if (outcome === 0) this.pasidDeviceTlbInvalidations++;
+        return outcome;
+      }
       default: {
         // A legacy type in its 256-bit form: bits 255:128 are reserved.
         if (type >= 1 && type <= 5 && (w4 | w5 | w6 | w7) !== 0) return this.reject(RESERVED, `descriptor type ${type} with bits 255:128 set`);
