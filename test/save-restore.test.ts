@@ -11,18 +11,26 @@
  * A truncated or damaged state (RAM byte, the unit's part) and a state of another kind are refused
  * with their reason, and the unit of the emulator they were given to is left as it was.
  *
+ * The Linux guest boots as npm run linux boots it, with its virtio-blk disk: the restored run's
+ * workload reads back the same data (the guest's sha256 of what it wrote and read), the disk ends
+ * byte for byte as the uninterrupted run's, and the unit counts are the same.
+ *
  * The C test guest needs gcc (firmware/build.ts); the Linux guest is skipped when its kernel is not
  * built (npm run build:linux) unless REQUIRE_LINUX=1, which makes it mandatory.
  */
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ensureFirmware, firmwareToolsMissing } from "../firmware/build.ts";
 import { ensureLinuxGuest, linuxGuestReadiness } from "../firmware/linux/build.ts";
 import { EDU_FULL_DMA_MASK } from "../src/devices/edu.ts";
-import { bootLinux } from "../src/linux/boot.ts";
-import { parseGuestReport } from "../src/linux/guest-report.ts";
+import { sparseDisk } from "../src/devices/virtio/virtio-state.ts";
+import { bootLinux, DEFAULT_WORKLOAD_MIB, MARKS } from "../src/linux/boot.ts";
+import { parseGuestReport, patternBytes, workload } from "../src/linux/guest-report.ts";
+import type { VirtioDisk } from "../src/linux/virtio-disk.ts";
 import { attachVtd, type VtdAttachment } from "../src/v86/attach.ts";
 import { Machine } from "../src/v86/machine.ts";
+import { crc32Bytes } from "../src/vtd-device/state/codec.ts";
 import { patchedV86Module } from "../src/v86/v86-wasm.node.ts";
 
 const toolsMissing = firmwareToolsMissing();
@@ -63,6 +71,20 @@ function firstDifference(actual: string, expected: string): string {
   while (actual[at] === expected[at]) at++;
   const around = (text: string) => text.slice(Math.max(0, at - 300), at + 300);
   return `differs at ${at} (restored part starts later):\n--- restored run ---\n${around(actual)}\n--- uninterrupted ---\n${around(expected)}`;
+}
+
+/** A copy of a state with `from` replaced by `to` (same length) in its JSON, its CRC-32 written anew. */
+function resigned(state: ArrayBuffer, from: string, to: string): ArrayBuffer {
+  const bytes = new Uint8Array(state.slice(0));
+  const jsonEnd = 16 + new Int32Array(bytes.buffer, 0, 4)[3]!;
+  const text = new TextDecoder().decode(bytes.subarray(16, jsonEnd));
+  const at = text.indexOf(from);
+  expect(at).toBeGreaterThan(0);
+  bytes.set(new TextEncoder().encode(to), 16 + at);
+  const digits = 16 + text.lastIndexOf("v86vtdcrc:") + "v86vtdcrc:".length;
+  bytes.set(new TextEncoder().encode("00000000"), digits);
+  bytes.set(new TextEncoder().encode(crc32Bytes(bytes).toString(16).padStart(8, "0")), digits);
+  return bytes.buffer;
 }
 
 const restore = (machine: Machine, state: ArrayBuffer) => (machine.emulator as unknown as { restore_state(s: ArrayBuffer): Promise<void> }).restore_state(state);
@@ -115,7 +137,15 @@ describe.skipIf(toolsMissing !== null)("the C test guest saved at a random point
     const digit = at + '\\"registerWrites\\":'.length;
     unitPart[16 + digit] = unitPart[16 + digit] === 0x31 ? 0x32 : 0x31; // one counter changed, JSON still valid
     await expect(restore(second.machine, unitPart.buffer)).rejects.toThrow(/damaged: its CRC-32 is/);
+    // A PCI function's part that is wrong but carries a right CRC (re-signed here): refused by
+    // the function's own check before anything is restored.
+    const eduBefore = JSON.stringify(second.vtd.edu.saveState());
+    const otherFunction = resigned(state, '\\"name\\":\\"edu\\"', '\\"name\\":\\"xdu\\"');
+    await expect(restore(second.machine, otherFunction)).rejects.toThrow(/the PCI functions saved \(xdu at 32\) are not this machine's \(edu at 32\)/);
+    const badEdu = resigned(state, '\\"dmaTransfers\\":', '\\"dmaTransferX\\":');
+    await expect(restore(second.machine, badEdu)).rejects.toThrow(/edu's state: edu's counter dmaTransfers is not a count/);
     expect(JSON.stringify(second.vtd.unit.saveState())).toBe(unitBefore);
+    expect(JSON.stringify(second.vtd.edu.saveState())).toBe(eduBefore);
 
     const restoring = performance.now();
     await restore(second.machine, state);
@@ -151,52 +181,69 @@ describe.skipIf(toolsMissing !== null)("the C test guest saved at a random point
 
 const linuxTitle = "the Linux guest saved at a random point and restored into a fresh emulator";
 describe.skipIf(!linuxReady && !linuxRequired)(linuxReady || linuxRequired ? linuxTitle : `${linuxTitle} (skipped: the kernel is not built; npm run build:linux, or REQUIRE_LINUX=1)`, () => {
-  it("reaches the end with the same console and unit counts as an uninterrupted boot", async () => {
+  it("with its virtio-blk disk: reaches the end with the same console, disk data and unit counts as an uninterrupted boot", async () => {
     const files = await ensureLinuxGuest({ log: () => {} });
     const guest = { bzImage: new Uint8Array(readFileSync(files.bzImage)), initrd: new Uint8Array(readFileSync(files.initrd)) };
-    // No disk: virtio-blk's queues are not in the saved state (only the unit, edu and v86's own devices are).
-    const options = { ...guest, cmdline: "intel_iommu=on", vtd: { cachingMode: true }, diskMiB: 0, deterministic: true, timeoutMs: 300_000 };
+    // As npm run linux boots it: the 16 MiB virtio-blk disk behind the unit, a 4 MiB workload
+    // written and read back. The disk's queues and its written sectors travel in the state.
+    const options = { ...guest, cmdline: "intel_iommu=on", vtd: { cachingMode: true }, deterministic: true, timeoutMs: 300_000 };
     const whole = await bootLinux(options);
     expect(whole.outcome).toBe("completed");
+    const expectedSha = createHash("sha256").update(patternBytes(DEFAULT_WORKLOAD_MIB)).digest("hex");
+    expect(workload(whole.report)).toMatchObject({ patternSha256: expectedSha, readbackSha256: expectedSha, writeStatus: 0, readStatus: 0 });
 
-    const fraction = savePoint();
-    let saver: Saver | undefined;
-    let consoleText = "";
-    await bootLinux({
-      ...options,
-      onConsole: (text) => (consoleText += text),
-      onReady: ({ machine }) => {
-        saver = saveAt(machine, Math.floor(fraction * whole.instructions), () => consoleText);
-      },
-    });
-    expect(saver?.state, `a save point at ${fraction.toFixed(3)} of the boot`).toBeDefined();
-    const state = await saver!.state!;
-    let restored: Promise<void> | undefined;
-    let restoreMs = 0;
-    const rest = await bootLinux({
-      ...options,
-      onReady: ({ machine }) => {
-        const started = performance.now();
-        restored = restore(machine, state); // synchronous inside
-        restoreMs = performance.now() - started;
-      },
-    });
-    await restored;
-    console.log(
-      `[save/restore Linux] saved at ${fraction.toFixed(3)} of ${whole.instructions} instructions; state ${state.byteLength} bytes; ` +
-        `save ${saver!.ms.toFixed(0)} ms, restore ${restoreMs.toFixed(0)} ms`,
-    );
-    expect(rest.outcome).toBe("completed");
-    // Line for line the same console, numbers aside: after a restore the guest's time readings
-    // (printk timestamps, sched_clock, its uptime) move, by up to about 10 ms of guest time in the
-    // runs seen (v86's JIT starts afresh, so interrupts land at other instructions; not all of it is
-    // explained). The guest's report (its RESULT lines) must be the same apart from such times
-    // (values with a decimal point). The C guest's transcript, which prints no time, is compared
-    // byte for byte above.
-    const numbersMasked = (text: string) => text.replace(/\d+/g, "#");
-    expect(firstDifference(numbersMasked(saver!.prefix + rest.console), numbersMasked(whole.console))).toBe("");
-    const timesMasked = (results: { key: string; values: string[] }[]) => results.map(({ key, values }) => ({ key, values: values.map((v) => v.replace(/^\d+\.\d+$/, "time")) }));
-    expect(timesMasked(parseGuestReport(saver!.prefix + rest.console).results)).toEqual(timesMasked(whole.report.results));
-    expect(rest.unit).toEqual(whole.unit);
+    // The random point (SAVE_POINT repeats one), then a random point while the disk is busy:
+    // between write-start and read-end, about 1% of the boot.
+    const busyFrom = whole.marks["write-start"]!.instructions / whole.instructions;
+    const busyTo = whole.marks["read-end"]!.instructions / whole.instructions;
+    for (const fraction of [savePoint(), busyFrom + (busyTo - busyFrom) * Math.random()]) {
+      let saver: Saver | undefined;
+      let consoleText = "";
+      let firstDisk: VirtioDisk | undefined;
+      await bootLinux({
+        ...options,
+        onConsole: (text) => (consoleText += text),
+        onReady: ({ machine, disk }) => {
+          firstDisk = disk;
+          saver = saveAt(machine, Math.floor(fraction * whole.instructions), () => consoleText);
+        },
+      });
+      expect(saver?.state, `a save point at ${fraction.toFixed(3)} of the boot`).toBeDefined();
+      const state = await saver!.state!;
+      const diskState = sparseDisk(firstDisk!.bytes); // as the state holds it (the run stopped at the save)
+      let restored: Promise<void> | undefined;
+      let restoreMs = 0;
+      const rest = await bootLinux({
+        ...options,
+        onReady: ({ machine }) => {
+          const started = performance.now();
+          restored = restore(machine, state); // synchronous inside
+          restoreMs = performance.now() - started;
+        },
+      });
+      await restored;
+      const savedAt = Math.floor(fraction * whole.instructions);
+      const phase = MARKS.filter((mark) => (whole.marks[mark]?.instructions ?? Infinity) <= savedAt).at(-1) ?? "before init";
+      const markFractions = MARKS.map((mark) => `${mark} ${((whole.marks[mark]?.instructions ?? NaN) / whole.instructions).toFixed(3)}`).join(", ");
+      console.log(
+        `[save/restore Linux with disk] saved at ${fraction.toFixed(3)} of ${whole.instructions} instructions (after mark ${phase}; marks at ${markFractions}); state ${state.byteLength} bytes ` +
+          `(disk: ${diskState.runs.length / 2} run(s), ${diskState.data.length} bytes); save ${saver!.ms.toFixed(0)} ms, restore ${restoreMs.toFixed(0)} ms`,
+      );
+      expect(rest.outcome).toBe("completed");
+      // Line for line the same console, numbers aside: after a restore the guest's time readings
+      // (printk timestamps, sched_clock, its uptime) move, by up to about 10 ms of guest time in the
+      // runs seen (v86's JIT starts afresh, so interrupts land at other instructions; not all of it is
+      // explained). The guest's report (its RESULT lines) must be the same apart from such times
+      // (values with a decimal point). The C guest's transcript, which prints no time, is compared
+      // byte for byte above.
+      const numbersMasked = (text: string) => text.replace(/\d+/g, "#");
+      expect(firstDifference(numbersMasked(saver!.prefix + rest.console), numbersMasked(whole.console))).toBe("");
+      const timesMasked = (results: { key: string; values: string[] }[]) => results.map(({ key, values }) => ({ key, values: values.map((v) => v.replace(/^\d+\.\d+$/, "time")) }));
+      const report = parseGuestReport(saver!.prefix + rest.console);
+      expect(timesMasked(report.results)).toEqual(timesMasked(whole.report.results));
+      expect(workload(report)).toMatchObject({ patternSha256: expectedSha, readbackSha256: expectedSha, writeStatus: 0, readStatus: 0 });
+      expect(Buffer.compare(rest.disk!.bytes, whole.disk!.bytes)).toBe(0);
+      expect(rest.unit).toEqual(whole.unit);
+    }
   }, 900_000);
 });

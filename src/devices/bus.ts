@@ -75,6 +75,22 @@ export interface MmioRegion {
   writeMmio(offset: number, size: 1 | 2 | 4, value: number): void;
 }
 
+/**
+ * A function whose state travels with a saved machine: `checkState` names what is wrong with a
+ * state (or returns undefined) without changing anything, so a platform checks every function's
+ * part before it restores any. States are plain data; Uint8Arrays in them may be stored as binary.
+ */
+export interface SavableDevice {
+  saveState(): unknown;
+  checkState(state: unknown): string | undefined;
+  restoreState(state: unknown): void;
+}
+
+export function isSavableDevice(device: unknown): device is SavableDevice {
+  const d = device as Partial<SavableDevice> | null;
+  return typeof d === "object" && d !== null && typeof d.saveState === "function" && typeof d.checkState === "function" && typeof d.restoreState === "function";
+}
+
 /** What a read of `size` bytes returns where no register answers: all ones. */
 export function mmioAllOnes(size: 1 | 2 | 4): number {
   return size === 4 ? 0xffff_ffff : (1 << (8 * size)) - 1;

@@ -144,7 +144,22 @@ export class EduDevice implements MmioRegion {
     };
   }
 
-  /** Takes a saved state (checked by the caller: dwords, 8 DMA halves, 4096 buffer bytes). */
+  /** Why `state` cannot be restored (the first wrong field), or undefined. */
+  checkState(state: unknown): string | undefined {
+    const isDword = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
+    const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+    if (typeof state !== "object" || state === null) return "edu's state is missing";
+    const e = state as Record<string, unknown>;
+    for (const key of ["liveness", "factorial", "status", "interruptStatus"]) if (!isDword(e[key])) return `edu's ${key} is not a dword`;
+    if (!Array.isArray(e.dma) || e.dma.length !== 8 || !e.dma.every(isDword)) return "edu's DMA registers are not 8 dwords";
+    if (!Array.isArray(e.buffer) || e.buffer.length !== EDU_BUFFER_SIZE || !e.buffer.every((b) => isDword(b) && b <= 0xff)) return `edu's buffer is not ${EDU_BUFFER_SIZE} bytes`;
+    const stats = e.stats as Record<string, unknown> | null;
+    if (typeof stats !== "object" || stats === null) return "edu's counters are missing";
+    for (const key of ["dmaTransfers", "dmaFailures", "rangeErrors", "interruptsSent"]) if (!isCount(stats[key])) return `edu's counter ${key} is not a count`;
+    return undefined;
+  }
+
+  /** Takes a saved state (checked first by checkState: dwords, 8 DMA halves, 4096 buffer bytes). */
   restoreState(state: EduState): void {
     this.liveness = state.liveness >>> 0;
     this.factorial = state.factorial >>> 0;

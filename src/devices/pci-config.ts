@@ -232,6 +232,11 @@ export class PciConfigSpace {
     this.bytes[PciReg.INTERRUPT_LINE] = irq;
   }
 
+  /** The status register's Interrupt Status bit: the function's INTx level. */
+  get interruptStatus(): boolean {
+    return (this.view.getUint16(PciReg.STATUS, true) & PciStatus.INTERRUPT) !== 0;
+  }
+
   /** Reflects the INTx level in the status register's Interrupt Status bit. */
   setInterruptStatus(asserted: boolean): void {
     const status = this.view.getUint16(PciReg.STATUS, true);

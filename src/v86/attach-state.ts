@@ -4,34 +4,43 @@
  * on a fresh emulator made with the same options, attached the same way, brings both back.
  *
  * How: v86 builds its state from the CPU's `get_state()` array (indices 0..91 in 0.5.462); ours is
- * one more entry, a JSON string at MACHINE_STATE_INDEX: the unit's snapshot (unit.saveState), edu's
- * registers and buffer, the configuration address latch, the run counters and virtual clock
- * (Machine.saveState). v86's format has no checksum of its own: the entry holds a CRC-32 of the
- * whole buffer (RAM, registers, every device), written into it by the wrapped `save_state` over
- * a placeholder and checked by the wrapped `restore_state` before v86 reads anything.
+ * one more entry, a JSON string at MACHINE_STATE_INDEX: the unit's snapshot (unit.saveState) and
+ * its breakdown counters (unit-counters-state.ts), the state of each PCI function of ours that can
+ * save it (edu, a virtio-blk disk, a caller's own: SavableDevice in src/devices/bus.ts), the
+ * configuration address latch, the run counters and virtual clock (Machine.saveState). The
+ * Uint8Arrays in a function's state (a disk's sectors) go as binary into one more entry, an array
+ * at MACHINE_BINARY_INDEX, which v86 stores as raw bytes; the JSON names them by index. v86's
+ * format has no checksum of its own: the entry holds a CRC-32 of the whole buffer (RAM, registers,
+ * every device), written into it by the wrapped `save_state` over a placeholder and checked by the
+ * wrapped `restore_state` before v86 reads anything.
  *
- * Restoring checks everything first (format, version, CRC, a scratch unit restores the snapshot),
- * refusing with a VtdStateError that names the reason while the running machine is untouched; then
- * the run counters and virtual clock (before v86, which re-bases its TSC on the clock it reads), then
- * v86's part, then ours (the unit's clock goes on from the saved one; the safe points are re-based). Saving refuses while device work waits for a safe point (an edu DMA
- * with a delay, a deferred interrupt): those are host closures, not state. Between two of v86's
+ * Restoring checks everything first (format, version, CRC, a scratch unit restores the snapshot,
+ * each function's checkState), refusing with a VtdStateError that names the reason while the
+ * running machine is untouched; then the run counters and virtual clock (before v86, which re-bases its TSC on the clock it reads), then
+ * v86's part, then ours (the unit's clock goes on from the saved one; the safe points are re-based;
+ * each function's INTx level is taken from its restored Interrupt Status bit). Saving refuses while
+ * device work waits for a safe point (an edu DMA with a delay, a virtio queue notified but not yet
+ * served, a deferred interrupt): those are host closures, not state. Between two of v86's
  * ticks, with no delays configured, there are none.
  *
  * Also fixed here: v86 0.5.462's own restore_state throws on any machine whose IDE controller has
  * no drive ("reading 'original_bar'"): its PCI set_state moves I/O BARs it has no record of.
  */
-import { EDU_BUFFER_SIZE, type EduState } from "../devices/edu.ts";
+import { isSavableDevice, type SavableDevice } from "../devices/bus.ts";
 import { crc32Bytes } from "../vtd-device/state/codec.ts";
 import { GuestRam, VtdDevice, type VtdOptions, type VtdSnapshot } from "../vtd-device/index.ts";
 import type { V86Cpu } from "./internals.ts";
 import { IOAPIC_PINS, type IoApicLines } from "./ioapic-remapping.ts";
 import type { Machine, MachineState } from "./machine.ts";
 import type { Platform } from "./platform.ts";
+import { checkUnitCounters, restoreUnitCounters, saveUnitCounters, type UnitCountersState } from "./unit-counters-state.ts";
 
 /** Where our entry goes in the CPU's state array (v86 0.5.462 uses 0..91). */
 export const MACHINE_STATE_INDEX = 128;
+/** Where the binary parts of our functions' states go (an array of Uint8Array). */
+export const MACHINE_BINARY_INDEX = 129;
 export const MACHINE_STATE_FORMAT = "v86-vtd-machine";
-export const MACHINE_STATE_VERSION = 2;
+export const MACHINE_STATE_VERSION = 3;
 
 /** A v86 state the attached unit refuses, or a moment at which it cannot save. */
 export class VtdStateError extends Error {
@@ -47,12 +56,24 @@ interface MachineEntry {
   /** CRC_MARK and the CRC-32 of the whole state buffer with CRC_PLACEHOLDER here, as 8 hex digits. */
   crc: string;
   unit: VtdSnapshot;
-  edu: EduState;
+  /** The unit's breakdown counters (by kind, by requester id), which its snapshot does not hold. */
+  unitCounters: UnitCountersState;
+  /** Each PCI function of ours that saves its state, with its requester id, in the order attached. */
+  functions: FunctionEntry[];
   /** Which I/O APIC lines in remappable format are high (v86's own I/O APIC state does not say). */
   ioApicLines: IoApicLines;
   configAddress: number;
   machine: MachineState;
 }
+
+interface FunctionEntry {
+  bdf: number;
+  name: string;
+  state: unknown;
+}
+
+/** Marks a Uint8Array of a function's state in the JSON: its index in the binary entry. */
+const BINARY_KEY = "$v86vtdBinary";
 
 interface V86State {
   get_state(): unknown[];
@@ -122,33 +143,51 @@ function checksumStates(v86: V86Main): void {
 const isDword = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
 const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 
-function checkEdu(edu: unknown): string | undefined {
-  if (typeof edu !== "object" || edu === null) return "edu's state is missing";
-  const e = edu as Record<string, unknown>;
-  for (const key of ["liveness", "factorial", "status", "interruptStatus"]) if (!isDword(e[key])) return `edu's ${key} is not a dword`;
-  if (!Array.isArray(e.dma) || e.dma.length !== 8 || !e.dma.every(isDword)) return "edu's DMA registers are not 8 dwords";
-  if (!Array.isArray(e.buffer) || e.buffer.length !== EDU_BUFFER_SIZE || !e.buffer.every((b) => isDword(b) && b <= 0xff)) return `edu's buffer is not ${EDU_BUFFER_SIZE} bytes`;
-  const stats = e.stats as Record<string, unknown> | null;
-  if (typeof stats !== "object" || stats === null) return "edu's counters are missing";
-  for (const key of ["dmaTransfers", "dmaFailures", "rangeErrors", "interruptsSent"]) if (!isCount(stats[key])) return `edu's counter ${key} is not a count`;
+/** Our PCI functions that save their state, in the order attached. */
+function savableFunctions(platform: Platform): { bdf: number; name: string; device: SavableDevice }[] {
+  return platform.bus.attachedFunctions().flatMap(({ bdf, name, device }) => (isSavableDevice(device) ? [{ bdf, name, device }] : []));
+}
+
+/** Checks each function's part against the function of this machine at its requester id. */
+function checkFunctions(saved: unknown, platform: Platform): string | undefined {
+  const live = savableFunctions(platform);
+  if (!Array.isArray(saved)) return "the PCI functions' states are missing";
+  const names = (list: { bdf: number; name: string }[]) => list.map((f) => `${f.name} at ${f.bdf}`).join(", ") || "none";
+  const entries = saved as FunctionEntry[];
+  if (entries.length !== live.length || entries.some((e, i) => typeof e !== "object" || e === null || e.bdf !== live[i]!.bdf || e.name !== live[i]!.name)) {
+    return `the PCI functions saved (${names(entries.filter((e) => typeof e === "object" && e !== null))}) are not this machine's (${names(live)})`;
+  }
+  for (let i = 0; i < live.length; i++) {
+    const why = live[i]!.device.checkState(entries[i]!.state);
+    if (why) return `${live[i]!.name}'s state: ${why}`;
+  }
   return undefined;
 }
 
 /** Parses and checks our entry of a v86 state: the entry, or throws a VtdStateError naming what is wrong. */
-function readEntry(state: unknown[], machine: Machine, scratch: VtdDevice): MachineEntry {
+function readEntry(state: unknown[], machine: Machine, platform: Platform, scratch: VtdDevice): MachineEntry {
   const text = state[MACHINE_STATE_INDEX];
   if (typeof text !== "string") throw new VtdStateError("this v86 state holds no VT-d unit (saved from an emulator without attachVtd, or not a v86-vtd state)");
+  const binary = state[MACHINE_BINARY_INDEX];
   let entry: MachineEntry;
   try {
-    entry = JSON.parse(text) as MachineEntry;
-  } catch {
+    entry = JSON.parse(text, (_key, value: unknown) => {
+      if (typeof value !== "object" || value === null || !(BINARY_KEY in value)) return value;
+      const part = Array.isArray(binary) ? (binary as unknown[])[(value as Record<string, number>)[BINARY_KEY]!] : undefined;
+      if (!(part instanceof Uint8Array)) throw new VtdStateError("the VT-d part of this v86 state is damaged: a binary part it names is missing");
+      return part;
+    }) as MachineEntry;
+  } catch (error) {
+    if (error instanceof VtdStateError) throw error;
     throw new VtdStateError("the VT-d part of this v86 state is damaged (not JSON)");
   }
   if (typeof entry !== "object" || entry === null || entry.format !== MACHINE_STATE_FORMAT) throw new VtdStateError(`the VT-d part of this v86 state is not a ${MACHINE_STATE_FORMAT} state`);
   if (entry.version !== MACHINE_STATE_VERSION) throw new VtdStateError(`the VT-d part of this v86 state has version ${String(entry.version)}; this v86-vtd reads version ${MACHINE_STATE_VERSION}`);
   if (typeof entry.crc !== "string" || !entry.crc.startsWith(CRC_MARK)) throw new VtdStateError("the VT-d part of this v86 state has no CRC-32");
-  const edu = checkEdu(entry.edu);
-  if (edu) throw new VtdStateError(`the VT-d part of this v86 state is damaged: ${edu}`);
+  const counters = checkUnitCounters(entry.unitCounters);
+  if (counters) throw new VtdStateError(`the VT-d part of this v86 state is damaged: ${counters}`);
+  const functions = checkFunctions(entry.functions, platform);
+  if (functions) throw new VtdStateError(`the VT-d part of this v86 state is refused: ${functions}`);
   const lines = entry.ioApicLines as unknown as Record<string, unknown> | null;
   const isMask = (v: unknown) => isDword(v) && (v as number) < 2 ** IOAPIC_PINS;
   if (typeof lines !== "object" || lines === null || !isMask(lines.high) || !isMask(lines.levels) || ((lines.levels as number) & ~(lines.high as number)) !== 0) {
@@ -212,30 +251,43 @@ export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Plat
     if (pending > 0) {
       throw new VtdStateError(`cannot save now: ${pending} device action(s) wait for a safe point (a delayed edu DMA, a deferred interrupt); save again after the next tick`);
     }
+    const functions = savableFunctions(platform).map(({ bdf, name, device }) => {
+      try {
+        return { bdf, name, state: device.saveState() };
+      } catch (error) {
+        throw new VtdStateError(`${name}: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    });
     const state = getState();
+    const binary: Uint8Array[] = [];
     const entry: MachineEntry = {
       format: MACHINE_STATE_FORMAT,
       version: MACHINE_STATE_VERSION,
       crc: CRC_MARK + CRC_PLACEHOLDER,
       unit: unit.saveState(),
-      edu: platform.edu.saveState(),
+      unitCounters: saveUnitCounters(unit.counters),
+      functions,
       ioApicLines: platform.ioApic.saveState(),
       configAddress: platform.bus.configMechanism.address,
       machine: machine.saveState(),
     };
-    state[MACHINE_STATE_INDEX] = JSON.stringify(entry);
+    state[MACHINE_STATE_INDEX] = JSON.stringify(entry, (_key, value: unknown) => (value instanceof Uint8Array ? { [BINARY_KEY]: binary.push(value) - 1 } : value));
+    state[MACHINE_BINARY_INDEX] = binary;
     return state;
   };
 
   v86.set_state = (state) => {
     if (!Array.isArray(state)) throw new VtdStateError("not a v86 state");
     const scratch = new VtdDevice({ ...unitOptions, memory: new GuestRam(4096) });
-    const entry = readEntry(state, machine, scratch);
+    const entry = readEntry(state, machine, platform, scratch);
     // The clock first: v86's set_state re-bases the TSC (and its timers) on the `now` it reads.
     machine.restoreState(entry.machine);
     setState(state);
     unit.restoreState(entry.unit);
-    platform.edu.restoreState(entry.edu);
+    restoreUnitCounters(unit.counters, entry.unitCounters);
+    const live = savableFunctions(platform);
+    live.forEach(({ device }, i) => device.restoreState(entry.functions[i]!.state));
+    platform.bus.resyncAfterRestore();
     platform.ioApic.restoreState(entry.ioApicLines);
     platform.bus.configMechanism.address = entry.configAddress;
     // v86 put our functions' config spaces back byte for byte: decode their BARs where they now point.

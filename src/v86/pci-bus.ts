@@ -155,8 +155,12 @@ export interface AttachedPciFunction<T> {
 }
 
 interface AttachedFunction {
+  name: string;
   config: PciConfigSpace;
   bars: { index: number; window: MmioWindow }[];
+  device: MmioRegion;
+  /** After a restore: takes the INTx level from the Interrupt Status bit v86 put back (interrupts()). */
+  resyncIntx: () => void;
 }
 
 export class V86PciBus {
@@ -213,16 +217,32 @@ export class V86PciBus {
     });
     const config = new PciConfigSpace(new Uint8Array(live.buffer, live.byteOffset, 256), writable, identity);
     if (config.interruptPin !== 0) config.setInterruptLine(this.routedIrq(bdf, config.interruptPin));
+    const intx = { resync: () => {} };
     const device = create({
       dma: this.dmaHandle(bdf, config),
-      interrupts: this.interrupts(bdf, config),
+      interrupts: this.interrupts(bdf, config, intx),
       scheduler: { after: (delayMs, action) => this.safePoints.defer(action, delayMs) },
     });
-    const attached = { config, bars: identity.bars.map((bar) => ({ index: bar.index, window: new MmioWindow(bar.size, device) })) };
+    const attached: AttachedFunction = {
+      name: spec.name, config, bars: identity.bars.map((bar) => ({ index: bar.index, window: new MmioWindow(bar.size, device) })), device, resyncIntx: intx.resync,
+    };
     this.functions.set(bdf, attached);
     if (this.firmwareLess) this.enableAsFirmware(attached);
     this.decodeBars(attached);
     return { bdf, config, device };
+  }
+
+  /** The attached functions in the order attached, with their requester ids (save and restore: attach-state.ts). */
+  attachedFunctions(): { bdf: number; name: string; device: MmioRegion }[] {
+    return Array.from(this.functions, ([bdf, fn]) => ({ bdf, name: fn.name, device: fn.device }));
+  }
+
+  /**
+   * After v86 restored config spaces and interrupt controllers: each function's INTx level is
+   * its Interrupt Status bit again (v86 has the line's level already; nothing is raised or lowered).
+   */
+  resyncAfterRestore(): void {
+    for (const fn of this.functions.values()) fn.resyncIntx();
   }
 
   /** Where a function's BAR decodes now (undefined: Memory Space off, or not mapped). */
@@ -318,9 +338,13 @@ export class V86PciBus {
     };
   }
 
-  private interrupts(bdf: number, config: PciConfigSpace): PciInterrupts {
+  private interrupts(bdf: number, config: PciConfigSpace, intx: { resync: () => void }): PciInterrupts {
     let asserted = false;
     let driven = false;
+    intx.resync = () => {
+      asserted = config.interruptStatus;
+      driven = asserted && !config.intxDisabled;
+    };
     const apply = () => {
       const level = asserted && !config.intxDisabled;
       config.setInterruptStatus(asserted);

@@ -12,7 +12,7 @@
  */
 import type { DmaHandle } from "../bus.ts";
 import { RegisterFields, type RegisterField } from "./register-fields.ts";
-import { QueueArea, SplitVirtqueue } from "./split-virtqueue.ts";
+import { QueueArea, SplitVirtqueue, type VirtqueueState } from "./split-virtqueue.ts";
 import { CommonCfg, DeviceStatus, Feature, VIRTIO_MSI_NO_VECTOR } from "./virtio-spec.ts";
 
 const DRIVER_STATUS_BITS = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.DRIVER_OK | DeviceStatus.FEATURES_OK | DeviceStatus.FAILED;
@@ -26,6 +26,18 @@ export interface CommonConfigEvents {
   needsReset(what: string): void;
   /** FEATURES_OK was refused. */
   featuresRefused(what: string): void;
+}
+
+/** The common configuration's registers and queues (save and restore; checked in virtio-state.ts). */
+export interface CommonConfigState {
+  status: number;
+  configGeneration: number;
+  deviceFeatureSelect: number;
+  driverFeatureSelect: number;
+  /** The driver's features as two dwords (bits 31:0, 63:32). */
+  driverFeatures: number[];
+  queueSelect: number;
+  queues: VirtqueueState[];
 }
 
 export class CommonConfig {
@@ -69,6 +81,22 @@ export class CommonConfig {
     this.driverWords.fill(0);
     this.deviceFeatureSelect = this.driverFeatureSelect = this.queueSelect = 0;
     for (const queue of this.queues) queue.reset();
+  }
+
+  saveState(): CommonConfigState {
+    const { status, configGeneration, deviceFeatureSelect, driverFeatureSelect, queueSelect } = this;
+    return { status, configGeneration, deviceFeatureSelect, driverFeatureSelect, driverFeatures: Array.from(this.driverWords), queueSelect, queues: this.queues.map((q) => q.saveState()) };
+  }
+
+  /** Takes a checked state. */
+  restoreState(state: CommonConfigState): void {
+    this.status = state.status;
+    this.configGeneration = state.configGeneration;
+    this.deviceFeatureSelect = state.deviceFeatureSelect;
+    this.driverFeatureSelect = state.driverFeatureSelect;
+    this.driverWords.set(state.driverFeatures);
+    this.queueSelect = state.queueSelect;
+    this.queues.forEach((queue, i) => queue.restoreState(state.queues[i]!));
   }
 
   private get selectedQueue(): SplitVirtqueue | undefined {

@@ -14,7 +14,7 @@
  * counted.
  */
 import { mmioAllOnes, type MmioRegion, type PciFunctionPort } from "../bus.ts";
-import { CommonConfig } from "./common-config.ts";
+import { CommonConfig, type CommonConfigState } from "./common-config.ts";
 import { ISR_LENGTH, NOTIFY_OFF_MULTIPLIER, VirtioBar } from "./pci-layout.ts";
 import type { QueueFailure, SplitVirtqueue } from "./split-virtqueue.ts";
 import { CommonCfg, DeviceStatus, IsrStatus } from "./virtio-spec.ts";
@@ -54,6 +54,15 @@ export interface VirtioTransportStats {
   lastQueueFailure: QueueFailure | undefined;
 }
 
+/** The transport's guest-visible state and counters (save and restore; checked in virtio-state.ts). */
+export interface VirtioTransportState {
+  common: CommonConfigState;
+  isr: number;
+  intxAsserted: boolean;
+  /** The counters (the latest error as text; the latest queue failure is not kept). */
+  stats: Omit<VirtioTransportStats, "lastError" | "lastQueueFailure"> & { lastError: string | null };
+}
+
 export class VirtioPciTransport implements MmioRegion {
   readonly common: CommonConfig;
   readonly stats: VirtioTransportStats = {
@@ -73,6 +82,8 @@ export class VirtioPciTransport implements MmioRegion {
   private readonly scheduled: boolean[];
   private readonly runQueue: (() => void)[];
   private readonly port: PciFunctionPort;
+  /** Actions given to the scheduler that have not run yet (queue work, a configuration change interrupt). */
+  private pendingActions = 0;
 
   constructor(options: VirtioTransportOptions) {
     this.port = options.port;
@@ -87,6 +98,7 @@ export class VirtioPciTransport implements MmioRegion {
     });
     this.scheduled = this.common.queues.map(() => false);
     this.runQueue = this.common.queues.map((queue) => () => {
+      this.pendingActions--;
       this.scheduled[queue.index] = false;
       if (this.queueLive(queue)) this.model!.processQueue(queue);
     });
@@ -107,6 +119,28 @@ export class VirtioPciTransport implements MmioRegion {
 
   get isrStatus(): number {
     return this.isr;
+  }
+
+  /**
+   * The guest-visible state and the counters. Refused while work waits for the scheduler (a
+   * notified queue, a configuration change interrupt): those are closures, not state.
+   */
+  saveState(): VirtioTransportState {
+    if (this.pendingActions > 0) throw new Error(`cannot save now: ${this.pendingActions} virtio action(s) wait for a safe point (queue work, an interrupt); save after it ran`);
+    const { lastError, lastQueueFailure: _, ...counters } = this.stats;
+    return { common: this.common.saveState(), isr: this.isr, intxAsserted: this.intxAsserted, stats: { ...counters, lastError: lastError ?? null } };
+  }
+
+  /**
+   * Takes a checked state. The INTx level is the device's view only: the platform restores the
+   * line itself (v86 the interrupt controllers, the PCI bus its Interrupt Status bit).
+   */
+  restoreState(state: VirtioTransportState): void {
+    this.common.restoreState(state.common);
+    this.isr = state.isr;
+    this.intxAsserted = state.intxAsserted;
+    const { lastError, ...counters } = state.stats;
+    Object.assign(this.stats, counters, { lastError: lastError ?? undefined, lastQueueFailure: undefined });
   }
 
   /** DRIVER_OK set, neither DEVICE_NEEDS_RESET nor FAILED, the queue enabled and not failed. */
@@ -171,6 +205,7 @@ export class VirtioPciTransport implements MmioRegion {
   schedule(queue: SplitVirtqueue): void {
     if (this.scheduled[queue.index] || !this.queueLive(queue)) return;
     this.scheduled[queue.index] = true;
+    this.pendingActions++;
     this.port.scheduler.after(0, this.runQueue[queue.index]!);
   }
 
@@ -221,7 +256,9 @@ export class VirtioPciTransport implements MmioRegion {
     this.common.status |= DeviceStatus.DEVICE_NEEDS_RESET;
     if (!(this.common.status & DeviceStatus.DRIVER_OK)) return;
     const resets = this.stats.resets;
+    this.pendingActions++;
     this.port.scheduler.after(0, () => {
+      this.pendingActions--;
       if (this.stats.resets === resets) this.interrupt(IsrStatus.DEVICE_CONFIGURATION);
     });
   }

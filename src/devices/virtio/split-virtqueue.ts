@@ -73,6 +73,18 @@ export type QueueArea = (typeof QueueArea)[keyof typeof QueueArea];
 
 export type PopResult = "chain" | "empty" | "failed";
 
+/** What a queue holds between two requests (save and restore; checked in virtio-state.ts). */
+export interface VirtqueueState {
+  size: number;
+  enabled: boolean;
+  /** The areas' addresses as the driver wrote them: low and high dword of each QueueArea. */
+  areas: number[];
+  lastAvailIdx: number;
+  usedIdx: number;
+  /** Why the queue stopped (its DEVICE_NEEDS_RESET), or null. */
+  failure: string | null;
+}
+
 export class SplitVirtqueue {
   /** Queue size the driver configured (queue_size); the device's maximum at reset. */
   size: number;
@@ -106,6 +118,27 @@ export class SplitVirtqueue {
     this.desc = this.driver = this.device = 0;
     this.failure = undefined;
     this.lastAvailIdx = this.usedIdx = 0;
+  }
+
+  saveState(): VirtqueueState {
+    const { size, enabled, lastAvailIdx, usedIdx } = this;
+    return { size, enabled, areas: Array.from(this.areaHalves), lastAvailIdx, usedIdx, failure: this.failure?.what ?? null };
+  }
+
+  /**
+   * Takes a checked state. A failure comes back as a ring failure carrying the saved reason (a
+   * DMA failure's address and result are diagnostics, not guest-visible): the queue stays stopped.
+   */
+  restoreState(state: VirtqueueState): void {
+    this.size = state.size;
+    this.enabled = state.enabled;
+    for (let area = 0; area < 3; area++) {
+      this.setAreaHalf(area as QueueArea, false, state.areas[2 * area]!);
+      this.setAreaHalf(area as QueueArea, true, state.areas[2 * area + 1]!);
+    }
+    this.lastAvailIdx = state.lastAvailIdx;
+    this.usedIdx = state.usedIdx;
+    this.failure = state.failure === null ? undefined : { kind: "ring", what: state.failure };
   }
 
   /** The descriptor table's bus address (queue_desc). */

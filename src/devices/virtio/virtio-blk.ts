@@ -26,6 +26,7 @@ import { TWO_POW_32 } from "../../spec/numbers.ts";
 import { virtioPciIdentity } from "./pci-layout.ts";
 import { VirtioPciTransport, type VirtioTransportStats } from "./pci-transport.ts";
 import { DescriptorChain, dmaFailureOf, type QueueFailure, type SplitVirtqueue } from "./split-virtqueue.ts";
+import { BLK_COUNTERS, checkVirtioBlkState, fillDisk, sparseDisk, type VirtioBlkState } from "./virtio-state.ts";
 import {
   BLK_ID_BYTES,
   BLK_SECTOR_SIZE,
@@ -177,6 +178,35 @@ export class VirtioBlkDevice implements MmioRegion {
   get stats(): VirtioBlkStats {
     const { lastQueueFailure: _, ...transport } = this.transport.stats;
     return { ...transport, ...this.counters };
+  }
+
+  /**
+   * Everything the guest can see (status, features, queues, ISR, configuration), the counters and
+   * the disk's contents (sparse: virtio-state.ts). Refused (throws) while queue work or an
+   * interrupt waits for the scheduler: requests are served whole at a safe point, so between
+   * two safe points none is half done.
+   */
+  saveState(): VirtioBlkState {
+    const transport = this.transport.saveState();
+    const counters = Object.fromEntries(BLK_COUNTERS.map((key) => [key, this.counters[key]])) as VirtioBlkState["counters"];
+    return { transport, counters, config: Array.from(this.config), disk: sparseDisk(this.disk) };
+  }
+
+  /** Why `state` cannot be restored into this device (the first wrong field), or undefined. */
+  checkState(state: unknown): string | undefined {
+    const common = this.transport.common;
+    return checkVirtioBlkState(state, {
+      queueCount: common.queues.length, queueMaxSize: this.chain.lengths.length, deviceFeatures: common.deviceFeatures, config: this.config, diskBytes: this.disk.length,
+    });
+  }
+
+  /** Takes a saved state after checking all of it; a bad one throws a RangeError naming the field, and nothing changes. */
+  restoreState(state: VirtioBlkState): void {
+    const why = this.checkState(state);
+    if (why) throw new RangeError(`virtio-blk state refused: ${why}`);
+    this.transport.restoreState(state.transport);
+    Object.assign(this.counters, state.counters, { lastDataFault: undefined });
+    fillDisk(this.disk, state.disk);
   }
 
   readMmio(offset: number, size: 1 | 2 | 4): number {
