@@ -5,28 +5,14 @@
  * so they cannot pass without a scavenge; a control that allocates one small object per
  * operation shows the method sees it. (A heap-growth check is flaky; a collection count is not.)
  */
-import { constants, PerformanceObserver } from "node:perf_hooks";
+import { scavengesDuring as scavengesOver } from "./support/scavenges.ts";
 import { describe, expect, it } from "vitest";
 import { desc, Queue } from "./support/queue.ts";
 import { enableTranslation, machine, R, W } from "./support/tables.ts";
 
 const N = 1_000_000;
+const scavengesDuring = (run: (n: number) => void) => scavengesOver(run, N);
 
-/** Scavenges while `run(N)` runs (after a warm-up of `run(N / 10)`). */
-async function scavengesDuring(run: (n: number) => void): Promise<number> {
-  run(N / 10);
-  let scavenges = 0;
-  const observer = new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) scavenges++;
-  });
-  // Entries of collections before this point are not counted: let them arrive first.
-  await new Promise((resolve) => setTimeout(resolve, 10));
-  observer.observe({ entryTypes: ["gc"] });
-  run(N);
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  observer.disconnect();
-  return scavenges;
-}
 
 const SID = 0x20;
 /**

@@ -4,7 +4,7 @@
  * why a collection count is the measure). Requests with a PASID reuse one options object, as a
  * device model would.
  */
-import { constants, PerformanceObserver } from "node:perf_hooks";
+import { scavengesDuring as scavengesOver } from "../../../test/support/scavenges.ts";
 import { describe, expect, it } from "vitest";
 import { GuestRam, VtdDevice } from "../index.ts";
 import { FirstStagePte as Fs, PasidGranularTranslationType as Pgtt } from "../../spec/scalable.ts";
@@ -12,23 +12,11 @@ import { R, W } from "../../../test/support/tables.ts";
 import { ScalableTables, enableScalable } from "../../../test/support/scalable-tables.ts";
 
 const N = 1_000_000;
+const scavengesDuring = (run: (n: number) => void) => scavengesOver(run, N);
 const SID = 0x20;
 const IOVA = 0x1000_0000;
 const PAGES = 4096;
 
-async function scavengesDuring(run: (n: number) => void): Promise<number> {
-  run(N / 10);
-  let scavenges = 0;
-  const observer = new PerformanceObserver((list) => {
-    for (const entry of list.getEntries()) if ((entry as unknown as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) scavenges++;
-  });
-  await new Promise((resolve) => setTimeout(resolve, 10));
-  observer.observe({ entryTypes: ["gc"] });
-  run(N);
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  observer.disconnect();
-  return scavenges;
-}
 
 function scalableUnit(pgtt: Pgtt) {
   const ram = new GuestRam(64 << 20);
