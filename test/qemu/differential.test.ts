@@ -13,7 +13,7 @@ import {
 } from "../../src/spec/index.ts";
 import { describe, expect, it } from "vitest";
 import {
-  DEPARTURES, EDU_SIDS, Probe, QEMU_ABORTING_QWORD_WRITES, describeDifferential, enableTranslation, fillPattern, mapOnePage, rootOf,
+  DEPARTURES, EDU_SIDS, Probe, REGISTER_FILE_END, defineRegisterFileScenarios, describeDifferential, enableTranslation, fillPattern, mapOnePage, rootOf,
   startTranslation, type MachineConfig,
 } from "./oracle.ts";
 
@@ -23,8 +23,6 @@ const CONFIGS: MachineConfig[] = [
   { awBits: 48, cachingMode: false, interruptRemapping: true },
 ];
 
-/** The register file QEMU implements: offsets 0x00..0x22F. */
-const REGISTER_FILE_END = 0x230;
 const EDU = EDU_SIDS[0]!;
 const EDU2 = EDU_SIDS[1]!;
 const FRCD_HI = FRCD_OFFSET + 8;
@@ -33,35 +31,7 @@ const F_BIT_DWORD = 0x8000_0000n;
 describeDifferential("QEMU 10.0 vs ours", CONFIGS, (differential, config) => {
   // ---- register file ----
 
-  differential("reset values of every register, in dwords and qwords", async (p) => {
-    for (let offset = 0; offset < REGISTER_FILE_END; offset += 4) await p.read(`dword 0x${offset.toString(16)}`, offset, 4);
-    for (let offset = 0; offset < REGISTER_FILE_END; offset += 8) await p.read(`qword 0x${offset.toString(16)}`, offset, 8);
-  });
-
-  differential("all-ones then all-zeros dword writes to every offset (GCMD apart)", async (p) => {
-    for (let offset = 0; offset < REGISTER_FILE_END; offset += 4) {
-      if (offset === Reg.GCMD) continue;
-      const name = `dword 0x${offset.toString(16)}`;
-      await p.write(offset, 4, 0xffff_ffffn);
-      await p.read(`${name} after ones`, offset, 4);
-      await p.write(offset, 4, 0n);
-      await p.read(`${name} after zeros`, offset, 4);
-    }
-    for (let offset = 0; offset < REGISTER_FILE_END; offset += 8) await p.read(`final qword 0x${offset.toString(16)}`, offset, 8);
-  });
-
-  differential("all-ones then all-zeros qword writes to every offset (GCMD and QEMU's aborting ones apart)", async (p) => {
-    for (let offset = 0; offset < REGISTER_FILE_END; offset += 8) {
-      // 0x18 covers GCMD; QEMU aborts on 64-bit writes at 0x38, 0xA0 and 0xA8.
-      if (offset === Reg.GCMD || QEMU_ABORTING_QWORD_WRITES.includes(offset)) continue;
-      const name = `qword 0x${offset.toString(16)}`;
-      await p.write(offset, 8, 0xffff_ffff_ffff_ffffn);
-      await p.read(`${name} after ones`, offset, 8);
-      await p.write(offset, 8, 0n);
-      await p.read(`${name} after zeros`, offset, 8);
-    }
-    for (let offset = 0; offset < REGISTER_FILE_END; offset += 4) await p.read(`final dword 0x${offset.toString(16)}`, offset, 4);
-  });
+  defineRegisterFileScenarios(differential);
 
   differential("FECTL/IECTL and data/address registers: dword writes of IM and IP", async (p) => {
     for (const reg of [Reg.FECTL, Reg.IECTL]) {

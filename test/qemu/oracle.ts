@@ -867,6 +867,45 @@ export type Scenario = (p: Probe, config: MachineConfig) => Promise<void>;
 /** Declares one scenario; `knownBug` marks a case our device gets wrong (it.fails, so a fix shows). */
 export type DefineScenario = (name: string, scenario: Scenario, knownBug?: string) => void;
 
+/** The register file QEMU implements: offsets 0x00..0x22F. */
+export const REGISTER_FILE_END = 0x230;
+
+/**
+ * The register-file scenarios every configuration runs (legacy and scalable mode alike): reset
+ * values, and all-ones then all-zeros writes by dword and by qword. Departures name them.
+ */
+export function defineRegisterFileScenarios(differential: DefineScenario): void {
+  differential("reset values of every register, in dwords and qwords", async (p) => {
+    for (let offset = 0; offset < REGISTER_FILE_END; offset += 4) await p.read(`dword 0x${offset.toString(16)}`, offset, 4);
+    for (let offset = 0; offset < REGISTER_FILE_END; offset += 8) await p.read(`qword 0x${offset.toString(16)}`, offset, 8);
+  });
+
+  differential("all-ones then all-zeros dword writes to every offset (GCMD apart)", async (p) => {
+    for (let offset = 0; offset < REGISTER_FILE_END; offset += 4) {
+      if (offset === Reg.GCMD) continue;
+      const name = `dword 0x${offset.toString(16)}`;
+      await p.write(offset, 4, 0xffff_ffffn);
+      await p.read(`${name} after ones`, offset, 4);
+      await p.write(offset, 4, 0n);
+      await p.read(`${name} after zeros`, offset, 4);
+    }
+    for (let offset = 0; offset < REGISTER_FILE_END; offset += 8) await p.read(`final qword 0x${offset.toString(16)}`, offset, 8);
+  });
+
+  differential("all-ones then all-zeros qword writes to every offset (GCMD and QEMU's aborting ones apart)", async (p) => {
+    for (let offset = 0; offset < REGISTER_FILE_END; offset += 8) {
+      // 0x18 covers GCMD; QEMU aborts on 64-bit writes at 0x38, 0xA0 and 0xA8.
+      if (offset === Reg.GCMD || QEMU_ABORTING_QWORD_WRITES.includes(offset)) continue;
+      const name = `qword 0x${offset.toString(16)}`;
+      await p.write(offset, 8, 0xffff_ffff_ffff_ffffn);
+      await p.read(`${name} after ones`, offset, 8);
+      await p.write(offset, 8, 0n);
+      await p.read(`${name} after zeros`, offset, 8);
+    }
+    for (let offset = 0; offset < REGISTER_FILE_END; offset += 4) await p.read(`final dword 0x${offset.toString(16)}`, offset, 4);
+  });
+}
+
 export function configName(c: MachineConfig): string {
   const scalable = c.scalable ? `,x-scalable-mode=on${c.scalable.firstStage ? ",x-flts=on" : ""}${c.scalable.pasid ? ",x-pasid-mode=on" : ""}` : "";
   return `aw-bits=${c.awBits}${c.cachingMode ? ",caching-mode=on" : ""}${c.interruptRemapping ? ",intremap=on" : ""}${scalable}`;
