@@ -16,6 +16,7 @@
 import type { DmaResult } from "../vtd-device/dma-result.ts";
 import { busAddress, mmioAllOnes, type MmioRegion, type PciFunctionPort } from "./bus.ts";
 import type { PciFunctionIdentity } from "./pci-config.ts";
+import { isCount, isDword } from "./state-checks.ts";
 
 export const EduReg = {
   ID: 0x00,
@@ -146,8 +147,6 @@ export class EduDevice implements MmioRegion {
 
   /** Why `state` cannot be restored (the first wrong field), or undefined. */
   checkState(state: unknown): string | undefined {
-    const isDword = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
-    const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
     if (typeof state !== "object" || state === null) return "edu's state is missing";
     const e = state as Record<string, unknown>;
     for (const key of ["liveness", "factorial", "status", "interruptStatus"]) if (!isDword(e[key])) return `edu's ${key} is not a dword`;

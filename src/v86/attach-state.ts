@@ -30,10 +30,11 @@ import { isSavableDevice, type SavableDevice } from "../devices/bus.ts";
 import { crc32Bytes } from "../vtd-device/state/codec.ts";
 import { GuestRam, VtdDevice, type VtdOptions, type VtdSnapshot } from "../vtd-device/index.ts";
 import type { V86Cpu } from "./internals.ts";
-import { IOAPIC_PINS, type IoApicLines } from "./ioapic-remapping.ts";
+import { checkIoApicLines, type IoApicLines } from "./ioapic-remapping.ts";
 import type { Machine, MachineState } from "./machine.ts";
 import type { Platform } from "./platform.ts";
 import { checkUnitCounters, restoreUnitCounters, saveUnitCounters, type UnitCountersState } from "./unit-counters-state.ts";
+import { isCount, isDword } from "../devices/state-checks.ts";
 
 /** Where our entry goes in the CPU's state array (v86 0.5.462 uses 0..91). */
 export const MACHINE_STATE_INDEX = 128;
@@ -140,8 +141,6 @@ function checksumStates(v86: V86Main): void {
   };
 }
 
-const isDword = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
-const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 
 /** Our PCI functions that save their state, in the order attached. */
 function savableFunctions(platform: Platform): { bdf: number; name: string; device: SavableDevice }[] {
@@ -188,11 +187,8 @@ function readEntry(state: unknown[], machine: Machine, platform: Platform, scrat
   if (counters) throw new VtdStateError(`the VT-d part of this v86 state is damaged: ${counters}`);
   const functions = checkFunctions(entry.functions, platform);
   if (functions) throw new VtdStateError(`the VT-d part of this v86 state is refused: ${functions}`);
-  const lines = entry.ioApicLines as unknown as Record<string, unknown> | null;
-  const isMask = (v: unknown) => isDword(v) && (v as number) < 2 ** IOAPIC_PINS;
-  if (typeof lines !== "object" || lines === null || !isMask(lines.high) || !isMask(lines.levels) || ((lines.levels as number) & ~(lines.high as number)) !== 0) {
-    throw new VtdStateError("the VT-d part of this v86 state is damaged: the I/O APIC lines are not two 24-bit masks (levels within high)");
-  }
+  const lines = checkIoApicLines(entry.ioApicLines);
+  if (lines) throw new VtdStateError(`the VT-d part of this v86 state is damaged: ${lines}`);
   if (!isDword(entry.configAddress)) throw new VtdStateError("the VT-d part of this v86 state is damaged: the configuration address is not a dword");
   const m = entry.machine;
   if (typeof m !== "object" || m === null || !isCount(m.instructions)) throw new VtdStateError("the VT-d part of this v86 state is damaged: the instruction count is missing");

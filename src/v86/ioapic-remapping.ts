@@ -16,6 +16,7 @@
  *   Remote IRR too: the I/O APIC cannot know the unit blocked it, so it does not resend.
  * Requests go out at a safe point (raising an interrupt inside a port handler is not safe on v86).
  */
+import { isObject, isUint } from "../devices/state-checks.ts";
 import { IOAPIC_SOURCE_ID, MSI_ADDRESS_BASE } from "../spec/platform.ts";
 import { Gsts, Reg } from "../spec/registers.ts";
 import type { VtdDevice } from "../vtd-device/index.ts";
@@ -51,6 +52,15 @@ const IRES = Number(Gsts.IRES);
 export interface IoApicLines {
   high: number;
   levels: number;
+}
+
+/** Why `lines` are no saved I/O APIC lines, or undefined. */
+export function checkIoApicLines(lines: unknown): string | undefined {
+  const mask = 2 ** IOAPIC_PINS - 1;
+  if (!isObject(lines) || !isUint(lines.high, mask) || !isUint(lines.levels, mask) || (lines.levels & ~lines.high) !== 0) {
+    return "I/O APIC lines: expected { high, levels } as 24-bit masks, levels within high";
+  }
+  return undefined;
 }
 
 export class IoApicRemapping {
@@ -94,13 +104,10 @@ export class IoApicRemapping {
     return { high: this.high >>> 0, levels: this.levels >>> 0 };
   }
 
-  /** Takes `saveState`'s lines (each a 24-bit mask; anything else is refused with the reason). */
+  /** Takes `saveState`'s lines (checkIoApicLines: anything else is refused with the reason). */
   restoreState(lines: IoApicLines): void {
-    const mask = 2 ** IOAPIC_PINS - 1;
-    const ok = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= mask;
-    if (typeof lines !== "object" || lines === null || !ok(lines.high) || !ok(lines.levels) || (lines.levels & ~lines.high) !== 0) {
-      throw new RangeError("I/O APIC lines: expected { high, levels } as 24-bit masks, levels within high");
-    }
+    const why = checkIoApicLines(lines);
+    if (why) throw new RangeError(why);
     this.high = lines.high;
     this.levels = lines.levels;
     this.edges = 0;

@@ -5,6 +5,7 @@
  * per-device counts would start from zero while the totals go on.
  */
 import { INVALIDATION_KINDS, type UnitCounters } from "../vtd-device/stats.ts";
+import { isCount, isCounts } from "../devices/state-checks.ts";
 
 export interface UnitCountersState {
   invalidations: { register: number[]; queue: number[] };
@@ -17,8 +18,6 @@ export interface UnitCountersState {
 
 const MAPS = ["iotlbMissesBySid", "contextMissesBySid", "faultsBySid"] as const;
 const REASONS = ["faultsRecordedByReason", "faultsNotRecordedByReason"] as const;
-const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-const isCounts = (v: unknown, length: number): v is number[] => Array.isArray(v) && v.length === length && v.every(isCount);
 
 export function saveUnitCounters(counters: UnitCounters): UnitCountersState {
   return {

@@ -10,6 +10,7 @@
  */
 import type { VirtioTransportState } from "./pci-transport.ts";
 import { BLK_SECTOR_SIZE, DeviceStatus, IsrStatus } from "./virtio-spec.ts";
+import { isCount, isDword, isDwords, isObject, isUint } from "../state-checks.ts";
 
 /** The disk as runs of sectors that hold a non-zero byte. */
 export interface SparseDisk {
@@ -45,11 +46,6 @@ export interface VirtioBlkShape {
 const TRANSPORT_COUNTERS = ["notifications", "interrupts", "isrReads", "resets", "featureNegotiationFailures", "deviceErrors", "dmaFaults"] as const;
 const DRIVER_STATUS_BITS = DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.DRIVER_OK | DeviceStatus.FEATURES_OK | DeviceStatus.FAILED;
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
-const isUint = (v: unknown, max: number): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= max;
-const isDword = (v: unknown): v is number => isUint(v, 0xffff_ffff);
-const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-const isDwords = (v: unknown, length: number): v is number[] => Array.isArray(v) && v.length === length && v.every(isDword);
 
 /** The disk's non-zero sectors as runs and their bytes. */
 export function sparseDisk(disk: Uint8Array): SparseDisk {
