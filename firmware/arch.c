@@ -101,6 +101,13 @@ u32 interrupt_count(u8 vector) {
   return interrupt_counts[vector];
 }
 
+bool interrupt_wait(u8 vector, u32 before, u32 ms) {
+  u64 deadline = deadline_after_ms(ms);
+  while (interrupt_count(vector) == before && !deadline_passed(deadline)) {
+  }
+  return interrupt_count(vector) != before;
+}
+
 u32 lapic_id(void) {
   return mmio_read32(LAPIC_BASE + LAPIC_ID) >> 24;
 }

@@ -48,6 +48,8 @@ u32 ticks_to_ms(u64 ticks);
 /* Local APIC: MSI destination and EOI. */
 u32 lapic_id(void);
 u32 interrupt_count(u8 vector);
+/* Waits (at most `ms`) until `vector` has been taken more often than `before`; true if it was. */
+bool interrupt_wait(u8 vector, u32 before, u32 ms);
 
 /* Ends the run through the debug-exit port 0xF4 (QEMU isa-debug-exit: status (code<<1)|1). */
 _Noreturn void guest_exit(u8 code);

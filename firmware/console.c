@@ -96,6 +96,14 @@ static void line(const char *kind, const char *fmt, va_list ap) {
   console_putc('\n');
 }
 
+const char *join(char *buf, const char *a, const char *b) {
+  char *p = buf;
+  while (*a) *p++ = *a++;
+  while (*b) *p++ = *b++;
+  *p = 0;
+  return buf;
+}
+
 void info(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

@@ -19,6 +19,8 @@ void result_fail(const char *name, const char *fmt, ...) __attribute__((format(p
 /* A RESULT that is neither PASS nor FAIL: what was observed. */
 void result_observed(const char *name, const char *observation);
 void info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* a then b into buf (which must hold both and the terminator); returns buf. For check names. */
+const char *join(char *buf, const char *a, const char *b);
 void platform(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 u32 results_passed(void);

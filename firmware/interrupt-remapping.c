@@ -99,15 +99,8 @@ static void edu_interrupt(void) {
   edu_write(edu, EDU_ACK, 1);
 }
 
-static bool wait_vector_ms(u8 vector, u32 before, u32 ms) {
-  u64 deadline = deadline_after_ms(ms);
-  while (interrupt_count(vector) == before && !deadline_passed(deadline)) {
-  }
-  return interrupt_count(vector) != before;
-}
-
 static bool wait_vector(u8 vector, u32 before) {
-  return wait_vector_ms(vector, before, WAIT_MS);
+  return interrupt_wait(vector, before, WAIT_MS);
 }
 
 static void ioapic_write(u32 reg, u32 value) {
@@ -142,23 +135,8 @@ static void rtc_periodic(bool on) {
 
 /* ---- faults ---- */
 
-static bool wait_fault_ms(u32 ms) {
-  u64 deadline = deadline_after_ms(ms);
-  while (!(vtd_read32(VTD_REG_FSTS) & VTD_FSTS_PPF) && !deadline_passed(deadline)) {
-  }
-  return vtd_read32(VTD_REG_FSTS) & VTD_FSTS_PPF;
-}
-
 static bool wait_fault(void) {
-  return wait_fault_ms(WAIT_MS);
-}
-
-static const char *join(char *buf, const char *a, const char *b) {
-  char *p = buf;
-  while (*a) *p++ = *a++;
-  while (*b) *p++ = *b++;
-  *p = 0;
-  return buf;
+  return vtd_wait_fault(WAIT_MS);
 }
 
 /*
@@ -237,7 +215,7 @@ static void test_faults(void) {
   u32 before = interrupt_count(opt.fault_vector);
   edu_msi_remappable(IDX_FPD, false, 0);
   edu_interrupt();
-  bool recorded = wait_fault_ms(QUIET_MS);
+  bool recorded = vtd_wait_fault(QUIET_MS);
   check("ir.fault.fpd-suppressed", !recorded && interrupt_count(opt.fault_vector) == before, "fsts=0x%08x fault MSIs %u",
         vtd_read32(VTD_REG_FSTS), interrupt_count(opt.fault_vector) - before);
   vtd_clear_faults();
@@ -272,7 +250,7 @@ static void observe_compatibility_format(void) {
   u32 before = interrupt_count(VECTOR_COMPAT);
   edu_msi_compatibility(VECTOR_COMPAT);
   edu_interrupt();
-  bool delivered = wait_vector_ms(VECTOR_COMPAT, before, QUIET_MS);
+  bool delivered = interrupt_wait(VECTOR_COMPAT, before, QUIET_MS);
   bool recorded = !delivered && wait_fault();
   struct fault_record r = vtd_read_fault();
   platform("ir.compatibility-format %s reason 0x%x", delivered ? "passed" : "blocked", recorded ? r.reason : 0);

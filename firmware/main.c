@@ -57,13 +57,6 @@ static u32 ram_top_below_4g; /* end of the RAM region that holds 1 MiB */
 
 /* ---- helpers ---- */
 
-static const char *join(char *buf, const char *a, const char *b) {
-  char *p = buf;
-  while (*a) *p++ = *a++;
-  while (*b) *p++ = *b++;
-  *p = 0;
-  return buf;
-}
 
 static void fill(u8 *p, u32 n, u8 seed) {
   for (u32 i = 0; i < n; i++) p[i] = (u8)(i * 7 + seed) ^ (u8)(i >> 8);
@@ -109,17 +102,13 @@ static bool dma(const char *name, enum edu_direction dir, u64 iova, u32 offset, 
 }
 
 static void wait_for_interrupt(u8 vector, u32 before) {
-  u64 deadline = deadline_after_ms(INTERRUPT_WAIT_MS);
-  while (interrupt_count(vector) == before && !deadline_passed(deadline)) {
-  }
+  interrupt_wait(vector, before, INTERRUPT_WAIT_MS);
 }
 
 /* Checks the fault a DMA just caused: the record, the fault MSI, and that clearing works. */
 static void expect_fault(const char *test, u8 reason, u64 address, bool read, u32 msi_before) {
   char name[80];
-  u64 deadline = deadline_after_ms(INTERRUPT_WAIT_MS);
-  while (!(vtd_read32(VTD_REG_FSTS) & VTD_FSTS_PPF) && !deadline_passed(deadline)) {
-  }
+  vtd_wait_fault(INTERRUPT_WAIT_MS);
   wait_for_interrupt(FAULT_VECTOR, msi_before);
   u32 fsts = vtd_read32(VTD_REG_FSTS);
   struct fault_record r = vtd_read_fault();

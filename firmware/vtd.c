@@ -237,6 +237,13 @@ bool vtd_set_root_table(u32 root_table) {
 
 /* ---- fault records ---- */
 
+bool vtd_wait_fault(u32 ms) {
+  u64 deadline = deadline_after_ms(ms);
+  while (!(vtd_read32(VTD_REG_FSTS) & VTD_FSTS_PPF) && !deadline_passed(deadline)) {
+  }
+  return vtd_read32(VTD_REG_FSTS) & VTD_FSTS_PPF;
+}
+
 struct fault_record vtd_read_fault(void) {
   struct fault_record r = {0};
   r.index = (u32)FIELD_GET(VTD_FSTS_FRI, vtd_read32(VTD_REG_FSTS));

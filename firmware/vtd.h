@@ -71,6 +71,8 @@ struct fault_record {
   u64 address;
 };
 
+/* Waits (at most `ms`) for FSTS.PPF; true once a fault is pending. */
+bool vtd_wait_fault(u32 ms);
 /* Reads FRCD[FSTS.FRI] (dword +12 first). */
 struct fault_record vtd_read_fault(void);
 /* Clears every valid record and the FSTS error bits. */
