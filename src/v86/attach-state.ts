@@ -4,8 +4,8 @@
  * on a fresh emulator made with the same options, attached the same way, brings both back.
  *
  * How: v86 builds its state from the CPU's `get_state()` array (indices 0..91 in 0.5.462); ours is
- * one more entry, a JSON string at MACHINE_STATE_INDEX: the unit's snapshot (unit.saveState) and
- * its breakdown counters (unit-counters-state.ts), the state of each PCI function of ours that can
+ * one more entry, a JSON string at MACHINE_STATE_INDEX: the unit's snapshot (unit.saveState, its
+ * counters included), the state of each PCI function of ours that can
  * save it (edu, a virtio-blk disk, a caller's own: SavableDevice in src/devices/bus.ts), the
  * configuration address latch, the run counters and virtual clock (Machine.saveState). The
  * Uint8Arrays in a function's state (a disk's sectors) go as binary into one more entry, an array
@@ -33,7 +33,6 @@ import type { V86Cpu } from "./internals.ts";
 import { checkIoApicLines, type IoApicLines } from "./ioapic-remapping.ts";
 import type { Machine, MachineState } from "./machine.ts";
 import type { Platform } from "./platform.ts";
-import { checkUnitCounters, restoreUnitCounters, saveUnitCounters, type UnitCountersState } from "./unit-counters-state.ts";
 import { isCount, isDword } from "../devices/state-checks.ts";
 
 /** Where our entry goes in the CPU's state array (v86 0.5.462 uses 0..91). */
@@ -41,7 +40,7 @@ export const MACHINE_STATE_INDEX = 128;
 /** Where the binary parts of our functions' states go (an array of Uint8Array). */
 export const MACHINE_BINARY_INDEX = 129;
 export const MACHINE_STATE_FORMAT = "v86-vtd-machine";
-export const MACHINE_STATE_VERSION = 3;
+export const MACHINE_STATE_VERSION = 4;
 
 /** A v86 state the attached unit refuses, or a moment at which it cannot save. */
 export class VtdStateError extends Error {
@@ -57,8 +56,6 @@ interface MachineEntry {
   /** CRC_MARK and the CRC-32 of the whole state buffer with CRC_PLACEHOLDER here, as 8 hex digits. */
   crc: string;
   unit: VtdSnapshot;
-  /** The unit's breakdown counters (by kind, by requester id), which its snapshot does not hold. */
-  unitCounters: UnitCountersState;
   /** Each PCI function of ours that saves its state, with its requester id, in the order attached. */
   functions: FunctionEntry[];
   /** Which I/O APIC lines in remappable format are high (v86's own I/O APIC state does not say). */
@@ -183,8 +180,6 @@ function readEntry(state: unknown[], machine: Machine, platform: Platform, scrat
   if (typeof entry !== "object" || entry === null || entry.format !== MACHINE_STATE_FORMAT) throw new VtdStateError(`the VT-d part of this v86 state is not a ${MACHINE_STATE_FORMAT} state`);
   if (entry.version !== MACHINE_STATE_VERSION) throw new VtdStateError(`the VT-d part of this v86 state has version ${String(entry.version)}; this v86-vtd reads version ${MACHINE_STATE_VERSION}`);
   if (typeof entry.crc !== "string" || !entry.crc.startsWith(CRC_MARK)) throw new VtdStateError("the VT-d part of this v86 state has no CRC-32");
-  const counters = checkUnitCounters(entry.unitCounters);
-  if (counters) throw new VtdStateError(`the VT-d part of this v86 state is damaged: ${counters}`);
   const functions = checkFunctions(entry.functions, platform);
   if (functions) throw new VtdStateError(`the VT-d part of this v86 state is refused: ${functions}`);
   const lines = checkIoApicLines(entry.ioApicLines);
@@ -261,7 +256,6 @@ export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Plat
       version: MACHINE_STATE_VERSION,
       crc: CRC_MARK + CRC_PLACEHOLDER,
       unit: unit.saveState(),
-      unitCounters: saveUnitCounters(unit.counters),
       functions,
       ioApicLines: platform.ioApic.saveState(),
       configAddress: platform.bus.configMechanism.address,
@@ -280,7 +274,6 @@ export function installSaveRestore(cpu: V86Cpu, machine: Machine, platform: Plat
     machine.restoreState(entry.machine);
     setState(state);
     unit.restoreState(entry.unit);
-    restoreUnitCounters(unit.counters, entry.unitCounters);
     const live = savableFunctions(platform);
     live.forEach(({ device }, i) => device.restoreState(entry.functions[i]!.state));
     platform.bus.resyncAfterRestore();

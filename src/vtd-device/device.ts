@@ -175,6 +175,7 @@ export class VtdDevice {
     return {
       options: this.options, regs: this.regs, translator: this.translator, contextCache: this.contextCache, iotlb: this.iotlb,
       deviceTlbs: this.deviceTlbs, interrupts: this.interrupts, faults: this.faults, queue: this.queue, stats: this.stats,
+      counters: this.counters,
     };
   }
 

@@ -41,8 +41,8 @@ export type InvalidationKind = (typeof INVALIDATION_KINDS)[number];
 /**
  * The numbers the summaries need beyond DeviceStats, counted as numbers so that counting needs no
  * trace event: invalidations by kind and by the interface that asked, IOTLB and context-cache
- * misses and faults by requester id, faults by reason. Host-side counts since the unit was made
- * (not part of a snapshot). Counting allocates nothing, except a requester's first entry in a
+ * misses and faults by requester id, faults by reason. Counts since the unit was made; a snapshot
+ * holds them (state/counters-state.ts). Counting allocates nothing, except a requester's first entry in a
  * map (at most 65,536 requesters).
  */
 export class UnitCounters {

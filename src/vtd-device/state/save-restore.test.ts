@@ -42,6 +42,9 @@ describe("save and restore", () => {
       expect(logB.length).toBeGreaterThan(20);
       expect(logB).toEqual(logA);
       expect(b.device.stats).toEqual(a.device.stats);
+      // The breakdown counters (by kind, by requester id, by reason) travel in the snapshot too.
+      expect(b.device.counters).toEqual(a.device.counters);
+      expect(b.device.counters.iotlbMissesBySid.size).toBeGreaterThan(0);
       expect(b.device.now).toBe(a.device.now);
       expect(sameRam(a, b)).toBe(true);
       expect(JSON.stringify(b.device.saveState())).toBe(JSON.stringify(a.device.saveState()));

@@ -33,9 +33,10 @@ import type { InterruptRemappingState } from "../interrupts/interrupt-remapping.
 import type { InvalidationQueueState } from "../invalidation/invalidation-queue.ts";
 import type { TranslatorState } from "../translation/translator.ts";
 import { describe, isRecord, SnapshotError } from "./codec.ts";
+import type { CountersState } from "./counters-state.ts";
 
 export const SNAPSHOT_FORMAT = "v86-vtd-unit";
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
 
 /** The options a snapshot's state depends on: registers (CAP/ECAP), cache shapes, bounds. */
 export interface SnapshotConfiguration {
@@ -76,6 +77,7 @@ export interface VtdSnapshot {
   faults: { next: number };
   queue: InvalidationQueueState;
   stats: Record<string, unknown>;
+  counters: CountersState;
   checksum: number;
 }
 

@@ -15,7 +15,8 @@ import type { InterruptRemapping, InterruptRemappingState } from "../interrupts/
 import type { InvalidationQueue, InvalidationQueueState } from "../invalidation/invalidation-queue.ts";
 import type { ResolvedOptions } from "../options.ts";
 import type { RegisterFile } from "../registers/register-file.ts";
-import { DeviceStats } from "../stats.ts";
+import { DeviceStats, type UnitCounters } from "../stats.ts";
+import { decodeCounters, loadCounters, saveCounters, type CountersState } from "./counters-state.ts";
 import type { Translator, TranslatorState } from "../translation/translator.ts";
 import { walkConfig } from "../registers/capabilities.ts";
 import { checkCachedAddresses } from "./cached-addresses.ts";
@@ -34,6 +35,7 @@ export interface UnitParts {
   readonly faults: FaultRecording;
   readonly queue: InvalidationQueue;
   readonly stats: DeviceStats;
+  readonly counters: UnitCounters;
 }
 
 /** A snapshot checked in full, ready to commit. */
@@ -48,6 +50,7 @@ interface Decoded {
   faults: { next: number };
   queue: InvalidationQueueState;
   stats: Record<string, unknown>;
+  counters: CountersState;
 }
 
 export function saveUnit(p: UnitParts): VtdSnapshot {
@@ -65,6 +68,7 @@ export function saveUnit(p: UnitParts): VtdSnapshot {
     faults: p.faults.save(),
     queue: p.queue.save(),
     stats: copyStats(p.stats as unknown as Record<string, unknown>),
+    counters: saveCounters(p.counters),
   };
   return { ...body, checksum: crc32(JSON.stringify(body)) };
 }
@@ -84,6 +88,7 @@ export function decodeUnit(p: UnitParts, input: unknown): Decoded {
     faults: p.faults.decode(Section.of(snapshot, "faults")),
     queue: p.queue.decode(Section.of(snapshot, "queue")),
     stats: decodeStats(Section.of(snapshot, "stats")),
+    counters: decodeCounters(Section.of(snapshot, "counters")),
   };
   checkRegisters(p.regs, decoded);
   const cfg = walkConfig(p.options);
@@ -112,6 +117,7 @@ export function commitUnit(p: UnitParts, d: Decoded): void {
   p.faults.load(d.faults);
   p.queue.load(d.queue);
   Object.assign(p.stats, d.stats);
+  loadCounters(p.counters, d.counters);
 }
 
 /** What the registers say must agree with what the unit latched (a damaged byte shows here). */
