@@ -158,7 +158,14 @@ describe.skipIf(toolsMissing !== null)("the C test guest saved at a random point
     expect(rest.reason).toBe("exit");
     expect(rest.exitCode).toBe(expected.exitCode);
     expect(firstDifference(saver.prefix + second.transcript(), whole.transcript())).toBe("");
-    expect(second.vtd.unit.stats).toEqual(whole.vtd.unit.stats);
+    // Every counter but one: how often the guest polled a register while it waited. Deferred work
+    // (an edu DMA, an interrupt) runs at v86's safe points, which fall at other instructions after a
+    // restore (its JIT starts afresh), so a wait may take one poll more or fewer (seen: 1 of 145,849
+    // reads at save point 0.138). Everything the polls observed is in the transcript, compared above.
+    const { registerReads: ours, ...restored } = second.vtd.unit.stats;
+    const { registerReads: theirs, ...uninterrupted } = whole.vtd.unit.stats;
+    expect(restored).toEqual(uninterrupted);
+    expect(Math.abs(ours - theirs)).toBeLessThanOrEqual(Math.ceil(theirs / 1000));
     expect(second.vtd.edu.stats.dmaTransfers).toBe(whole.vtd.edu.stats.dmaTransfers);
   }, 240_000);
 
