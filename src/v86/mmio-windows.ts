@@ -15,12 +15,13 @@
  */
 import type { MmioRegion } from "../devices/bus.ts";
 import type { V86Cpu } from "./internals.ts";
+import { IOAPIC_BASE } from "../spec/platform.ts";
 import { MSI_ADDRESS_BASE } from "./lapic-msi.ts";
 import { VTD_UNIT_BASE } from "./unit-mmio.ts";
 
 /** [start, end) ranges no BAR may cover: IO-APIC (4 KiB), the VT-d unit (4 KiB), LAPIC / MSI window (1 MiB). */
 const FIXED_RANGES: readonly (readonly [number, number])[] = [
-  [0xfec0_0000, 0xfec0_1000],
+  [IOAPIC_BASE, IOAPIC_BASE + 0x1000],
   [VTD_UNIT_BASE, VTD_UNIT_BASE + 0x1000],
   [MSI_ADDRESS_BASE, MSI_ADDRESS_BASE + 0x10_0000],
 ];
