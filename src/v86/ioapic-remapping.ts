@@ -18,7 +18,6 @@
  */
 import { isObject, isUint } from "../devices/state-checks.ts";
 import { IOAPIC_SOURCE_ID, MSI_ADDRESS_BASE } from "../spec/platform.ts";
-import { Gsts, Reg } from "../spec/registers.ts";
 import type { VtdDevice } from "../vtd-device/index.ts";
 import type { V86Cpu } from "./internals.ts";
 import type { SafePoints } from "./safe-point.ts";
@@ -46,7 +45,6 @@ const HANDLE_HIGH_SHIFT = 2;
 const COMPAT_DESTINATION_SHIFT = 12;
 const COMPAT_DESTINATION_MODE_SHIFT = 2;
 const DELIVERY_MODE = 0x700;
-const IRES = Number(Gsts.IRES);
 
 /** The lines' state a snapshot keeps (bit n: line n). */
 export interface IoApicLines {
@@ -138,7 +136,7 @@ export class IoApicRemapping {
     if ((high & REMAPPABLE) === 0) {
       // Compatibility format: with remapping on, what the I/O APIC would send is checked by the unit
       // (blocked unless CFIS); what passes takes v86's own path, as everything does with remapping off.
-      if ((low & MASKED) === 0 && (this.unit.mmioRead(Reg.GSTS, 4) & IRES) !== 0) {
+      if ((low & MASKED) === 0 && this.unit.interruptRemappingEnabled) {
         const address = MSI_ADDRESS_BASE | ((high >>> DESTINATION_SHIFT) << COMPAT_DESTINATION_SHIFT) |
           (((low >>> DESTINATION_MODE_SHIFT) & 1) << COMPAT_DESTINATION_MODE_SHIFT);
         if (!this.unit.remapInterrupt(IOAPIC_SOURCE_ID, address >>> 0, low & (VECTOR | LEVEL | DELIVERY_MODE))) return;

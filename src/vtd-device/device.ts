@@ -308,6 +308,11 @@ export class VtdDevice {
     return this.interrupts.request(sid, address, data);
   }
 
+  /** GSTS.IRES, looked at by the host: no register access is counted or traced. */
+  get interruptRemappingEnabled(): boolean {
+    return this.interrupts.enabled;
+  }
+
   /** The outcome of the last interrupt request. */
   get interrupt(): { readonly address: number; readonly data: number; readonly fault: number } {
     return this.interrupts;
