@@ -20,8 +20,10 @@ import { Invalidation } from "./invalidation/cache-invalidation.ts";
 import { InvalidationQueue } from "./invalidation/invalidation-queue.ts";
 import { DeviceTlbs } from "./caches/device-tlb.ts";
 import { Iotlb } from "./caches/iotlb.ts";
-import { MemoryAccess } from "./memory/memory-access.ts";
-import { WriteBufferAccess } from "./memory/write-buffer.ts";
+import type { MemoryAccess } from "./memory/memory-access.ts";
+import type { WriteBufferAccess } from "./memory/write-buffer.ts";
+import type { CpuCacheAccess } from "./memory/cpu-caches.ts";
+import { TableViews } from "./memory/table-views.ts";
 import { IommuNotifiers, ROOT_BLOCKED, ROOT_TRANSLATION_OFF } from "./notifiers/notifiers.ts";
 import { resolveOptions, type ResolvedOptions, type VtdOptions } from "./options.ts";
 import { RegisterFile } from "./registers/register-file.ts";
@@ -67,6 +69,9 @@ export class VtdDevice {
   readonly deviceTlbs: DeviceTlbs;
   /** The write buffer (CAP.RWBF, option `rwbf`): what table reads do not see yet. Undefined without RWBF. */
   readonly writeBuffer: WriteBufferAccess | undefined;
+  /** The CPU caches the unit does not snoop (ECAP.C = 0 with option `cacheLineFlushes`). Undefined otherwise. */
+  readonly cpuCaches: CpuCacheAccess | undefined;
+  private readonly views: TableViews;
   /** The strict checker of guest drivers (option `checker`): its reports and counts. Undefined when off. */
   readonly checker: DriverChecker | undefined;
   /** IOMMU notifiers per requester id (the VFIO path): `notifiers.addressSpace(sid).register(...)`. */
@@ -83,10 +88,9 @@ export class VtdDevice {
     this.table = registerTable(o);
     this.registerWindowSize = registerWindowSize(o.faultRecords);
     this.regs = new RegisterFile(this.table, this.registerWindowSize);
-    this.memory = new MemoryAccess(o.memory);
-    this.writeBuffer = o.rwbf ? new WriteBufferAccess(o.memory, o.writeBufferDrainMs, () => this.now) : undefined;
-    // Table reads (walks, notifier syncs, IRTEs) go through the write buffer; DMA data and the queue do not.
-    const tables = this.writeBuffer ?? this.memory;
+    this.views = new TableViews(o, () => this.now);
+    ({ memory: this.memory, writeBuffer: this.writeBuffer, cpuCaches: this.cpuCaches } = this.views);
+    const tables = this.views.tables;
     this.cfg = walkConfig(o);
     this.contextCache = new ContextCache(o.contextCacheEntries);
     this.iotlb = new Iotlb(o.iotlbEntries);
@@ -111,7 +115,7 @@ export class VtdDevice {
     this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace, this.writeBuffer);
     this.checker = o.checker ? installChecker(o.checker, {
       memory: o.memory, cfg: this.cfg, cachingMode: o.cachingMode, coherent: o.coherent, contextCache: this.contextCache, iotlb: this.iotlb,
-      deviceTlbs: this.deviceTlbs, now: () => this.now, writeBuffer: this.writeBuffer,
+      deviceTlbs: this.deviceTlbs, now: () => this.now, writeBuffer: this.writeBuffer, cpuCaches: this.cpuCaches,
     }, this.translator, this.interrupts, this.trace) : undefined;
   }
 
@@ -136,7 +140,7 @@ export class VtdDevice {
     this.queue.reset();
     this.deviceTlbs.clear();
     this.interrupts.reset();
-    this.writeBuffer?.flush();
+    this.views.drain();
     this.checker?.reset();
   }
 
@@ -165,7 +169,7 @@ export class VtdDevice {
     commitUnit(parts, decoded);
     this.translator.scalable?.restored(this.regs.get32(Reg.RTADDR), this.translator.rootTableModeValid);
     this.exactAddress = undefined;
-    this.writeBuffer?.flush();
+    this.views.drain();
     this.checker?.reset();
     // The notifiers' records describe what this unit's listeners were told: start them afresh.
     if (this.notifiers.active) this.notifiers.everything();
@@ -272,6 +276,15 @@ export class VtdDevice {
       // The embedder's handler failed: the interrupt was sent, the unit goes on (its state is the guest's).
       this.stats.interruptHandlerErrors++;
     }
+  }
+
+  /**
+   * The guest wrote back (CLFLUSH / CLFLUSHOPT) the cache line holding guest-physical `address`:
+   * with ECAP.C = 0 and option `cacheLineFlushes`, the unit's table reads see that line's stores
+   * from now on (memory/cpu-caches.ts). Otherwise, and for anything but an address, nothing.
+   */
+  cacheLineFlushed(address: number): void {
+    if (this.cpuCaches && typeof address === "number" && address >= 0 && address <= MAX_EXACT) this.cpuCaches.lineFlushed(address);
   }
 
   /** Moves the unit's clock forward: timed queue work (device-TLB invalidations, stepped processing) runs. */

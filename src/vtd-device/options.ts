@@ -17,6 +17,13 @@ export interface VtdOptions extends ScalableModeOptions {
   awBits?: 39 | 48;
   /** ECAP.C: table reads snoop CPU caches. Default false, as QEMU. */
   coherent?: boolean;
+  /**
+   * The platform reports the guest's cache-line flushes (`VtdDevice.cacheLineFlushed`). With it and
+   * ECAP.C = 0 the unit does not see a table store until the guest flushes its line, as hardware
+   * that does not snoop CPU caches (memory/cpu-caches.ts); without it the unit reads memory as the
+   * CPU wrote it. Default false; the v86 attachment turns it on.
+   */
+  cacheLineFlushes?: boolean;
   /** ECAP.PT: pass-through context entries (QEMU `pt`). Default true. */
   passThrough?: boolean;
   /**
@@ -107,6 +114,7 @@ export interface ResolvedOptions extends ResolvedScalableOptions {
   cachingMode: boolean;
   awBits: 39 | 48;
   coherent: boolean;
+  cacheLineFlushes: boolean;
   passThrough: boolean;
   rwbf: boolean;
   writeBufferDrainMs: number;
@@ -190,6 +198,7 @@ export function resolveOptions(options: VtdOptions): ResolvedOptions {
     cachingMode,
     awBits,
     coherent: flag("coherent", options.coherent, false),
+    cacheLineFlushes: flag("cacheLineFlushes", options.cacheLineFlushes, false),
     passThrough: flag("passThrough", options.passThrough, true),
     rwbf: flag("rwbf", options.rwbf, false),
     writeBufferDrainMs: milliseconds("writeBufferDrainMs", options.writeBufferDrainMs, 1000, ATS_TIMEOUT_MS),

@@ -8,7 +8,7 @@
 import type { CpuView } from "./checker-options.ts";
 import type { GuestMemory } from "../memory/guest-memory.ts";
 import { MemoryAccess } from "../memory/memory-access.ts";
-import type { WriteBufferAccess } from "../memory/write-buffer.ts";
+import type { LineCopies } from "../memory/line-copies.ts";
 import { LEVEL_SIZE, type ContextWalk, type PageWalk } from "../translation/walk.ts";
 
 /** The unit's view (memory), remembering the address of every dword a walk reads, in order. */
@@ -21,17 +21,17 @@ export class RecordingAccess extends MemoryAccess {
   }
 }
 
-/** The unit's view through its write buffer (CAP.RWBF), recording every dword read; nothing is remembered by reading. */
+/** The unit's view through line copies (CAP.RWBF's write buffer, ECAP.C = 0's CPU caches), recording every dword read; nothing is remembered by reading. */
 export class BufferedRecordingAccess extends MemoryAccess {
   readonly reads: number[] = [];
 
-  constructor(memory: GuestMemory, private readonly buffer: WriteBufferAccess) {
+  constructor(memory: GuestMemory, private readonly buffer: LineCopies) {
     super(memory);
   }
 
   override read32(address: number): number {
     this.reads.push(address);
-    return this.buffer.buffered(address) ?? super.read32(address);
+    return this.buffer.copied(address) ?? super.read32(address);
   }
 }
 

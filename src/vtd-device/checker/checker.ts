@@ -46,6 +46,7 @@ import type { WalkConfig } from "../registers/capabilities.ts";
 import { contextInputLimit } from "../caches/caching-policy.ts";
 import { BufferedRecordingAccess, CpuViewAccess, PageOutcome, RecordingAccess, sameContext } from "./checker-walks.ts";
 import type { WriteBufferAccess } from "../memory/write-buffer.ts";
+import type { CpuCacheAccess } from "../memory/cpu-caches.ts";
 import type { InterruptRemapping } from "../interrupts/interrupt-remapping.ts";
 import type { ResolvedCheckerOptions } from "./checker-options.ts";
 import { CheckerDiagnostics } from "./checker-diagnostics.ts";
@@ -73,6 +74,8 @@ export interface CheckedUnit {
   now(): number;
   /** The unit's write buffer (CAP.RWBF), whose table view the unit walks. */
   writeBuffer: WriteBufferAccess | undefined;
+  /** The unit's non-snooped view (ECAP.C = 0 with reported cache-line flushes); undefined otherwise. */
+  cpuCaches: CpuCacheAccess | undefined;
 }
 
 const PASS_THROUGH: number = TranslationType.PassThrough;
@@ -95,6 +98,7 @@ export class DriverChecker {
   private readonly recording: RecordingAccess;
   private readonly cpu: CpuViewAccess | undefined;
   private readonly buffered: BufferedRecordingAccess | undefined;
+  private readonly unflushed: BufferedRecordingAccess | undefined;
   private readonly lineSize: number;
   private readonly context = new ContextWalk();
   private readonly cpuContext = new ContextWalk();
@@ -110,6 +114,8 @@ export class DriverChecker {
     this.cpu = view && !unit.coherent ? new CpuViewAccess(unit.memory, view) : undefined;
     this.lineSize = view?.lineSize ?? 64;
     this.buffered = unit.writeBuffer ? new BufferedRecordingAccess(unit.memory, unit.writeBuffer) : undefined;
+    // Without a CPU view, a unit that models the CPU caches it does not snoop compares its view with memory (the CPU's stores).
+    this.unflushed = !this.cpu && unit.cpuCaches ? new BufferedRecordingAccess(unit.memory, unit.cpuCaches) : undefined;
     this.diagnostics = new CheckerDiagnostics({ iotlbCount: () => unit.iotlb.count, contextCount: () => unit.contextCache.count, now: () => unit.now() });
   }
 
@@ -144,6 +150,7 @@ export class DriverChecker {
     if (!Number.isSafeInteger(address)) return; // not a whole address below 2^53: beyond every address width
     this.checkCaches(sid, address, write, rootTable);
     if (this.cpu) this.checkFlushes(sid, address, write, rootTable, this.recording, this.cpu, "unflushed-table-write");
+    if (this.unflushed) this.checkFlushes(sid, address, write, rootTable, this.unflushed, this.memory, "unflushed-table-write");
     if (this.buffered) this.checkFlushes(sid, address, write, rootTable, this.buffered, this.memory, "missing-write-buffer-flush");
   }
 

@@ -1,0 +1,101 @@
+/**
+ * ECAP.C = 0 with the platform reporting cache-line flushes (option `cacheLineFlushes`): table
+ * stores reach the unit when the guest flushes their line, not before, and invalidations do not
+ * help; the checker names the line to flush.
+ */
+import { describe, expect, it } from "vitest";
+import { IOTLB_OFFSET, Reg } from "../../spec/registers.ts";
+import { FaultReason } from "../../spec/fault-reasons.ts";
+import { enableTranslation, machine, R, W, type Machine } from "../../../test/support/tables.ts";
+import { LINE_COPIES } from "./line-copies.ts";
+
+const SID = 0x0020;
+const IOVA = 0x4000_0000;
+
+function translating(m: Machine): { tableRoot: number; leaf: number } {
+  const tableRoot = m.tables.context(SID, { did: 1, aw: 1 });
+  const leaf = m.tables.map(tableRoot, 3, IOVA, 0x20_0000, R | W);
+  enableTranslation(m);
+  return { tableRoot, leaf };
+}
+
+function output(m: Machine, iova = IOVA): bigint | number {
+  const r = m.device.translateForTest(SID, BigInt(iova), false);
+  return r.ok ? r.address : -r.reason;
+}
+
+function globalInvalidations(m: Machine): void {
+  m.device.writeRegister(Reg.CCMD, 8, (1n << 63n) | (1n << 61n));
+  m.device.writeRegister(IOTLB_OFFSET, 8, (1n << 63n) | (1n << 60n));
+}
+
+describe("CPU caches the unit does not snoop (ECAP.C = 0, cacheLineFlushes)", () => {
+  it("exist only with the option and ECAP.C = 0; a bad value is named", () => {
+    expect(machine().device.cpuCaches).toBeUndefined();
+    expect(machine({ cacheLineFlushes: true }).device.cpuCaches).toBeDefined();
+    expect(machine({ cacheLineFlushes: true, coherent: true }).device.cpuCaches).toBeUndefined();
+    expect(() => machine({ cacheLineFlushes: "yes" as unknown as boolean })).toThrow(/cacheLineFlushes/);
+  });
+
+  it("a changed PTE reaches the unit when its line is flushed; invalidations alone leave the old one", () => {
+    const m = machine({ cacheLineFlushes: true, checker: true });
+    const { leaf } = translating(m);
+    expect(output(m)).toBe(0x20_0000n);
+    m.ram.write64(leaf, 0x30_0000n | R | W); // the driver's store, not flushed
+    globalInvalidations(m);
+    expect(output(m)).toBe(0x20_0000n); // the unit walked memory, which still holds the old PTE
+    const report = m.device.checker!.reports.find((r) => r.kind === "unflushed-table-write");
+    expect(report?.missing).toMatchObject({ action: "cache-line-flush", line: BigInt(leaf - (leaf % 64)) });
+    expect(report?.cached).toMatchObject({ table: "paging", level: 1, value: 0x20_0000n | R | W });
+    m.device.cacheLineFlushed(leaf + 3); // any byte of the line
+    expect(m.device.cpuCaches!.tableLineFlushes).toBe(1);
+    expect(output(m)).toBe(0x20_0000n); // the IOTLB still holds it: flushing is not invalidating
+    globalInvalidations(m);
+    expect(output(m)).toBe(0x30_0000n);
+  });
+
+  it("a present entry made from a not-present one the unit walked faults until flushed", () => {
+    const m = machine({ cacheLineFlushes: true });
+    const { tableRoot } = translating(m);
+    const other = IOVA + 0x1000; // its PTE shares the line with IOVA's
+    expect(output(m, other)).toBe(-FaultReason.ReadNotPermitted);
+    const pte = m.tables.map(tableRoot, 3, other, 0x21_0000, R | W);
+    expect(output(m, other)).toBe(-FaultReason.ReadNotPermitted);
+    m.device.cacheLineFlushed(pte);
+    expect(output(m, other)).toBe(0x21_0000n);
+  });
+
+  it("coherent units, units without the option, reset and other flushes see stores at once", () => {
+    for (const options of [{ coherent: true, cacheLineFlushes: true }, {}]) {
+      const m = machine(options);
+      const { leaf } = translating(m);
+      expect(output(m)).toBe(0x20_0000n);
+      m.ram.write64(leaf, 0x30_0000n | R | W);
+      globalInvalidations(m);
+      expect(output(m)).toBe(0x30_0000n);
+    }
+    const m = machine({ cacheLineFlushes: true });
+    const { leaf } = translating(m);
+    expect(output(m)).toBe(0x20_0000n);
+    m.ram.write64(leaf, 0x30_0000n | R | W);
+    m.device.cacheLineFlushed(leaf + 64); // the next line: not this one
+    for (const bad of [-1, NaN, 2 ** 60, "0" as unknown as number]) m.device.cacheLineFlushed(bad);
+    globalInvalidations(m);
+    expect(output(m)).toBe(0x20_0000n);
+    m.device.reset();
+    enableTranslation(m);
+    expect(output(m)).toBe(0x30_0000n);
+  });
+
+  it("holds a bounded number of lines: a line evicted from its slot has reached memory", () => {
+    const m = machine({ cacheLineFlushes: true });
+    const { leaf } = translating(m);
+    expect(output(m)).toBe(0x20_0000n);
+    m.ram.write64(leaf, 0x30_0000n | R | W);
+    const caches = m.device.cpuCaches!;
+    // Another line in the same slot (LINE_COPIES lines apart) replaces the copy.
+    caches.read32(leaf + LINE_COPIES * 64);
+    globalInvalidations(m);
+    expect(output(m)).toBe(0x30_0000n);
+  });
+});
