@@ -14,6 +14,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as spec from "../src/spec/index.ts";
+import * as scalable from "../src/spec/scalable.ts";
 
 const PREFIX = "VTD_";
 
@@ -30,6 +31,7 @@ function hex(value: bigint): string {
 }
 
 function number(value: number): string {
+  if (Number.isSafeInteger(value) && value < 0) return `(${value})`; // NO_PASID
   if (!Number.isInteger(value) || value < 0) throw new Error(`gen-header: cannot express ${value} in C`);
   return value < 16 ? String(value) : `0x${value.toString(16)}`;
 }
@@ -102,6 +104,7 @@ export function generateHeader(): string {
     "#define FIELD_PREP(F, x) ((((unsigned long long)(x)) << F##_SHIFT) & F##_MASK)",
     "",
     ...section("From src/spec/index.ts", spec as unknown as Record<string, unknown>),
+    ...section("From src/spec/scalable.ts (scalable mode)", scalable as unknown as Record<string, unknown>),
     "#endif /* VTD_SPEC_H */",
     "",
   ];

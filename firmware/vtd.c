@@ -4,7 +4,7 @@
 
 struct vtd unit;
 
-#define QUEUE_ENTRIES 256 /* IQA.QS = 0: one 4 KiB page of 128-bit descriptors */
+#define QUEUE_ENTRIES 256 /* IQA.QS = 0: one 4 KiB page of 128-bit descriptors (128 of 256-bit) */
 static u64 queue[QUEUE_ENTRIES][2] __attribute__((aligned(4096)));
 static u32 queue_tail;
 static volatile u32 wait_status __attribute__((aligned(8)));
@@ -91,20 +91,22 @@ bool vtd_flush_write_buffer_if_required(void) {
 bool vtd_qi_enable(void) {
   queue_tail = 0;
   vtd_write64(VTD_REG_IQT, 0);
-  vtd_write64(VTD_REG_IQA, ((u64)(u32)queue & VTD_IQA_IQA) | FIELD_PREP(VTD_IQA_DW, 0) | FIELD_PREP(VTD_IQA_QS, 0));
+  vtd_write64(VTD_REG_IQA, ((u64)(u32)queue & VTD_IQA_IQA) | FIELD_PREP(VTD_IQA_DW, unit.queue_wide) | FIELD_PREP(VTD_IQA_QS, 0));
   unit.queued = vtd_command(VTD_GCMD_QIE, true);
   return unit.queued;
 }
 
 static void queue_put(u64 lo, u64 hi) {
-  queue[queue_tail][0] = lo;
-  queue[queue_tail][1] = hi;
-  queue_tail = (queue_tail + 1) % QUEUE_ENTRIES;
+  u64 *slot = queue[queue_tail << unit.queue_wide];
+  slot[0] = lo;
+  slot[1] = hi;
+  if (unit.queue_wide) slot[2] = slot[3] = 0;
+  queue_tail = (queue_tail + 1) % (QUEUE_ENTRIES >> unit.queue_wide);
 }
 
 static void queue_publish(void) {
   memory_fence();
-  vtd_write64(VTD_REG_IQT, (u64)queue_tail << 4);
+  vtd_write64(VTD_REG_IQT, (u64)queue_tail << (4 + unit.queue_wide));
 }
 
 void vtd_qi_post(const u64 *descriptors, u32 count) {
@@ -256,6 +258,8 @@ struct fault_record vtd_read_fault(void) {
   r.at = (u8)FIELD_GET(VTD_FRCD_HI_AT, hi);
   r.read = FIELD_GET(VTD_FRCD_HI_T1, hi);
   r.sid = (u16)FIELD_GET(VTD_FRCD_HI_SID, hi);
+  r.pp = FIELD_GET(VTD_FRCD_HI_PP, hi);
+  r.pv = (u32)FIELD_GET(VTD_FRCD_HI_PV, hi);
   r.address = vtd_read64(offset) & VTD_FRCD_LO_FI;
   return r;
 }

@@ -27,6 +27,7 @@ struct vtd {
   /* chosen context AW value, its width in bits and number of levels */
   u32 aw, aw_width, levels;
   bool queued; /* invalidations go through the queue */
+  bool queue_wide; /* IQA.DW = 1: 256-bit descriptors (scalable mode); set before vtd_qi_enable */
   struct vtd_counts counts;
 };
 
@@ -43,7 +44,8 @@ bool vtd_command(u32 bit, bool set);
 
 /* Queued invalidation. */
 bool vtd_qi_enable(void);
-/* Appends descriptors (pairs of qwords) and a wait descriptor with SW; polls the status word. */
+/* Appends descriptors (pairs of qwords; bits 255:128 are zero in a 256-bit queue) and a wait
+ * descriptor with SW; polls the status word. */
 bool vtd_qi_submit(const u64 *descriptors, u32 count);
 /* Appends raw descriptors without a wait of our own and returns at once. */
 void vtd_qi_post(const u64 *descriptors, u32 count);
@@ -69,6 +71,8 @@ struct fault_record {
   bool read; /* T1 = 1: read */
   u16 sid;
   u64 address;
+  bool pp; /* PASID present: pv holds the request's PASID */
+  u32 pv;
 };
 
 /* Waits (at most `ms`) for FSTS.PPF; true once a fault is pending. */
