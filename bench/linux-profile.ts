@@ -17,14 +17,9 @@ import { Session } from "node:inspector";
 import { ensureLinuxGuest } from "../firmware/linux/build.ts";
 import { bootLinux, lastConsoleLines } from "../src/linux/boot.ts";
 import { hostDiskSha256, linuxFigures } from "../src/linux/summary.ts";
+import { LINUX_MODES, processCpuMs as cpuMs } from "./linux-modes.ts";
 
-const MODES = [
-  { name: "off", cmdline: "intel_iommu=off", cachingMode: false },
-  { name: "lazy", cmdline: "intel_iommu=on", cachingMode: false },
-  { name: "strict", cmdline: "intel_iommu=on,strict", cachingMode: false },
-  { name: "CM strict", cmdline: "intel_iommu=on,strict", cachingMode: true },
-  { name: "pt", cmdline: "intel_iommu=on iommu=pt", cachingMode: false },
-];
+const MODES = LINUX_MODES.map((m) => ({ ...m, name: m.short }));
 const ROOMS = ["unit", "devices", "v86 glue", "v86 JS", "v86 wasm", "GC", "other"] as const;
 type Room = (typeof ROOMS)[number];
 
@@ -71,16 +66,12 @@ async function main(argv: string[]): Promise<void> {
   await post(session, "Profiler.enable");
   await post(session, "Profiler.setSamplingInterval", { interval: 500 });
   const results: { name: string; rooms: Record<Room, number>; total: number }[] = [];
-  const cpuMs = () => {
-    const { user, system } = process.cpuUsage();
-    return (user + system) / 1000;
-  };
   for (const mode of MODES) {
     let started: Promise<unknown> | undefined;
     let cpuStart = 0, cpuEnd = 0;
     let stopped: Promise<{ profile: Profile }> | undefined;
     const run = await bootLinux({
-      bzImage, initrd, cmdline: mode.cmdline, vtd: { cachingMode: mode.cachingMode }, workloadMiB,
+      bzImage, initrd, cmdline: mode.cmdline, vtd: mode.vtd, workloadMiB,
       diskMiB: workloadMiB + 16, memoryMiB: 64 + 2 * workloadMiB + 64, timeoutMs: 600_000,
       onMark: (mark) => {
         if (mark === "write-start") {

@@ -17,21 +17,11 @@ import { bootLinux, lastConsoleLines, type LinuxRun } from "../src/linux/boot.ts
 import { hostDiskSha256, linuxFigures } from "../src/linux/summary.ts";
 import { totalInvalidations } from "../src/linux/unit-counts.ts";
 import { createReporter, formatMachine, machineInfo, type BenchFile, type BenchReporter } from "./harness.ts";
+import { LINUX_BASELINE, LINUX_MODES, median, processCpuMs as cpuMs, type LinuxMode } from "./linux-modes.ts";
 
-interface Mode {
-  name: string;
-  cmdline: string;
-  cachingMode: boolean;
-}
-
-const BASELINE: Mode = { name: "intel_iommu=off", cmdline: "intel_iommu=off", cachingMode: false };
-const MODES: Mode[] = [
-  BASELINE,
-  { name: "intel_iommu=on (lazy)", cmdline: "intel_iommu=on", cachingMode: false },
-  { name: "intel_iommu=on,strict", cmdline: "intel_iommu=on,strict", cachingMode: false },
-  { name: "CM + intel_iommu=on,strict", cmdline: "intel_iommu=on,strict", cachingMode: true },
-  { name: "intel_iommu=on iommu=pt", cmdline: "intel_iommu=on iommu=pt", cachingMode: false },
-];
+const BASELINE = LINUX_BASELINE;
+const MODES = LINUX_MODES;
+type Mode = LinuxMode;
 
 interface Sample {
   initMs: number;
@@ -50,17 +40,6 @@ interface Sample {
 interface CpuMarks {
   writeStart?: number;
   readEnd?: number;
-}
-
-function cpuMs(): number {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1000;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 function sample(run: LinuxRun, mode: Mode, cpu: CpuMarks): Sample {
@@ -103,7 +82,7 @@ export default async function linuxBench(r: BenchReporter, argv: string[] = []):
   const measured = async (mode: Mode): Promise<Sample> => {
     const cpu: CpuMarks = {};
     const run = await bootLinux({
-      bzImage, initrd, cmdline: mode.cmdline, vtd: { cachingMode: mode.cachingMode }, workloadMiB, diskMiB, memoryMiB, timeoutMs: 300_000,
+      bzImage, initrd, cmdline: mode.cmdline, vtd: mode.vtd, workloadMiB, diskMiB, memoryMiB, timeoutMs: 300_000,
       onMark: (mark) => {
         if (mark === "write-start") cpu.writeStart = cpuMs();
         else if (mark === "read-end") cpu.readEnd = cpuMs();
