@@ -2,7 +2,9 @@
  * CLFLUSH as a no-op with a hook. Both of v86's paths end here: the patched interpreter calls the
  * hook import with its frame pointer (see wasm-patch.ts), JIT-compiled code calls the
  * `instr_0FAE_7_mem` import with the address. A no-op is right for v86, whose memory is coherent;
- * the hook is where a non-coherent model (ECAP.C = 0) can learn of the guest's flushes.
+ * the hook is where the unit's non-coherent model (ECAP.C = 0, option `cacheLineFlushes`) learns
+ * of the guest's flushes: `physicalListener` gets each flushed line's guest-physical address,
+ * found by a side-effect-free walk of the guest's page tables (linear-address.ts).
  * The hook runs in the middle of an instruction: it must not raise interrupts (see safe-point.ts).
  */
 import type { V86Cpu } from "./internals.ts";
@@ -11,8 +13,12 @@ import { CLFLUSH_FRAME_ADDRESS_OFFSET, CLFLUSH_HOOK_IMPORT, JIT_TABLE_SIZE } fro
 export type WasmFn = (imports: WebAssembly.Imports) => Promise<WebAssembly.Exports>;
 
 export class ClflushHook {
-  /** Called with the linear address of each executed CLFLUSH. */
+  /** Observers: called with the linear address of each executed CLFLUSH. */
   listener: ((address: number) => void) | undefined;
+  /** Called with the guest-physical address of each flushed line (not called for an unmapped one). */
+  physicalListener: ((address: number) => void) | undefined;
+  /** Linear to guest-physical (the CPU's paging); identity until the machine sets it. */
+  translate: (linear: number) => number = (linear) => linear;
   count = 0;
   /** How many came through each of v86's paths. */
   interpreted = 0;
@@ -59,5 +65,11 @@ export class ClflushHook {
   private flushed(address: number): void {
     this.count++;
     this.listener?.(address);
+    if (this.physicalListener) this.physicallyFlushed(this.translate(address));
+  }
+
+  /** A line the host flushed for the guest (a host-side driver on guest-physical memory), or the CPU's, translated. */
+  physicallyFlushed(address: number): void {
+    if (address >= 0) this.physicalListener?.(address);
   }
 }

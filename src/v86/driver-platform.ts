@@ -13,10 +13,10 @@
  * - Pages for the driver: a range of guest RAM the guest does not use (default 16-32 MiB; the
  *   caller picks a range its guest leaves alone), zeroed with CPU stores.
  * - CLFLUSH: v86's memory is coherent and it has no cache to flush. `cache.flush` counts the lines,
- *   reports each to the machine's CLFLUSH listener (`machine.clflush.listener`, which also sees the
- *   guest's own CLFLUSH instructions), and, for a unit that does not snoop (ECAP.C = 0), keeps a
- *   record of lines the CPU stored to and did not flush since: `cache.dirtyLines()`. On v86 a
- *   missing flush therefore changes nothing the unit sees; the record is what shows it.
+ *   reports each to the machine's CLFLUSH hook (`machine.clflush`: its observers, and the unit,
+ *   which with ECAP.C = 0 sees a table store only once its line is flushed), and, for a unit that
+ *   does not snoop, keeps a record of lines the CPU stored to and did not flush since:
+ *   `cache.dirtyLines()`.
  * - Interrupts: the v86 platform's `msiListener` sees every MSI before the LAPIC; messages to a
  *   vector allocated here are consumed. The unit raises them inside register writes (MMIO
  *   handlers), so the platform defers them to v86's next safe point (safe-point.ts); from there a
@@ -253,11 +253,12 @@ export class V86DriverPlatform implements Platform {
 
   private flushLines(address: number, length: number): void {
     if (length <= 0) return;
-    const listener = this.machine.clflush.listener;
+    const hook = this.machine.clflush;
     for (let line = address - (address % LINE); line < address + length; line += LINE) {
       this.flushCount++;
       this.unflushed.delete(line);
-      listener?.(line);
+      hook.listener?.(line);
+      hook.physicallyFlushed(line);
     }
   }
 

@@ -19,6 +19,8 @@ import { assertInternals, type V86Cpu, type V86Emulator } from "./internals.ts";
 import { DeterministicTime } from "./deterministic-time.ts";
 import { SafePoints } from "./safe-point.ts";
 import { V86GuestMemory } from "./v86-guest-memory.ts";
+import { physicalAddress } from "./linear-address.ts";
+import { MemoryAccess } from "../vtd-device/memory/memory-access.ts";
 import type { DeterministicOptions, VirtualClock, VirtualClockState } from "./virtual-clock.ts";
 
 export interface MachineOptions {
@@ -117,6 +119,8 @@ export class Machine {
     const clock = hooks.clock;
     this.clflush.installJit(this.cpu);
     this.memory = new V86GuestMemory(this.cpu);
+    const ram = new MemoryAccess(this.memory);
+    this.clflush.translate = (linear) => physicalAddress(this.cpu, ram, linear);
     this.clock = clock;
     this.time = clock ? new DeterministicTime(this.cpu, emulator, clock) : undefined;
     this.safePoints = clock ? new SafePoints(this.cpu, () => clock.now()) : new SafePoints(this.cpu);

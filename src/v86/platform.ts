@@ -70,12 +70,16 @@ export function installPlatform(machine: Machine, options: PlatformOptions = {})
     if (deliverMsiToLapic(cpu, address, data) !== "delivered") undelivered++;
   };
   const device = new VtdDevice({
+    // v86 reports the guest's CLFLUSHes: with ECAP.C = 0 the unit sees table stores once flushed.
+    cacheLineFlushes: true,
     ...options.vtd,
     memory,
     // The unit's own events (fault, completion) are not remapped (VT-d §5.1.6). It raises them
     // from register writes, i.e. inside MMIO handlers: defer them.
     onInterrupt: (address, data) => safePoints.defer(() => deliver(Number(address), data)),
   });
+  // The guest's CLFLUSHes reach the unit (its ECAP.C = 0 model, option cacheLineFlushes).
+  machine.clflush.physicalListener = (address) => device.cacheLineFlushed(address);
   // The unit's clock is v86's: host time, or guest instructions on a deterministic machine.
   safePoints.onTick((elapsedMs) => device.advanceTime(elapsedMs));
   mapVtdUnit(cpu.io, device, VTD_UNIT_BASE);
