@@ -121,7 +121,7 @@ export async function ensureFirmware(options: { force?: boolean } = {}): Promise
   return FIRMWARE_ELF;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href && /build\.ts$/.test(process.argv[1])) {
   ensureFirmware({ force: process.argv.includes("--force") }).then(
     (elf) => console.log(elf),
     (error: unknown) => {

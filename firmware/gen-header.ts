@@ -116,7 +116,7 @@ export function writeHeader(path: string): void {
   writeFileSync(path, generateHeader());
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href && /gen-header\.ts$/.test(process.argv[1])) {
   const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
   const out = resolve(process.argv[2] ?? `${root}/build/firmware/vtd-spec.h`);
   writeHeader(out);

@@ -134,7 +134,7 @@ export function results(transcript: string): TranscriptLine[] {
   return parseTranscript(transcript).filter((line) => line.kind === "RESULT");
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href && /qemu\.ts$/.test(process.argv[1])) {
   const args = process.argv.slice(2);
   const appendAt = args.indexOf("--append");
   const awAt = args.indexOf("--aw-bits");
