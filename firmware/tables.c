@@ -23,7 +23,8 @@ static u64 *table_alloc(void) {
  * A 64-bit entry is written as two dwords. Making it present (P, or R/W in a paging entry: bits
  * 1:0) writes the high dword first; clearing it writes the low dword first.
  */
-static void entry_write(volatile u64 *e, u64 value) {
+/* Stores an entry so the unit never sees a half-made present one; entry_write also flushes its line. */
+static void entry_store(volatile u64 *e, u64 value) {
   volatile u32 *half = (volatile u32 *)e;
   if (value & 3) {
     half[1] = (u32)(value >> 32);
@@ -34,6 +35,10 @@ static void entry_write(volatile u64 *e, u64 value) {
     barrier();
     half[1] = (u32)(value >> 32);
   }
+}
+
+static void entry_write(volatile u64 *e, u64 value) {
+  entry_store(e, value);
   vtd_flush_table(e, 8);
 }
 
@@ -103,9 +108,21 @@ bool map_page(u64 iova, u32 physical, enum page_size size, enum access access) {
   return vtd_flush_write_buffer_if_required();
 }
 
-bool unmap_page(u64 iova, enum page_size size) {
+bool unmap_page(u64 iova, enum page_size size, bool skip_flush) {
   volatile u64 *e = walk(iova, size);
   if (!e) return false;
-  entry_write(e, 0);
+  if (skip_flush) {
+    entry_store(e, 0);
+    unit.counts.flushes_skipped++;
+  } else {
+    entry_write(e, 0);
+  }
   return vtd_invalidate_iotlb_pages(DOMAIN_ID, iova, VTD_LEVEL_STRIDE * (size - 1));
+}
+
+bool flush_page_entry(u64 iova, enum page_size size) {
+  volatile u64 *e = walk(iova, size);
+  if (!e) return false;
+  vtd_flush_table(e, 8);
+  return true;
 }

@@ -29,6 +29,12 @@ u32 tables_root(void);
 bool context_install(struct pci_function device, bool skip_invalidation);
 bool context_invalidate_after_install(struct pci_function device);
 bool map_page(u64 iova, u32 physical, enum page_size size, enum access access);
-bool unmap_page(u64 iova, enum page_size size);
+/*
+ * Clears the entry mapping `iova` and invalidates its IOTLB pages. With skip_flush (option
+ * skip-cache-flush) the store's cache line is not flushed though ECAP.C = 0 (counted as skipped);
+ * flush_page_entry() flushes it later.
+ */
+bool unmap_page(u64 iova, enum page_size size, bool skip_flush);
+bool flush_page_entry(u64 iova, enum page_size size);
 
 #endif

@@ -14,7 +14,7 @@
 struct vtd_counts {
   u32 context_global, context_domain, context_device;
   u32 iotlb_global, iotlb_domain, iotlb_page;
-  u32 waits, write_buffer_flushes, table_flushes, cache_lines_flushed, cm_skipped;
+  u32 waits, write_buffer_flushes, table_flushes, cache_lines_flushed, cm_skipped, flushes_skipped;
 };
 
 struct vtd {

@@ -11,7 +11,7 @@ import { EXIT_TIMEOUT, runCommand } from "./cli/command.ts";
 import { ArgumentError } from "./cli/options.ts";
 import { ensureFirmware } from "../firmware/build.ts";
 import { formatDump } from "./cli/dump.ts";
-import { ExplainRecorder, explainMissingCmInvalidations, formatCachingModeComparison, formatCheckerReports, runFigures } from "./cli/explain.ts";
+import { ExplainRecorder, explainMissingCmInvalidations, explainUnflushedTableWrites, formatCachingModeComparison, formatCheckerReports, runFigures } from "./cli/explain.ts";
 import { formatSummary } from "./cli/summary.ts";
 import { openTraceFile, type TraceFile } from "./cli/trace-file.ts";
 import { runMultibootGuest, type RunGuestResult } from "./v86/run-guest.ts";
@@ -61,6 +61,8 @@ function explainRun(args: MainArguments, cachingMode: boolean, one: OneRun): str
   const out: string[] = [];
   const cm = cmExplanation(args, cachingMode, one);
   if (cm) out.push(cm);
+  const flush = explainUnflushedTableWrites(one.recorder);
+  if (flush) out.push(flush);
   if (args.checker) out.push(formatCheckerReports(one.recorder));
   if (args.dump) out.push(formatDump(one.run.device));
   return out;

@@ -160,6 +160,25 @@ export function explainMissingCmInvalidations(recorder: ExplainRecorder): string
   return ["== what happened: a caching-mode invalidation was left out ==", ...paragraphs].join("\n");
 }
 
+/**
+ * What happened after the guest stored a table entry and left out the cache-line flush (ECAP.C =
+ * 0), in plain words, from the checker's unflushed-table-write reports; undefined when there is none.
+ */
+export function explainUnflushedTableWrites(recorder: ExplainRecorder): string | undefined {
+  const found = recorder.reports.filter(({ report }) => report.kind === "unflushed-table-write");
+  if (found.length === 0) return undefined;
+  const paragraphs = found.map(({ seq, report: r }) => {
+    const faults = recorder.faults.filter((f) => f.seq > seq && f.sid === r.sid && !isInterruptFault(f.reason));
+    const used = r.cached.structure === "table-entry" && r.cached.table === "paging" && (r.cached.value & 3n) !== 0n
+      ? `device ${r.device}'s ${r.write ? "write" : "read"} at IOVA ${hex(r.iova)} still went through the old mapping`
+      : `device ${r.device}'s ${r.write ? "write" : "read"} at IOVA ${hex(r.iova)} met the old entry${faults.length ? ` and faulted (${FaultReason[faults[0]!.reason] ?? "fault"} 0x${faults[0]!.reason.toString(16)})` : ""}`;
+    return `the guest stored ${describeEntry(r.current)} and did not flush the cache line holding it; with ECAP.C = 0 the unit does not snoop the CPU's caches ` +
+      `and kept reading what memory held, ${describeEntry(r.cached)}, even after the guest's invalidations: ${used}; ` +
+      `${/^[aeiou]/i.test(r.missing.text) ? "an" : "a"} ${r.missing.text} would have covered it (${CHECKER_RULES[r.kind].section}).`;
+  });
+  return ["== what happened: a cache-line flush was left out ==", ...paragraphs].join("\n");
+}
+
 /** What one run counted, for the CM=0 / CM=1 table. */
 export interface RunFigures {
   cachingMode: boolean;
