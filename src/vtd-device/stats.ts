@@ -37,6 +37,8 @@ export class DeviceStats {
 /** What an invalidation acted on, as the summaries name it: an index into `UnitCounters.invalidations`. */
 export const INVALIDATION_KINDS = ["context global", "context domain", "context device", "iotlb global", "iotlb domain", "iotlb page", "device-iotlb"] as const;
 export type InvalidationKind = (typeof INVALIDATION_KINDS)[number];
+/** Scalable mode's invalidation descriptors (VT-d §6.5.2.2, §6.5.2.4): an index into `UnitCounters.pasidInvalidations`. */
+export const PASID_INVALIDATION_KINDS = ["pasid-cache", "pasid-iotlb"] as const;
 
 /**
  * The numbers the summaries need beyond DeviceStats, counted as numbers so that counting needs no
@@ -55,6 +57,15 @@ export class UnitCounters {
   /** Faults by reason (index: the fault reason, 0..255): recorded, and not recorded (FPD, PFO, same-source compression). */
   readonly faultsRecordedByReason = new Float64Array(256);
   readonly faultsNotRecordedByReason = new Float64Array(256);
+  /**
+   * Scalable mode (index: the PASID-table entry's PGTT, 0..7): requests translated through a
+   * PASID-table entry of that type, and walks that reached one (PASID-cache misses). Which stage a
+   * driver chose shows here.
+   */
+  readonly translationsByPgtt = new Float64Array(8);
+  readonly pasidEntryWalksByPgtt = new Float64Array(8);
+  /** Scalable mode's invalidations from the queue, by PASID_INVALIDATION_KINDS index. */
+  readonly pasidInvalidations = new Float64Array(PASID_INVALIDATION_KINDS.length);
 
   fault(sid: number, reason: number, recorded: boolean): void {
     bump(this.faultsBySid, sid);

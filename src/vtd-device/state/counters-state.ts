@@ -3,7 +3,7 @@
  * misses and faults by requester id, faults by reason) as a snapshot section, so a restored unit's
  * per-kind and per-device counts go on from the saved ones, as its DeviceStats totals do.
  */
-import { INVALIDATION_KINDS, type UnitCounters } from "../stats.ts";
+import { INVALIDATION_KINDS, PASID_INVALIDATION_KINDS, type UnitCounters } from "../stats.ts";
 import type { Section } from "./codec.ts";
 
 export interface CountersState {
@@ -13,7 +13,12 @@ export interface CountersState {
   faultsBySid: [number, number][];
   faultsRecordedByReason: number[];
   faultsNotRecordedByReason: number[];
+  /** Scalable mode's counts; absent while all are 0 (a legacy unit's section is as before). */
+  scalable?: { translationsByPgtt: number[]; pasidEntryWalksByPgtt: number[]; pasidInvalidations: number[] };
 }
+
+const BY_PGTT = ["translationsByPgtt", "pasidEntryWalksByPgtt"] as const;
+const PGTTS = 8;
 
 const BY_SID = ["iotlbMissesBySid", "contextMissesBySid", "faultsBySid"] as const;
 const BY_REASON = ["faultsRecordedByReason", "faultsNotRecordedByReason"] as const;
@@ -27,6 +32,9 @@ export function saveCounters(c: UnitCounters): CountersState {
     faultsBySid: Array.from(c.faultsBySid),
     faultsRecordedByReason: Array.from(c.faultsRecordedByReason),
     faultsNotRecordedByReason: Array.from(c.faultsNotRecordedByReason),
+    ...(c.translationsByPgtt.some((n) => n > 0) || c.pasidEntryWalksByPgtt.some((n) => n > 0) || c.pasidInvalidations.some((n) => n > 0)
+      ? { scalable: { translationsByPgtt: Array.from(c.translationsByPgtt), pasidEntryWalksByPgtt: Array.from(c.pasidEntryWalksByPgtt), pasidInvalidations: Array.from(c.pasidInvalidations) } }
+      : {}),
   };
 }
 
@@ -51,6 +59,15 @@ export function decodeCounters(s: Section): CountersState {
     faultsBySid: bySid("faultsBySid"),
     faultsRecordedByReason: counts(s, "faultsRecordedByReason", REASONS),
     faultsNotRecordedByReason: counts(s, "faultsNotRecordedByReason", REASONS),
+    ...(s.raw("scalable") === undefined ? {} : { scalable: decodeScalable(s.section("scalable")) }),
+  };
+}
+
+function decodeScalable(s: Section): NonNullable<CountersState["scalable"]> {
+  return {
+    translationsByPgtt: counts(s, "translationsByPgtt", PGTTS),
+    pasidEntryWalksByPgtt: counts(s, "pasidEntryWalksByPgtt", PGTTS),
+    pasidInvalidations: counts(s, "pasidInvalidations", PASID_INVALIDATION_KINDS.length),
   };
 }
 
@@ -70,4 +87,6 @@ export function loadCounters(c: UnitCounters, state: CountersState): void {
     for (const [sid, n] of state[key]) c[key].set(sid, n);
   }
   for (const key of BY_REASON) c[key].set(state[key]);
+  for (const key of BY_PGTT) c[key].set(state.scalable?.[key] ?? new Array<number>(PGTTS).fill(0));
+  c.pasidInvalidations.set(state.scalable?.pasidInvalidations ?? new Array<number>(PASID_INVALIDATION_KINDS.length).fill(0));
 }
