@@ -16,11 +16,7 @@ export interface Choice<T extends string> {
 export const MISTAKES: readonly Choice<"none" | "skip-cm-invalidation" | "skip-cache-flush" | "skip-iec-invalidation">[] = [
   { value: "none", label: "none: the guest follows every rule" },
   { value: "skip-cm-invalidation", label: "skip the caching-mode invalidation (context entry made present)" },
-  {
-    value: "skip-cache-flush",
-    label: "skip a cache flush (ECAP.C = 0)",
-    unavailable: "the C test guest has no option to leave out a CLFLUSH yet",
-  },
+  { value: "skip-cache-flush", label: "skip a cache flush (an unmapped page's entry, ECAP.C = 0)" },
   { value: "skip-iec-invalidation", label: "skip the interrupt-entry-cache invalidation (IRTE made present)" },
 ];
 export type Mistake = (typeof MISTAKES)[number]["value"];
@@ -200,7 +196,7 @@ export function guestCmdline(settings: DemoSettings): string {
     return `console=ttyS0 intel_iommu=on iommu.strict=${settings.unmap === "strict" ? 1 : 0} workload_mib=${LINUX_WORKLOAD_MIB}`;
   }
   const words: string[] = [];
-  if (settings.mistake === "skip-cm-invalidation" || settings.mistake === "skip-iec-invalidation") words.push(settings.mistake);
+  if (settings.mistake !== "none") words.push(settings.mistake);
   if (!settings.queuedInvalidation) words.push("no-qi");
   if (settings.dmaRounds > 0) words.push(`dma-rounds=${settings.dmaRounds}`);
   return words.join(" ");

@@ -121,6 +121,26 @@ describe.skipIf(!present)(`the demo page in headless chromium${present ? "" : ` 
     await page.close();
   }, TEST_LIMIT_MS);
 
+  it("the skipped cache flush, from a shared URL, shows the device reaching an unmapped page and the checker's sentence; with ECAP.C = 1 it does not apply", async () => {
+    const { page, errors } = await open("?mistake=skip-cache-flush");
+    expect(await page.inputValue("#mistake")).toBe("skip-cache-flush");
+    expect(await finished(page)).toMatch(/guest finished: exit 0.*ECAP\.C=0.*mistake: skip-cache-flush/);
+    const transcript = (await page.textContent("#console")) ?? "";
+    expect(transcript).toMatch(/^RESULT flush\.stale-entry OBSERVED$/m);
+    expect(transcript).toMatch(/^INFO summary passed \d+ failed 0$/m);
+    const checker = (await page.textContent("#checker")) ?? "";
+    expect(checker).toMatch(/1 driver bug/);
+    expect(checker).toContain("did not flush the cache line holding it");
+    expect(checker).toMatch(/a CLFLUSH of the line at 0x[0-9a-f]+/);
+    expect(checker).toContain("unflushed-table-write");
+    await page.check("#coherent");
+    expect(await finished(page)).toMatch(/guest finished: exit 0.*ECAP\.C=1/);
+    expect(await page.textContent("#console")).toContain("flush.skip not applicable (ECAP.C = 1)");
+    expect(await page.textContent("#checker")).toContain("no driver bug");
+    expect(errors).toEqual([]);
+    await page.close();
+  }, TEST_LIMIT_MS);
+
   it("the skipped interrupt-entry-cache invalidation, from a shared URL, shows the stale IRTE fault and the checker's report", async () => {
     const { page, errors } = await open("?mistake=skip-iec-invalidation");
     expect(await page.inputValue("#mistake")).toBe("skip-iec-invalidation");

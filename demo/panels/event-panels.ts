@@ -3,7 +3,7 @@
  * events, queue errors, the strict checker's reports in sentences (the same words `npm start`
  * prints, from src/cli/explain.ts), and the guest's serial console.
  */
-import { explainMissingCmInvalidations, explainReport } from "../../src/cli/explain.ts";
+import { explainMissingCmInvalidations, explainReport, explainUnflushedTableWrites } from "../../src/cli/explain.ts";
 import type { VfioAssignment } from "../../src/vfio/index.ts";
 import { el, hex, show, table } from "../dom.ts";
 import type { LoggedEvent, RecentList, RunRecorder } from "../recorder.ts";
@@ -66,9 +66,10 @@ export class CheckerPanel {
     this.recorder = recorder;
     this.signature = signature;
     const summary = el("p", { text: `${reports.length === 0 ? "no driver bug" : `${reports.length} driver bug${reports.length === 1 ? "" : "s"}`} in ${inspected} requests inspected` });
-    const cm = explainMissingCmInvalidations(recorder.explain);
+    const sentences = [explainMissingCmInvalidations(recorder.explain), explainUnflushedTableWrites(recorder.explain)]
+      .flatMap((text) => (text ? [el("p", { class: "sentence", text: text.split("\n").slice(1).join(" ") })] : []));
     const paragraphs = reports.slice(0, 20).map(({ report }, i) => el("pre", { class: "report", text: explainReport(report, i + 1) }));
-    show(this.root, summary, ...(cm ? [el("p", { class: "sentence", text: cm.split("\n").slice(1).join(" ") })] : []), ...paragraphs);
+    show(this.root, summary, ...sentences, ...paragraphs);
   }
 }
 
