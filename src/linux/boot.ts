@@ -44,6 +44,8 @@ export interface LinuxBootOptions {
   timeoutMs?: number;
   /** Guest time follows guest instructions (Machine option `deterministic`). */
   deterministic?: boolean;
+  /** v86 interprets every instruction (its `disable_jit`): interrupts land where instruction counts say, whatever the JIT did before. */
+  disableJit?: boolean;
   /** The console as it comes. */
   onConsole?: (text: string) => void;
   bios?: string;
@@ -124,6 +126,7 @@ export async function bootLinux(options: LinuxBootOptions): Promise<LinuxRun> {
     initrd: options.initrd,
     cmdline,
     deterministic: options.deterministic ?? false,
+    disableJit: options.disableJit ?? false,
   });
   let disk: VirtioDisk | undefined;
   // The same entry a user's own V86 takes: SeaBIOS gets the DMAR through fw_cfg.
