@@ -13,6 +13,7 @@ import { deviceTlbEverything, type InvalidationRequest } from "./invalidation.ts
 import type { InvalidationSubmission } from "./invalidation-submission.ts";
 import type { DriverRule } from "./options.ts";
 import type { RootContextTables } from "./root-context-tables.ts";
+import type { ScalableAttachment } from "./scalable-attachment.ts";
 
 export interface AttachOptions {
   /** Context TT = 1: the endpoint caches translations (ATS); unmaps also invalidate its device-TLB. Needs ECAP.DT and the queue. */
@@ -30,6 +31,8 @@ interface Attachment {
 export class DeviceAttachments {
   private readonly attached = new Map<number, Attachment>();
   private rootContext: RootContextTables | undefined;
+  /** Scalable mode: PASID and context entries are written there instead (scalable-attachment.ts). */
+  private scalable: ScalableAttachment | undefined;
 
   constructor(
     private readonly caps: UnitCapabilities,
@@ -40,8 +43,9 @@ export class DeviceAttachments {
   ) {}
 
   /** Initialisation put the root table in place. */
-  useTables(rootContext: RootContextTables): void {
-    this.rootContext = rootContext;
+  useTables(tables: RootContextTables | ScalableAttachment): void {
+    if ("attach" in tables) this.scalable = tables;
+    else this.rootContext = tables;
   }
 
   /** `queued`: queued invalidation is on (a device-TLB needs it). */
@@ -54,13 +58,16 @@ export class DeviceAttachments {
       throw new VtdDriverError("unsupported", `device ${bdf(sid)} with a device-TLB: needs ECAP.DT (${this.caps.deviceTlb ? 1 : 0}) and queued invalidation (${queued ? "on" : "off"})`);
     }
     if (passThrough && !this.caps.passThrough) throw new VtdDriverError("unsupported", "pass-through: ECAP.PT = 0");
+    if (this.scalable) {
+      this.scalable.attach(sid, domain, deviceTlb, passThrough);
+      this.record(sid, domain, deviceTlb, passThrough);
+      return;
+    }
     const translationType = passThrough ? TranslationType.PassThrough : deviceTlb ? TranslationType.DeviceTlb : TranslationType.Untranslated;
     // Pass-through ignores the tables; AW is then the largest the unit supports (VT-d §9.3).
     const aw = passThrough ? widestAw(this.caps) : domain.aw;
     this.rootContext!.write(sid, { tableRoot: domain.tables.root, aw, did: domain.did, translationType });
-    this.attached.set(sid, { domain, deviceTlb, passThrough });
-    domain.devices.add(sid);
-    if (deviceTlb) domain.deviceTlbDevices.add(sid);
+    this.record(sid, domain, deviceTlb, passThrough);
     if (this.caps.cachingMode) {
       // Not-present -> present under CM: the unit may hold a not-present entry tagged with DID 0.
       if (this.keeps("cm-context-invalidation")) {
@@ -76,15 +83,22 @@ export class DeviceAttachments {
     const attachment = this.attached.get(sid);
     if (!attachment) throw new VtdDriverError("not-attached", `device ${bdf(sid)} is not attached`);
     const { domain } = attachment;
-    this.rootContext!.clear(sid);
     this.attached.delete(sid);
     domain.devices.delete(sid);
     domain.deviceTlbDevices.delete(sid);
+    if (this.scalable) return this.scalable.detach(sid, domain, attachment.deviceTlb);
+    this.rootContext!.clear(sid);
     if (this.keeps("unmap-invalidation")) {
       const requests: InvalidationRequest[] = [{ kind: "context-device", did: domain.did, sid, fm: 0 }, { kind: "iotlb-domain", did: domain.did }];
       if (attachment.deviceTlb) requests.push(deviceTlbEverything(sid));
       this.submission.invalidate(requests);
     }
+  }
+
+  private record(sid: number, domain: Domain, deviceTlb: boolean, passThrough: boolean): void {
+    this.attached.set(sid, { domain, deviceTlb, passThrough });
+    domain.devices.add(sid);
+    if (deviceTlb) domain.deviceTlbDevices.add(sid);
   }
 
   domainOf(sid: number): Domain | undefined {

@@ -6,6 +6,9 @@ export class DriverCounters {
   contextInvalidations = { global: 0, domain: 0, device: 0 };
   iotlbInvalidations = { global: 0, domain: 0, page: 0 };
   deviceTlbInvalidations = 0;
+  /** Scalable mode: PASID-selective PASID-cache invalidations; PASID-based IOTLB invalidations of a whole PASID or of pages. */
+  pasidCacheInvalidations = 0;
+  pasidIotlbInvalidations = { pasid: 0, page: 0 };
   /** Interrupt entry cache invalidations (queued only). */
   interruptEntryInvalidations = { global: 0, index: 0 };
   /** Page-selective requests that became domain-selective (CAP.PSI = 0 or mask above CAP.MAMV). */
@@ -48,6 +51,9 @@ export class DriverCounters {
       "iotlb domain": this.iotlbInvalidations.domain,
       "iotlb page": this.iotlbInvalidations.page,
       "dev-tlb": this.deviceTlbInvalidations,
+      "pasid-cache": this.pasidCacheInvalidations,
+      "piotlb pasid": this.pasidIotlbInvalidations.pasid,
+      "piotlb page": this.pasidIotlbInvalidations.page,
       "iec global": this.interruptEntryInvalidations.global,
       "iec index": this.interruptEntryInvalidations.index,
       "psi->dsi": this.pageSelectiveFallbacks,

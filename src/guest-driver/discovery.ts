@@ -113,6 +113,13 @@ export interface UnitCapabilities {
   interruptRemapping: boolean;
   iotlbOffset: number;
   ivaOffset: number;
+  /** ECAP.SMTS: scalable mode (RTADDR.TTM = 01, PASID tables, 256-bit descriptors). */
+  scalableMode: boolean;
+  /** ECAP.FSTS / ECAP.SSTS: first-stage / second-stage translation in scalable mode. */
+  firstStage: boolean;
+  secondStage: boolean;
+  /** CAP.FS1GP (FL1GP): 1 GiB first-stage pages. */
+  firstStage1G: boolean;
 }
 
 /** The context AW of the widest tables SAGAW offers: 2 (48-bit, 4-level) or 1 (39-bit, 3-level). */
@@ -153,6 +160,10 @@ export function decodeCapabilities(version: number, cap: bigint, ecap: bigint): 
     interruptRemapping: e(Ecap.IR) === 1,
     iotlbOffset: iro * 16 + 8,
     ivaOffset: iro * 16,
+    scalableMode: e(Ecap.SMTS) === 1,
+    firstStage: e(Ecap.FSTS) === 1,
+    secondStage: e(Ecap.SSTS) === 1,
+    firstStage1G: c(Cap.FL1GP) === 1,
   };
 }
 

@@ -1,6 +1,9 @@
 /**
- * A domain's second-stage page tables (VT-d §9.8): 3 or 4 levels of 512 entries; leaves of 4 KiB
- * (level 1), 2 MiB (level 2, PS = 1) and 1 GiB (level 3, PS = 1) where CAP.SLLPS allows.
+ * A domain's page tables: second-stage (VT-d §9.8), or in scalable mode first-stage (IA-32e
+ * 4-level paging, §9.7); 3 or 4 levels of 512 entries; leaves of 4 KiB (level 1), 2 MiB (level 2,
+ * PS = 1) and 1 GiB (level 3, PS = 1) where CAP.SLLPS (CAP.FS1GP) allows. The two formats differ
+ * only in the bits of an entry (`PagingFormat`): both keep a present entry's low two bits non-zero
+ * (R/W, or P/RW) and PS in bit 7.
  *
  * Range operations write whole runs of entries and flush each run once. Unmapping part of a
  * superpage splits it without a window: a lower-level table mirroring the superpage, minus the
@@ -10,10 +13,34 @@
  * unmap (freed with the domain).
  */
 import { Pte } from "../spec/entries.ts";
+import { FirstStagePte } from "../spec/scalable.ts";
 import { TABLE_BYTES, type TableMemory } from "./table-memory.ts";
 import { VtdDriverError } from "./errors.ts";
 
 const R = Number(Pte.R), W = Number(Pte.W), PS = Number(Pte.PS);
+
+/** The bits of a table (non-leaf) entry and of a leaf with permission R = 1 / W = 2. */
+export interface PagingFormat {
+  readonly table: number;
+  leaf(permission: number, large: boolean): number;
+}
+
+export const SECOND_STAGE: PagingFormat = {
+  table: R + W,
+  leaf: (permission, large) => permission + (large ? PS : 0),
+};
+
+const { P, RW, US, A, D } = FirstStagePte;
+/**
+ * First stage: every entry user-accessible (requests without PASID are user requests) with
+ * Accessed set, and a writable leaf with Dirty set, so the unit never has to update an entry
+ * (the A/D updates of VT-d §3.6.2 are atomic writes the driver would otherwise race with; Linux
+ * presets them too). A present leaf is readable: write-only maps as read-write.
+ */
+export const FIRST_STAGE: PagingFormat = {
+  table: P + RW + US + A,
+  leaf: (permission, large) => P + US + A + ((permission & W) !== 0 ? RW + D : 0) + (large ? PS : 0),
+};
 const ENTRY = 8;
 const ENTRIES = 512;
 /** Bytes covered by one entry at each level. */
@@ -47,8 +74,9 @@ export class DomainPageTables {
     private readonly mem: TableMemory,
     /** 3 (39-bit) or 4 (48-bit). */
     readonly levels: number,
-    /** Largest leaf level CAP.SLLPS allows: 1, 2 or 3. */
+    /** Largest leaf level CAP.SLLPS (first stage: CAP.FS1GP) allows: 1, 2 or 3. */
     readonly largestLeaf: number,
+    readonly format: PagingFormat = SECOND_STAGE,
   ) {
     this.root = mem.allocateTable();
   }
@@ -78,7 +106,7 @@ export class DomainPageTables {
       const entry = this.mem.read(slot);
       if (!present(entry)) {
         const next = this.mem.allocateTable();
-        this.mem.write(slot, next + R + W);
+        this.mem.write(slot, next + this.format.table);
         this.mem.flush(slot, ENTRY);
         table = next;
       } else if (this.isLeaf(entry, l)) {
@@ -109,7 +137,7 @@ export class DomainPageTables {
       }
       const size = LEVEL_SIZE[level]!;
       const up = level + 1 <= Math.min(maxLevel, this.largestLeaf) ? LEVEL_SIZE[level + 1]! : 0;
-      const bits = permission + (level > 1 ? PS : 0);
+      const bits = this.format.leaf(permission, level > 1);
       const first = this.index(a, level);
       let i = first, done = 0;
       while (i < ENTRIES && done + size <= remain) {
@@ -212,7 +240,7 @@ export class DomainPageTables {
       if (!this.isLeaf(entry, level)) {
         this.protect(s, e, permission, addressOf(entry), level - 1, entryBase);
       } else if (s === entryBase && e === entryBase + size) {
-        this.mem.write(slot, entry - (entry % 4) + permission);
+        this.mem.write(slot, addressOf(entry) + this.format.leaf(permission, level > 1));
         this.mem.flush(slot, ENTRY);
       } else {
         throw new VtdDriverError("unsupported", `protect: the ${size >= 2 ** 30 ? "1 GiB" : "2 MiB"} page at 0x${entryBase.toString(16)} is only partly in the range`);
@@ -229,7 +257,7 @@ export class DomainPageTables {
       onSplitGap?.(base, LEVEL_SIZE[level]!);
     }
     const table = this.mirror(entry, level, base, removeStart, removeEnd);
-    this.mem.write(slot, table + R + W);
+    this.mem.write(slot, table + this.format.table);
     this.mem.flush(slot, ENTRY);
   }
 
@@ -239,14 +267,14 @@ export class DomainPageTables {
     const sub = level - 1;
     const subSize = LEVEL_SIZE[sub]!;
     const output = addressOf(entry) - (addressOf(entry) % LEVEL_SIZE[level]!);
-    const bits = (entry & 3) + (sub > 1 ? PS : 0);
+    const bits = this.format.leaf(entry & 3, sub > 1);
     for (let i = 0; i < ENTRIES; i++) {
       const s = base + i * subSize, e = s + subSize;
       if (e <= removeStart || s >= removeEnd) {
         this.mem.write(table + i * ENTRY, output + i * subSize + bits);
       } else if (s < removeStart || e > removeEnd) {
         const child = this.mirror(output + i * subSize + bits, sub, s, removeStart, removeEnd);
-        this.mem.write(table + i * ENTRY, child + R + W);
+        this.mem.write(table + i * ENTRY, child + this.format.table);
       }
     }
     this.mem.flush(table, TABLE_BYTES);

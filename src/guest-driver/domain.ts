@@ -1,6 +1,14 @@
-/** A domain: a domain id, its second-stage page tables, its IOVA space and the devices attached to it. */
+/**
+ * A domain: a domain id, its page tables (second-stage; in scalable mode first-stage or
+ * second-stage, `stage`), its IOVA space and the devices attached to it.
+ */
 import type { DomainPageTables, Translation } from "./domain-page-tables.ts";
 import type { IovaAllocator } from "./iova-allocator.ts";
+
+export type DomainStage = "first" | "second";
+
+/** Requests without PASID use this PASID in scalable mode (the context entry's RID_PASID; Linux's PASID_RID2PASID). */
+export const RID_PASID = 0;
 
 export class Domain {
   readonly devices = new Set<number>();
@@ -14,6 +22,8 @@ export class Domain {
     readonly widthBits: number,
     readonly tables: DomainPageTables,
     readonly iovas: IovaAllocator,
+    /** Which stage its tables are for: "second" in legacy mode; in scalable mode the PASID entries' PGTT. */
+    readonly stage: DomainStage = "second",
   ) {}
 
   /** What the tables map at `iova` now (not what the unit may still have cached). */

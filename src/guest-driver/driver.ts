@@ -22,20 +22,19 @@
  * invalidation-submission.ts (strict, deferred-flush scopes, the lazy flush queue).
  */
 import { DeviceScopeType } from "../spec/dmar.ts";
-import { awLevels, awWidth, PAGE_SIZE } from "../spec/entries.ts";
-import { Fsts, Gcmd, Gsts, Pmen, Reg } from "../spec/registers.ts";
+import { Fsts, Gcmd, Gsts, Pmen, Reg, Rtaddr } from "../spec/registers.ts";
+import { TranslationTableMode } from "../spec/scalable.ts";
 import { DriverCounters } from "./counters.ts";
 import { DeviceAttachments, type AttachOptions } from "./attachment.ts";
-import { parseDmar, probeUnit, widestAw, type UnitCapabilities } from "./discovery.ts";
-import { Domain } from "./domain.ts";
-import { DomainPageTables } from "./domain-page-tables.ts";
-import { hex, VtdDriverError } from "./errors.ts";
+import { parseDmar, probeUnit, type UnitCapabilities } from "./discovery.ts";
+import { Domain, type DomainStage } from "./domain.ts";
+import { newDomain } from "./domain-creation.ts";
+import { VtdDriverError } from "./errors.ts";
 import { FaultHandling } from "./fault-handling.ts";
 import { GlobalCommand } from "./global-command.ts";
 import type { InvalidationRequest } from "./invalidation.ts";
 import { InvalidationSubmission } from "./invalidation-submission.ts";
 import { InterruptRemappingTable, interruptSettings, type InterruptTarget, type RemappedInterrupt } from "./interrupt-remapping.ts";
-import { IovaAllocator } from "./iova-allocator.ts";
 import { Mapping, type Access, type MapOptions } from "./mapping.ts";
 import type { DriverOptions, DriverRule, FaultRecord, UnmapMode } from "./options.ts";
 import type { Platform } from "./platform.ts";
@@ -43,6 +42,9 @@ import { pollUntil } from "./poll.ts";
 import { QueuedInvalidation } from "./queued-invalidation.ts";
 import { RegisterInvalidation } from "./register-invalidation.ts";
 import { RootContextTables } from "./root-context-tables.ts";
+import { ScalableAttachment } from "./scalable-attachment.ts";
+import { resolveScalableMode, type ScalableChoice } from "./scalable-mode.ts";
+import { ScalableModeTables } from "./pasid-tables.ts";
 import { TableMemory } from "./table-memory.ts";
 import { UnitRegisters } from "./unit-registers.ts";
 
@@ -64,6 +66,8 @@ export class VtdDriver {
   readonly mode: UnmapMode;
   /** Why queued invalidation is not used, when it is not. */
   queueFallback: string | undefined;
+  /** Why scalable mode was asked for and is not used (legacy mode instead), when so. */
+  scalableFallback: string | undefined;
   /** Errors from work done in the background (timer-driven flushes). */
   readonly backgroundErrors: unknown[] = [];
 
@@ -77,7 +81,8 @@ export class VtdDriver {
   private queue: QueuedInvalidation | undefined;
   private readonly submission: InvalidationSubmission;
   private readonly mapping: Mapping;
-  private rootContext: RootContextTables | undefined;
+  private rootContext: RootContextTables | ScalableModeTables | undefined;
+  private scalable: ScalableChoice;
   private interruptTable: InterruptRemappingTable | undefined;
   private readonly domains = new Map<number, Domain>();
   private readonly attachments: DeviceAttachments;
@@ -107,6 +112,8 @@ export class VtdDriver {
     this.caps = probeUnit(platform.mmio, base);
     this.regs = new UnitRegisters(base, platform.mmio, this.counters);
     this.registerTimeoutMs = options.registerTimeoutMs ?? 1000;
+    this.scalable = resolveScalableMode(this.caps, options);
+    this.scalableFallback = this.scalable.fallback;
     this.gcmd = new GlobalCommand(this.regs, platform.clock, this.counters, this.registerTimeoutMs);
     this.tableMemory = new TableMemory(platform.memory, platform.allocator, platform.cache, this.counters,
       !this.caps.coherent && !this.suppressed.has("cpu-cache-flush"));
@@ -128,6 +135,16 @@ export class VtdDriver {
     return this.queue !== undefined;
   }
 
+  /** RTADDR.TTM = 01 was programmed: scalable-mode tables, the 256-bit queue. */
+  get scalableMode(): boolean {
+    return this.scalable.enabled;
+  }
+
+  /** The stage new domains translate with ("second" in legacy mode). */
+  get domainStage(): DomainStage {
+    return this.scalable.enabled ? this.scalable.stage : "second";
+  }
+
   // ---- initialisation ----
 
   /** Steps 2-4 of Linux's order: old faults cleared, QI, root table, global invalidations, fault interrupt. */
@@ -146,6 +163,7 @@ export class VtdDriver {
       const queue = new QueuedInvalidation(this.regs, this.platform.memory, this.platform.allocator, this.platform.clock, this.counters, this.caps,
         this.gcmd, {
           sizeOrder: o.queueSizeOrder ?? 0,
+          wide: this.scalable.enabled,
           ...timeouts,
           iteRetries: o.iteRetries ?? 1,
           ...(o.testOnly?.mangleDescriptor ? { mangleDescriptor: o.testOnly.mangleDescriptor } : {}),
@@ -153,6 +171,10 @@ export class VtdDriver {
         });
       if (queue.enable()) this.queue = queue;
       else this.queueFallback = "GSTS.QIES did not set after GCMD.QIE";
+    }
+    if (this.scalable.enabled && !this.queue) {
+      this.scalable = { enabled: false, stage: "second", fallback: `no queued invalidation (${this.queueFallback})` };
+      this.scalableFallback = this.scalable.fallback;
     }
     this.submission.useInvalidator(this.queue ?? new RegisterInvalidation(this.regs, this.caps, this.platform.clock, this.counters, timeouts.registerTimeoutMs));
     // Interrupt remapping before DMA remapping, once the queue is on (Linux's irq_remapping.c).
@@ -162,9 +184,18 @@ export class VtdDriver {
       this.interruptTable.enable();
     }
 
-    this.rootContext = new RootContextTables(this.tableMemory);
-    this.regs.write64(Reg.RTADDR, BigInt(this.rootContext.root));
-    this.attachments.useTables(this.rootContext);
+    if (this.scalable.enabled) {
+      // RTADDR.TTM = 01: scalable-mode root table (VT-d §11.4.6).
+      const tables = new ScalableModeTables(this.tableMemory);
+      this.rootContext = tables;
+      this.regs.write64(Reg.RTADDR, BigInt(tables.root) | (BigInt(TranslationTableMode.Scalable) << BigInt(Rtaddr.TTM.shift)));
+      this.attachments.useTables(new ScalableAttachment(tables, this.caps, this.submission, (rule) => this.keeps(rule)));
+    } else {
+      const tables = new RootContextTables(this.tableMemory);
+      this.rootContext = tables;
+      this.regs.write64(Reg.RTADDR, BigInt(tables.root));
+      this.attachments.useTables(tables);
+    }
     this.gcmd.setRootTablePointer();
     if (!this.caps.esrtps && this.keeps("root-table-invalidation")) this.submission.run([{ kind: "context-global" }, { kind: "iotlb-global" }]);
 
@@ -213,25 +244,11 @@ export class VtdDriver {
 
   // ---- domains and devices ----
 
+  /** A new domain; in scalable mode of the stage the options chose (`domainStage`). */
   createDomain(options: { addressWidth?: 39 | 48 } = {}): Domain {
     this.requireInitialised();
-    const wanted = options.addressWidth ?? this.options.addressWidth;
-    let aw: number;
-    if (wanted === 39) aw = 1;
-    else if (wanted === 48) aw = 2;
-    else if (wanted !== undefined) throw new VtdDriverError("bad-argument", `addressWidth ${String(wanted)}: expected 39 or 48`);
-    else aw = widestAw(this.caps);
-    if (((this.caps.sagaw >> aw) & 1) === 0) {
-      throw new VtdDriverError("unsupported", `a ${awWidth(aw)}-bit domain: the unit's SAGAW (${hex(this.caps.sagaw)}) does not offer it`);
-    }
-    const maxDid = 2 ** this.caps.domainIdBits - 1;
-    let did = 1; // DID 0 is reserved (caching mode tags not-present entries with it)
-    while (this.domains.has(did) && did <= maxDid) did++;
-    if (did > maxDid) throw new VtdDriverError("out-of-space", `all ${maxDid} domain ids are in use`);
-    const width = Math.min(awWidth(aw), this.caps.mgawBits);
-    const largestLeaf = this.caps.superpage1G && this.caps.superpage2M ? 3 : this.caps.superpage2M ? 2 : 1;
-    const domain = new Domain(did, aw, width, new DomainPageTables(this.tableMemory, awLevels(aw), largestLeaf), new IovaAllocator(PAGE_SIZE, 2 ** width));
-    this.domains.set(did, domain);
+    const domain = newDomain(this.caps, this.tableMemory, this.domains, this.domainStage, options.addressWidth ?? this.options.addressWidth);
+    this.domains.set(domain.did, domain);
     return domain;
   }
 

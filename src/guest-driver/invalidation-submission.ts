@@ -7,11 +7,11 @@
 import type { DriverCounters } from "./counters.ts";
 import { DeferredFlush } from "./deferred-flush.ts";
 import type { UnitCapabilities } from "./discovery.ts";
-import type { Domain } from "./domain.ts";
+import { RID_PASID, type Domain } from "./domain.ts";
 import { hex, VtdDriverError } from "./errors.ts";
 import { FlushQueue, type FlushQueueEntry } from "./flush-queue.ts";
 import type { GlobalCommand } from "./global-command.ts";
-import { deviceTlbEverything, deviceTlbRange, iotlbRange, type InvalidationRequest, type Invalidator } from "./invalidation.ts";
+import { deviceTlbEverything, deviceTlbRange, iotlbRange, pasidIotlbRange, type InvalidationRequest, type Invalidator } from "./invalidation.ts";
 import type { DriverRule } from "./options.ts";
 import type { Clock } from "./platform.ts";
 
@@ -147,9 +147,15 @@ export class InvalidationSubmission {
     return this.flushQueue?.length ?? 0;
   }
 
-  /** One IOTLB invalidation for the range, and (for unmaps) one device-TLB invalidation per ATS endpoint. */
+  /**
+   * One IOTLB invalidation for the range (a first-stage domain's: PASID-based, VT-d §6.5.2.4; a
+   * second-stage one's: the IOTLB descriptor, as Linux 6.1), and (for unmaps) one device-TLB
+   * invalidation per ATS endpoint.
+   */
   private rangeRequests(domain: Domain, start: number, length: number, leafOnly: boolean, deviceTlb: boolean): InvalidationRequest[] {
-    const requests = [iotlbRange(this.caps, this.counters, domain.did, start, length, leafOnly)];
+    const requests = [domain.stage === "first"
+      ? pasidIotlbRange(this.caps, this.counters, domain.did, RID_PASID, start, length, leafOnly)
+      : iotlbRange(this.caps, this.counters, domain.did, start, length, leafOnly)];
     if (deviceTlb) for (const sid of domain.deviceTlbDevices) requests.push(deviceTlbRange(sid, start, length));
     return requests;
   }
@@ -158,8 +164,8 @@ export class InvalidationSubmission {
     const requests: InvalidationRequest[] = [];
     if (granularity === "domain") {
       for (const did of new Set(entries.map((e) => e.did))) {
-        requests.push({ kind: "iotlb-domain", did });
         const domain = this.domains.get(did);
+        requests.push(domain?.stage === "first" ? { kind: "pasid-iotlb", did, pasid: RID_PASID } : { kind: "iotlb-domain", did });
         if (domain) for (const sid of domain.deviceTlbDevices) requests.push(deviceTlbEverything(sid));
       }
     } else {

@@ -20,7 +20,13 @@ export type InvalidationRequest =
   | { kind: "device-tlb"; sid: number; address: bigint; size: boolean }
   /** Interrupt entry cache (VT-d §6.5.2.7), queued only: every IRTE, or 2^im IRTEs from `index`. */
   | { kind: "iec-global" }
-  | { kind: "iec-index"; index: number; im: number };
+  | { kind: "iec-index"; index: number; im: number }
+  /** Scalable mode (256-bit queue): the PASID-cache entries of `pasid` in domain `did` (VT-d §6.5.2.2, G = 01). */
+  | { kind: "pasid-cache"; did: number; pasid: number }
+  /** PASID-based IOTLB invalidation (VT-d §6.5.2.4): every entry of `pasid` in `did` (G = 10). */
+  | { kind: "pasid-iotlb"; did: number; pasid: number }
+  /** 2^am pages at `address` of `pasid` in `did` (G = 11); ih: only leaf entries changed. */
+  | { kind: "pasid-iotlb-page"; did: number; pasid: number; address: number; am: number; ih: boolean };
 
 export interface Invalidator {
   readonly kind: "queued" | "register";
@@ -56,6 +62,19 @@ export function iotlbRange(caps: UnitCapabilities, counters: DriverCounters, did
   return { kind: "iotlb-page", did, address, am, ih: leafOnly };
 }
 
+/**
+ * A first-stage range of `pasid` (VT-d §6.5.2.4): page-selective with the covering mask, or the
+ * whole PASID when the mask is above CAP.MAMV.
+ */
+export function pasidIotlbRange(caps: UnitCapabilities, counters: DriverCounters, did: number, pasid: number, start: number, length: number, leafOnly: boolean): InvalidationRequest {
+  const { address, am } = addressMask(start, length);
+  if (am > caps.mamv) {
+    counters.pageSelectiveFallbacks++;
+    return { kind: "pasid-iotlb", did, pasid };
+  }
+  return { kind: "pasid-iotlb-page", did, pasid, address, am, ih: leafOnly };
+}
+
 /** A device-TLB invalidation of the range, in the ATS size encoding (PCIe ATS §3.1.2). */
 export function deviceTlbRange(sid: number, start: number, length: number): InvalidationRequest {
   const { address, am } = addressMask(start, length);
@@ -82,6 +101,9 @@ export function countRequests(counters: DriverCounters, requests: readonly Inval
       case "device-tlb": counters.deviceTlbInvalidations++; break;
       case "iec-global": counters.interruptEntryInvalidations.global++; break;
       case "iec-index": counters.interruptEntryInvalidations.index++; break;
+      case "pasid-cache": counters.pasidCacheInvalidations++; break;
+      case "pasid-iotlb": counters.pasidIotlbInvalidations.pasid++; break;
+      case "pasid-iotlb-page": counters.pasidIotlbInvalidations.page++; break;
     }
   }
 }
@@ -97,5 +119,8 @@ export function describeRequest(r: InvalidationRequest): string {
     case "device-tlb": return `device-TLB invalidation of device ${r.sid.toString(16)} at 0x${r.address.toString(16)}${r.size ? " (sized)" : ""}`;
     case "iec-global": return "global interrupt-entry-cache invalidation";
     case "iec-index": return `interrupt-entry-cache invalidation of ${2 ** r.im} entries from index ${r.index}`;
+    case "pasid-cache": return `PASID-cache invalidation of PASID ${r.pasid} in domain ${r.did}`;
+    case "pasid-iotlb": return `PASID-based IOTLB invalidation of PASID ${r.pasid} in domain ${r.did}`;
+    case "pasid-iotlb-page": return `PASID-based IOTLB invalidation of PASID ${r.pasid} in domain ${r.did} at 0x${r.address.toString(16)}, AM ${r.am}`;
   }
 }

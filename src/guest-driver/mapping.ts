@@ -1,8 +1,9 @@
 /**
  * Map and unmap: the arguments checked, the domain's page tables changed (superpages split by
  * DomainPageTables, atomically unless a test suppresses it), and the invalidation each change owes
- * handed to the submission: under CM = 1 every new mapping (the unit may have cached "not
- * present"), otherwise a write-buffer flush; every unmap before its IOVA is reused.
+ * handed to the submission: under CM = 1 every new second-stage mapping (the unit may have cached
+ * "not present"), otherwise (and for first-stage domains, whose not-present entries no unit caches)
+ * a write-buffer flush; every unmap before its IOVA is reused.
  */
 import { PAGE_SIZE } from "../spec/entries.ts";
 import type { DriverCounters } from "./counters.ts";
@@ -81,7 +82,8 @@ export class Mapping {
     domain.tables.map(iova, phys, length, permission, LARGEST_LEVEL[options.largestPage ?? "1G"]);
     this.counters.mapCalls++;
     this.counters.bytesMapped += length;
-    if (this.caps.cachingMode) {
+    // CM governs second-stage structures only: first-stage updates follow the non-CM rules (VT-d §6.1).
+    if (this.caps.cachingMode && domain.stage === "second") {
       // The unit may have cached "not present" for these addresses.
       if (this.keeps("cm-map-invalidation")) this.submission.invalidateRange(domain, iova, length, false, false);
     } else {

@@ -24,7 +24,12 @@ export type DriverRule =
   /** An index-selective interrupt-entry-cache invalidation after every IRTE change (making it present included). */
   | "iec-invalidation"
   /** A change of a present leaf's permissions is invalidated like an unmap. */
-  | "permission-change-invalidation";
+  | "permission-change-invalidation"
+  /**
+   * Scalable mode, CM = 1, PASID-table entry not-present -> present: a PASID-selective PASID-cache
+   * invalidation and a PASID-based IOTLB invalidation of the PASID (CM = 0: a write-buffer flush).
+   */
+  | "cm-pasid-invalidation";
 
 export type UnmapMode = "strict" | "lazy";
 
@@ -43,6 +48,17 @@ export interface DriverOptions {
   flushQueueGranularity?: "domain" | "page";
   /** Queue size: 2^QS pages of 256 descriptors. Default 0. */
   queueSizeOrder?: number;
+  /**
+   * Scalable mode (RTADDR.TTM = 01) when the unit offers it (ECAP.SMTS): PASID tables, 256-bit
+   * descriptors, PASID-granular invalidation. A unit without SMTS is driven in legacy mode (as
+   * Linux's sm_on does), `scalableFallback` says why. Needs queued invalidation. Default false.
+   */
+  scalableMode?: boolean;
+  /**
+   * Scalable mode: the stage new domains translate with. Default as Linux 6.1's DMA domains: the
+   * stage the unit offers, first stage when it offers both (ECAP.FSTS and ECAP.SSTS).
+   */
+  stage?: "first" | "second";
   /** Use register-based invalidation even when ECAP.QI = 1. Default false. */
   registerInvalidation?: boolean;
   /** Address width of new domains in bits: 39 (3-level) or 48 (4-level), whichever SAGAW offers. Default: the widest. */

@@ -13,9 +13,9 @@
  *   (`iteRetries` times) before it fails.
  * - ICE: cleared and reported.
  */
-import { ContextCacheDesc, DescriptorType, DeviceTlbDesc, InterruptEntryCacheDesc, IotlbDesc, WaitDesc } from "../spec/descriptors.ts";
-import { Fsts, Gcmd, Granularity, Gsts, Ics, Reg } from "../spec/registers.ts";
+import { Fsts, Gcmd, Gsts, Ics, Iqa, Reg } from "../spec/registers.ts";
 import type { DriverCounters } from "./counters.ts";
+import { encodeDescriptor, FENCE_ONLY_WAIT, waitLow } from "./descriptor-encoding.ts";
 import type { UnitCapabilities } from "./discovery.ts";
 import { bdf, VtdDriverError } from "./errors.ts";
 import type { GlobalCommand } from "./global-command.ts";
@@ -28,24 +28,10 @@ import type { UnitRegisters } from "./unit-registers.ts";
 const b = (n: number) => BigInt(n);
 const IQE = Number(Fsts.IQE), ITE = Number(Fsts.ITE), ICE = Number(Fsts.ICE);
 const QUEUE_ERRORS = IQE | ITE | ICE;
-const DESCRIPTOR_BYTES = 16;
 const SLOT_BYTES = 4;
 const SLOTS = 4096 / SLOT_BYTES;
+const IQA_DW = 1n << b(Iqa.DW.shift);
 
-const CONTEXT_TYPE = b(DescriptorType.ContextCache);
-const IOTLB_TYPE = b(DescriptorType.Iotlb);
-const DEVICE_TLB_TYPE = b(DescriptorType.DeviceTlb);
-const WAIT_TYPE = b(DescriptorType.InvalidationWait);
-const IEC_TYPE = b(DescriptorType.InterruptEntryCache);
-const IEC_G = 1n << b(InterruptEntryCacheDesc.G.shift), IEC_IM = b(InterruptEntryCacheDesc.IM.shift), IEC_IIDX = b(InterruptEntryCacheDesc.IIDX.shift);
-const CC_G = b(ContextCacheDesc.G.shift), CC_DID = b(ContextCacheDesc.DID.shift), CC_SID = b(ContextCacheDesc.SID.shift), CC_FM = b(ContextCacheDesc.FM.shift);
-const IOTLB_G = b(IotlbDesc.G.shift), IOTLB_DID = b(IotlbDesc.DID.shift), IOTLB_DR = 1n << b(IotlbDesc.DR.shift), IOTLB_DW = 1n << b(IotlbDesc.DW.shift);
-const IOTLB_IH = 1n << b(IotlbDesc.IH.shift);
-const DTLB_SID = b(DeviceTlbDesc.SID.shift), DTLB_S = 1n << b(DeviceTlbDesc.S.shift);
-const WAIT_IF = 1n << b(WaitDesc.IF.shift), WAIT_SW = 1n << b(WaitDesc.SW.shift), WAIT_FN = 1n << b(WaitDesc.FN.shift);
-const WAIT_DATA = b(WaitDesc.STATUS_DATA.shift);
-
-/** IQERCD.IQEI meanings (VT-d §11.4.9.4). */
 /** IQERCD.IQEI values (VT-d §11.4.9.9). */
 const IQEI_NAMES: Record<number, string> = {
   1: "invalid tail pointer", 2: "descriptor fetch error", 3: "invalid descriptor type",
@@ -72,6 +58,8 @@ interface Batch {
 
 export interface QueueSettings {
   sizeOrder: number;
+  /** IQA.DW = 1: 256-bit descriptors (scalable mode, VT-d §6.5.2); every descriptor then takes 32 bytes. */
+  wide?: boolean;
   syncWaitTimeoutMs: number;
   registerTimeoutMs: number;
   iteRetries: number;
@@ -83,6 +71,8 @@ export class QueuedInvalidation implements Invalidator {
   readonly kind = "queued";
   readonly base: number;
   readonly entries: number;
+  /** 16, or 32 with 256-bit descriptors. */
+  private readonly descriptorBytes: number;
   private tail = 0;
   private knownHead = 0;
   private readonly statusPage: number;
@@ -103,19 +93,20 @@ export class QueuedInvalidation implements Invalidator {
     private readonly gcmd: GlobalCommand,
     private readonly settings: QueueSettings,
   ) {
-    this.entries = 256 * 2 ** settings.sizeOrder;
+    this.descriptorBytes = settings.wide ? 32 : 16;
+    this.entries = (4096 / this.descriptorBytes) * 2 ** settings.sizeOrder;
     this.base = allocator.allocatePages(2 ** settings.sizeOrder);
     this.statusPage = allocator.allocatePages(1);
     for (let i = SLOTS - 1; i >= 0; i--) this.freeSlots.push(i);
   }
 
   /**
-   * Enables the queue (VT-d §6.5.2): IQT = 0, IQA = base | QS, GCMD.QIE, poll QIES.
+   * Enables the queue (VT-d §6.5.2): IQT = 0, IQA = base | DW | QS, GCMD.QIE, poll QIES.
    * Returns false (queue left disabled) if QIES never sets: the caller falls back to registers.
    */
   enable(): boolean {
     this.regs.write64(Reg.IQT, 0n);
-    this.regs.write64(Reg.IQA, b(this.base) | b(this.settings.sizeOrder));
+    this.regs.write64(Reg.IQA, b(this.base) | (this.settings.wide ? IQA_DW : 0n) | b(this.settings.sizeOrder));
     this.tail = 0;
     this.knownHead = 0;
     try {
@@ -222,14 +213,13 @@ export class QueuedInvalidation implements Invalidator {
       batch.seq = this.nextSeq();
       batch.first = this.tail;
       for (const r of batch.requests) {
-        const [lo, hi] = this.encode(r);
+        const [lo, hi] = encodeDescriptor(r, this.caps);
         const [mlo, mhi] = this.settings.mangleDescriptor ? this.settings.mangleDescriptor(lo, hi) : [lo, hi];
         this.put(mlo, mhi, 2);
       }
-      const wait = WAIT_TYPE | WAIT_SW | (batch.async ? WAIT_IF : 0n) | (b(batch.seq) << WAIT_DATA);
       batch.wait = this.tail;
-      this.put(wait, b(this.slotAddress(batch.slot)), 1);
-      this.regs.write32(Reg.IQT, this.tail * DESCRIPTOR_BYTES);
+      this.put(waitLow(batch.seq, batch.async), b(this.slotAddress(batch.slot)), 1);
+      this.regs.write32(Reg.IQT, this.tail * this.descriptorBytes);
       this.counters.queueSubmissions++;
     } finally {
       this.submitting = false;
@@ -242,7 +232,7 @@ export class QueuedInvalidation implements Invalidator {
       this.knownHead = this.readHead();
       if (this.free() < needed) {
         // Hand over what is written so far and wait for room.
-        this.regs.write32(Reg.IQT, this.tail * DESCRIPTOR_BYTES);
+        this.regs.write32(Reg.IQT, this.tail * this.descriptorBytes);
         this.counters.queueSubmissions++;
         pollUntil(this.clock, this.counters, this.settings.syncWaitTimeoutMs, () => {
           const fsts = this.regs.read32(Reg.FSTS);
@@ -252,9 +242,14 @@ export class QueuedInvalidation implements Invalidator {
         }, "room in the invalidation queue");
       }
     }
-    const at = this.base + this.tail * DESCRIPTOR_BYTES;
+    const at = this.base + this.tail * this.descriptorBytes;
     this.memory.write64(at, lo);
     this.memory.write64(at + 8, hi);
+    if (this.descriptorBytes === 32) {
+      // Bits 255:128 of every descriptor the driver writes are zero.
+      this.memory.write64(at + 16, 0n);
+      this.memory.write64(at + 24, 0n);
+    }
     this.tail = (this.tail + 1) % this.entries;
     this.counters.descriptorsSubmitted++;
   }
@@ -264,30 +259,8 @@ export class QueuedInvalidation implements Invalidator {
   }
 
   private readHead(): number {
-    return (this.regs.read32(Reg.IQH) >>> 4) & 0x7fff;
-  }
-
-  private encode(r: InvalidationRequest): [bigint, bigint] {
-    switch (r.kind) {
-      case "context-global": return [CONTEXT_TYPE | (b(Granularity.Global) << CC_G), 0n];
-      case "context-domain": return [CONTEXT_TYPE | (b(Granularity.Domain) << CC_G) | (b(r.did) << CC_DID), 0n];
-      case "context-device":
-        return [CONTEXT_TYPE | (b(Granularity.Device) << CC_G) | (b(r.did) << CC_DID) | (b(r.sid) << CC_SID) | (b(r.fm) << CC_FM), 0n];
-      case "iotlb-global": return [this.iotlbLow(Granularity.Global, 0), 0n];
-      case "iotlb-domain": return [this.iotlbLow(Granularity.Domain, r.did), 0n];
-      case "iotlb-page": return [this.iotlbLow(Granularity.Page, r.did), b(r.address) | (r.ih ? IOTLB_IH : 0n) | b(r.am)];
-      case "device-tlb": return [DEVICE_TLB_TYPE | (b(r.sid) << DTLB_SID), r.address | (r.size ? DTLB_S : 0n)];
-      // G = 0 global, 1 index-selective (VT-d §6.5.2.7).
-      case "iec-global": return [IEC_TYPE, 0n];
-      case "iec-index": return [IEC_TYPE | IEC_G | (b(r.im) << IEC_IM) | (b(r.index) << IEC_IIDX), 0n];
-    }
-  }
-
-  private iotlbLow(granularity: number, did: number): bigint {
-    let lo = IOTLB_TYPE | (b(granularity) << IOTLB_G) | (b(did) << IOTLB_DID);
-    if (this.caps.drainRead) lo |= IOTLB_DR;
-    if (this.caps.drainWrite) lo |= IOTLB_DW;
-    return lo;
+    // IQH holds the byte offset of the next descriptor (bits 18:4).
+    return ((this.regs.read32(Reg.IQH) >>> 4) & 0x7fff) * 16 / this.descriptorBytes;
   }
 
   // ---- completion ----
@@ -332,11 +305,11 @@ export class QueuedInvalidation implements Invalidator {
       const offset = batch ? (head - batch.first + this.entries) % this.entries : -1;
       const what = batch && offset < batch.requests.length ? describeRequest(batch.requests[offset]!) : `descriptor ${head}`;
       // Repair: a fence-only wait in its place, then restart the queue past it.
-      const at = this.base + head * DESCRIPTOR_BYTES;
-      this.memory.write64(at, WAIT_TYPE | WAIT_FN);
+      const at = this.base + head * this.descriptorBytes;
+      this.memory.write64(at, FENCE_ONLY_WAIT);
       this.memory.write64(at + 8, 0n);
       this.regs.write32(Reg.FSTS, IQE);
-      this.regs.write32(Reg.IQT, this.tail * DESCRIPTOR_BYTES);
+      this.regs.write32(Reg.IQT, this.tail * this.descriptorBytes);
       this.counters.queueErrors.iqe++;
       const action = batch ? "replaced by a fence, queue restarted, the operation failed" : "replaced by a fence, queue restarted";
       this.settings.onQueueError?.({ kind: "IQE", head, code, action });
@@ -351,7 +324,7 @@ export class QueuedInvalidation implements Invalidator {
       const aborted = this.pending.filter((p) => p.state === "pending");
       for (const batch of aborted) batch.state = "aborted";
       this.regs.write32(Reg.FSTS, ITE);
-      this.regs.write32(Reg.IQT, this.tail * DESCRIPTOR_BYTES);
+      this.regs.write32(Reg.IQT, this.tail * this.descriptorBytes);
       this.counters.queueErrors.ite++;
       for (const batch of aborted) {
         if (batch.attempts > this.settings.iteRetries) {

@@ -61,6 +61,9 @@ export class RegisterInvalidation implements Invalidator {
       case "device-tlb":
       case "iec-global":
       case "iec-index":
+      case "pasid-cache":
+      case "pasid-iotlb":
+      case "pasid-iotlb-page":
         throw new VtdDriverError("unsupported", `${describeRequest(r)}: needs queued invalidation`);
     }
   }
