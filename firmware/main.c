@@ -13,11 +13,14 @@
  * `translation-off` never enables translation: only the untranslated DMA and the workload run
  * (the baseline of the boot-to-exit benchmark). `dma-rounds=N` adds a workload of N edu DMA
  * round trips (to the device and back, 2 KiB each way), translated unless `translation-off`.
+ * `scalable` runs the scalable-mode section (scalable.c) instead of the legacy translation checks
+ * when the unit offers it (ECAP.SMTS), with a 256-bit invalidation queue.
  */
 #include "acpi.h"
 #include "console.h"
 #include "edu.h"
 #include "interrupt-remapping.h"
+#include "scalable.h"
 #include "tables.h"
 #include "vtd.h"
 
@@ -52,7 +55,7 @@ extern const u8 __image_end[];
 
 static struct edu edu;
 static struct dmar_info dmar;
-static bool option_skip_cm, option_skip_iec, option_skip_flush, option_no_qi, option_translation_off;
+static bool option_skip_cm, option_skip_iec, option_skip_flush, option_no_qi, option_translation_off, option_scalable;
 static u32 option_dma_rounds;
 static bool interrupt_remapping; /* enabled by ir_run: GSTS.IRES and IRTPS stay set */
 static u32 ram_top_below_4g; /* end of the RAM region that holds 1 MiB */
@@ -143,6 +146,7 @@ static void read_multiboot(u32 magic, const u32 *mbi) {
     option_no_qi = has_word(cmdline, "no-qi");
     option_translation_off = has_word(cmdline, "translation-off");
     option_dma_rounds = word_value(cmdline, "dma-rounds=");
+    option_scalable = has_word(cmdline, "scalable");
   }
   info("option.skip-cm-invalidation %u", option_skip_cm);
   info("option.no-qi %u", option_no_qi);
@@ -491,6 +495,26 @@ static void report_counts(void) {
   if (option_skip_flush) info("count.cache-flushes-skipped %u", c->flushes_skipped);
 }
 
+/* The legacy-mode translation checks (TTM = 00). */
+static void legacy_translation(void) {
+  tables_init(edu.pci);
+  check("root.set", vtd_set_root_table(tables_root()), "root table not taken");
+  bool superpages = superpages_possible();
+  build_mappings(superpages);
+  enable_translation();
+
+  /* The context entry is still not present: the first DMA faults. */
+  u32 before = interrupt_count(FAULT_VECTOR);
+  if (dma("fault.context-not-present", EDU_TO_DEVICE, IOVA_A, 0, 64))
+    expect_fault("fault.context-not-present", VTD_FAULT_REASON_CONTEXT_ENTRY_NOT_PRESENT, IOVA_A, true, before);
+  install_context();
+  test_translated();
+  if (superpages) test_superpage();
+  test_faults();
+  test_unmap();
+  run_dma_rounds(IOVA_A, IOVA_B);
+}
+
 _Noreturn void guest_main(u32 magic, const u32 *mbi);
 _Noreturn void guest_main(u32 magic, const u32 *mbi) {
   console_init();
@@ -509,26 +533,14 @@ _Noreturn void guest_main(u32 magic, const u32 *mbi) {
   if (dmar_unit && option_translation_off) {
     run_dma_rounds((u32)buf_a, (u32)buf_b);
   } else if (dmar_unit) {
+    bool scalable = option_scalable && sm_offered();
+    unit.queue_wide = scalable; /* scalable mode's queue: 256-bit descriptors */
     setup_invalidation();
     setup_fault_event();
     /* As Linux: interrupt remapping (which needs the queue) before DMA remapping. */
     interrupt_remapping = ir_run(dmar_unit, &edu, (struct ir_options){.skip_iec_invalidation = option_skip_iec, .fault_vector = FAULT_VECTOR});
-    tables_init(edu.pci);
-    check("root.set", vtd_set_root_table(tables_root()), "root table not taken");
-    bool superpages = superpages_possible();
-    build_mappings(superpages);
-    enable_translation();
-
-    /* The context entry is still not present: the first DMA faults. */
-    u32 before = interrupt_count(FAULT_VECTOR);
-    if (dma("fault.context-not-present", EDU_TO_DEVICE, IOVA_A, 0, 64))
-      expect_fault("fault.context-not-present", VTD_FAULT_REASON_CONTEXT_ENTRY_NOT_PRESENT, IOVA_A, true, before);
-    install_context();
-    test_translated();
-    if (superpages) test_superpage();
-    test_faults();
-    test_unmap();
-    run_dma_rounds(IOVA_A, IOVA_B);
+    if (scalable) sm_run(&edu, FAULT_VECTOR);
+    else legacy_translation();
     test_wait_descriptors();
     report_counts();
   }
