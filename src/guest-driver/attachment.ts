@@ -13,7 +13,8 @@ import { deviceTlbEverything, type InvalidationRequest } from "./invalidation.ts
 import type { InvalidationSubmission } from "./invalidation-submission.ts";
 import type { DriverRule } from "./options.ts";
 import type { RootContextTables } from "./root-context-tables.ts";
-import type { ScalableAttachment } from "./scalable-attachment.ts";
+import { ScalableModeTables } from "./pasid-tables.ts";
+import { ScalableAttachment } from "./scalable-attachment.ts";
 
 export interface AttachOptions {
   /** Context TT = 1: the endpoint caches translations (ATS); unmaps also invalidate its device-TLB. Needs ECAP.DT and the queue. */
@@ -43,8 +44,8 @@ export class DeviceAttachments {
   ) {}
 
   /** Initialisation put the root table in place. */
-  useTables(tables: RootContextTables | ScalableAttachment): void {
-    if ("attach" in tables) this.scalable = tables;
+  useTables(tables: RootContextTables | ScalableModeTables): void {
+    if (tables instanceof ScalableModeTables) this.scalable = new ScalableAttachment(tables, this.caps, this.submission, this.keeps);
     else this.rootContext = tables;
   }
 

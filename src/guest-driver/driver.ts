@@ -38,11 +38,10 @@ import { InterruptRemappingTable, interruptSettings, type InterruptTarget, type 
 import { Mapping, type Access, type MapOptions } from "./mapping.ts";
 import type { DriverOptions, DriverRule, FaultRecord, UnmapMode } from "./options.ts";
 import type { Platform } from "./platform.ts";
-import { pollUntil } from "./poll.ts";
+import { pollUntil, positive, settled } from "./poll.ts";
 import { QueuedInvalidation } from "./queued-invalidation.ts";
 import { RegisterInvalidation } from "./register-invalidation.ts";
 import { RootContextTables } from "./root-context-tables.ts";
-import { ScalableAttachment } from "./scalable-attachment.ts";
 import { resolveScalableMode, type ScalableChoice } from "./scalable-mode.ts";
 import { ScalableModeTables } from "./pasid-tables.ts";
 import { TableMemory } from "./table-memory.ts";
@@ -184,20 +183,15 @@ export class VtdDriver {
       this.interruptTable.enable();
     }
 
-    if (this.scalable.enabled) {
-      // RTADDR.TTM = 01: scalable-mode root table (VT-d §11.4.6).
-      const tables = new ScalableModeTables(this.tableMemory);
-      this.rootContext = tables;
-      this.regs.write64(Reg.RTADDR, BigInt(tables.root) | (BigInt(TranslationTableMode.Scalable) << BigInt(Rtaddr.TTM.shift)));
-      this.attachments.useTables(new ScalableAttachment(tables, this.caps, this.submission, (rule) => this.keeps(rule)));
-    } else {
-      const tables = new RootContextTables(this.tableMemory);
-      this.rootContext = tables;
-      this.regs.write64(Reg.RTADDR, BigInt(tables.root));
-      this.attachments.useTables(tables);
-    }
+    // Scalable mode: RTADDR.TTM = 01 (VT-d §11.4.6), and the PASID cache is emptied after SRTP too (as Linux 6.1).
+    const sm = this.scalable.enabled;
+    this.rootContext = sm ? new ScalableModeTables(this.tableMemory) : new RootContextTables(this.tableMemory);
+    this.regs.write64(Reg.RTADDR, BigInt(this.rootContext.root) | (sm ? BigInt(TranslationTableMode.Scalable) << BigInt(Rtaddr.TTM.shift) : 0n));
+    this.attachments.useTables(this.rootContext);
     this.gcmd.setRootTablePointer();
-    if (!this.caps.esrtps && this.keeps("root-table-invalidation")) this.submission.run([{ kind: "context-global" }, { kind: "iotlb-global" }]);
+    if (!this.caps.esrtps && this.keeps("root-table-invalidation")) {
+      this.submission.run(sm ? [{ kind: "context-global" }, { kind: "pasid-cache-global" }, { kind: "iotlb-global" }] : [{ kind: "context-global" }, { kind: "iotlb-global" }]);
+    }
 
     this.faults.programInterrupt(this.platform.interrupts.allocateMsi("fault", () => this.onFaultInterrupt()));
     const queue = this.queue;
@@ -419,16 +413,3 @@ export class VtdDriver {
   }
 }
 
-function positive(name: string, value: number): number {
-  if (!(typeof value === "number" && value > 0 && Number.isFinite(value))) throw new VtdDriverError("bad-argument", `${name} ${String(value)}: expected a positive number`);
-  return value;
-}
-
-/** The operation's Promise, or a rejected one when it threw before starting; undefined (nothing to wait for): resolved. */
-function settled(operation: () => Promise<void> | undefined): Promise<void> {
-  try {
-    return operation() ?? Promise.resolve();
-  } catch (error) {
-    return Promise.reject(error);
-  }
-}

@@ -21,7 +21,9 @@ export type InvalidationRequest =
   /** Interrupt entry cache (VT-d §6.5.2.7), queued only: every IRTE, or 2^im IRTEs from `index`. */
   | { kind: "iec-global" }
   | { kind: "iec-index"; index: number; im: number }
-  /** Scalable mode (256-bit queue): the PASID-cache entries of `pasid` in domain `did` (VT-d §6.5.2.2, G = 01). */
+  /** Scalable mode (256-bit queue): every PASID-cache entry (VT-d §6.5.2.2, G = 11). */
+  | { kind: "pasid-cache-global" }
+  /** The PASID-cache entries of `pasid` in domain `did` (VT-d §6.5.2.2, G = 01). */
   | { kind: "pasid-cache"; did: number; pasid: number }
   /** PASID-based IOTLB invalidation (VT-d §6.5.2.4): every entry of `pasid` in `did` (G = 10). */
   | { kind: "pasid-iotlb"; did: number; pasid: number }
@@ -102,6 +104,7 @@ export function countRequests(counters: DriverCounters, requests: readonly Inval
       case "iec-global": counters.interruptEntryInvalidations.global++; break;
       case "iec-index": counters.interruptEntryInvalidations.index++; break;
       case "pasid-cache": counters.pasidCacheInvalidations++; break;
+      case "pasid-cache-global": counters.pasidCacheInvalidations++; break;
       case "pasid-iotlb": counters.pasidIotlbInvalidations.pasid++; break;
       case "pasid-iotlb-page": counters.pasidIotlbInvalidations.page++; break;
     }
@@ -119,6 +122,7 @@ export function describeRequest(r: InvalidationRequest): string {
     case "device-tlb": return `device-TLB invalidation of device ${r.sid.toString(16)} at 0x${r.address.toString(16)}${r.size ? " (sized)" : ""}`;
     case "iec-global": return "global interrupt-entry-cache invalidation";
     case "iec-index": return `interrupt-entry-cache invalidation of ${2 ** r.im} entries from index ${r.index}`;
+    case "pasid-cache-global": return "global PASID-cache invalidation";
     case "pasid-cache": return `PASID-cache invalidation of PASID ${r.pasid} in domain ${r.did}`;
     case "pasid-iotlb": return `PASID-based IOTLB invalidation of PASID ${r.pasid} in domain ${r.did}`;
     case "pasid-iotlb-page": return `PASID-based IOTLB invalidation of PASID ${r.pasid} in domain ${r.did} at 0x${r.address.toString(16)}, AM ${r.am}`;

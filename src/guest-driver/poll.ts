@@ -27,3 +27,18 @@ export function pollUntil(clock: Clock, counters: DriverCounters, timeoutMs: num
   }
   throw new VtdDriverError("hardware-timeout", `${what} did not happen within ${timeoutMs} ms`);
 }
+
+/** `value` when it is a positive finite number, else an error naming the option. */
+export function positive(name: string, value: number): number {
+  if (!(typeof value === "number" && value > 0 && Number.isFinite(value))) throw new VtdDriverError("bad-argument", `${name} ${String(value)}: expected a positive number`);
+  return value;
+}
+
+/** The operation's Promise, or a rejected one when it threw before starting; undefined (nothing to wait for): resolved. */
+export function settled(operation: () => Promise<void> | undefined): Promise<void> {
+  try {
+    return operation() ?? Promise.resolve();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
