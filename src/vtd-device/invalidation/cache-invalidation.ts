@@ -28,6 +28,17 @@ export interface InvalidationListener {
   deviceTlb(sid: number, start: number, end: number): void;
   /** Root table or translation enable changed, or reset. */
   everything(): void;
+  /**
+   * Scalable mode, told by the 256-bit descriptors' executor (scalable/wide-descriptors.ts) after the
+   * unit's caches dropped what they name; optional, as only the notifiers act on them.
+   * PASID-cache invalidation (VT-d 5.10 §6.5.2.2): granularity 0 domain, 1 PASID in the domain, 3 all.
+   */
+  pasidCacheInvalidated?(granularity: number, did: number, pasid: number): void;
+  /**
+   * PASID-based IOTLB invalidation (§6.5.2.4): `span` bytes at `address` (aligned to the span), or
+   * the whole PASID (address 0, span Infinity); `leafOnly` is the descriptor's IH.
+   */
+  pasidIotlbInvalidated?(did: number, pasid: number, address: number, span: number, leafOnly: boolean): void;
 }
 
 const kind = (name: InvalidationKind): number => INVALIDATION_KINDS.indexOf(name);

@@ -2,15 +2,20 @@
  * One requester id's DMA address space as notifiers see it (QEMU's VTDAddressSpace with its
  * IOMMU memory region): the notifiers registered on it, the context it was last synced with,
  * and (while a MAP notifier listens) the record of every mapping reported, which the
- * invalidations keep in step with the guest's tables (see page-walk-sync.ts).
+ * invalidations keep in step with the guest's tables (see page-walk-sync.ts). In scalable mode a
+ * space is a requester id and a PASID (requests without one: the context entry's RID_PASID), and
+ * a nested notifier (nested-types.ts) may listen for its first-stage table instead.
  */
 import {
   bdf, NotifierError, NotifierFlag, type IommuEvent, type IommuNotifier, type NotifierEventType, type RegisterOptions,
 } from "./notifier-types.ts";
 import type { SyncSink } from "./page-walk-sync.ts";
+import type { IommuHwptVtdS1, NestedNotifier } from "./nested-types.ts";
 import { forEachLeaf, type SpaceRecord } from "./record.ts";
 
 const MAP = NotifierFlag.MAP, UNMAP = NotifierFlag.UNMAP;
+/** In `flags`: a nested notifier listens (not a NotifierFlag: it has its own registration). */
+export const NESTED_LISTENER = 8;
 
 /** How the space translates, as of its last context sync. */
 export const SpaceMode = {
@@ -20,6 +25,8 @@ export const SpaceMode = {
   Identity: 1,
   /** Second-stage tables. */
   Translated: 2,
+  /** Scalable mode, a PASID entry with PGTT = first stage: no MAP/UNMAP; a nested notifier attaches the table. */
+  FirstStage: 3,
 } as const;
 export type SpaceMode = (typeof SpaceMode)[keyof typeof SpaceMode];
 
@@ -33,6 +40,8 @@ interface Registration {
 /** What the address space needs from the registry it belongs to. */
 export interface SpaceOwner {
   readonly awBits: number;
+  /** A nested notifier registered or went (NESTED_LISTENER in `flags`). */
+  nestedChanged(space: IommuAddressSpace): void;
   /** Refuses MAP notifiers while CAP.CM = 0 unless the unsafe option is set. */
   checkMapAllowed(space: IommuAddressSpace): void;
   /** Registration changed: the space may start or stop needing syncs. */
@@ -45,8 +54,10 @@ export class IommuAddressSpace implements SyncSink {
   /** bus:device.function of the requester id. */
   readonly name: string;
   private registrations: readonly Registration[] = [];
-  /** Union of the registered notifiers' event flags. */
+  /** Union of the registered notifiers' event flags, and NESTED_LISTENER. */
   flags = 0;
+  /** The nested notifier, if one is registered (at most one: the host attaches one hwpt per space). */
+  nested: NestedNotifier | undefined = undefined;
 
   // The context as of the last context sync (what the unit's context cache would hold).
   mode: SpaceMode = SpaceMode.None;
@@ -55,6 +66,12 @@ export class IommuAddressSpace implements SyncSink {
   levels = 0;
   /** First IOVA beyond the space. */
   inputLimit = 0;
+  /** Scalable mode: the PASID the entry was found under (the request's or RID_PASID); -1 when none was found. */
+  entryPasid = -1;
+  /** FirstStage mode: the entry's first-stage table as the host would attach it. */
+  firstStage: IommuHwptVtdS1 | undefined = undefined;
+  /** What the nested notifier was last told (hwptAlloc), undefined once detached or never attached. */
+  attached: IommuHwptVtdS1 | undefined = undefined;
   /**
    * The unit faults (0xE) on DMA whose output is in the interrupt range 0xFEEx_xxxx (VT-d §3.14)
    * under this context: with TE on (second-stage and pass-through contexts), not with TE off.
@@ -69,8 +86,9 @@ export class IommuAddressSpace implements SyncSink {
   /** A sync went past a bound (WalkLimitReport): nothing is mirrored until the next context sync. */
   walkLimited = false;
 
-  constructor(readonly sid: number, private readonly owner: SpaceOwner) {
-    this.name = bdf(sid);
+  /** `pasid`: requests with that PASID (scalable mode), or -1 (NO_PASID) for requests without one. */
+  constructor(readonly sid: number, private readonly owner: SpaceOwner, readonly pasid = -1) {
+    this.name = pasid < 0 ? bdf(sid) : `${bdf(sid)} PASID ${pasid}`;
   }
 
   /** Guest tables the record holds now (at most the unit's `notifierTableLimit`); 0 without a MAP notifier. */
@@ -78,8 +96,9 @@ export class IommuAddressSpace implements SyncSink {
     return this.record === undefined ? 0 : this.record.tables;
   }
 
+  /** Notifiers registered: MAP/UNMAP/DEVIOTLB_UNMAP ones and the nested one. */
   get notifierCount(): number {
-    return this.registrations.length;
+    return this.registrations.length + (this.nested === undefined ? 0 : 1);
   }
 
   /**
@@ -107,7 +126,34 @@ export class IommuAddressSpace implements SyncSink {
     if (index < 0) throw new NotifierError("not-registered", `device ${this.name}: unregister of a notifier that is not registered here`);
     const before = this.flags;
     this.registrations = this.registrations.filter((_, i) => i !== index);
-    this.flags = this.registrations.reduce((flags, r) => flags | r.events, 0);
+    this.flags = this.registrations.reduce((flags, r) => flags | r.events, this.flags & NESTED_LISTENER);
+    this.owner.listenersChanged(this, before, this.flags);
+  }
+
+  /**
+   * Registers the host's nested notifier (iommufd's model, nested-types.ts): told hwptAlloc at once
+   * if the space's PASID entry is first-stage now, then of every change of it and of every
+   * invalidation of its caches. No caching mode needed: nothing is shadowed.
+   */
+  registerNested(notifier: NestedNotifier): void {
+    if (typeof notifier !== "object" || notifier === null || typeof notifier.hwptAlloc !== "function" || typeof notifier.hwptDetach !== "function" ||
+      typeof notifier.hwptInvalidate !== "function") {
+      throw new NotifierError("bad-argument", `device ${this.name}: a nested notifier must have hwptAlloc, hwptDetach and hwptInvalidate`);
+    }
+    if (this.nested !== undefined) throw new NotifierError("already-registered", `device ${this.name}: a nested notifier is already registered (unregister it first)`);
+    const before = this.flags;
+    this.nested = notifier;
+    this.flags = before | NESTED_LISTENER;
+    this.owner.listenersChanged(this, before, this.flags);
+    this.owner.nestedChanged(this);
+  }
+
+  unregisterNested(notifier: NestedNotifier): void {
+    if (this.nested !== notifier) throw new NotifierError("not-registered", `device ${this.name}: unregister of a nested notifier that is not registered here`);
+    const before = this.flags;
+    this.nested = undefined;
+    this.attached = undefined;
+    this.flags = before & ~NESTED_LISTENER;
     this.owner.listenersChanged(this, before, this.flags);
   }
 

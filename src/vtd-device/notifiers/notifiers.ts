@@ -23,9 +23,22 @@
  *
  * IOTLB invalidations use the context as of the space's last context sync, as hardware uses its
  * context cache: a context entry changed without a context-cache invalidation is not seen.
+ *
+ * Scalable mode (scalable-spaces.ts): a space is a requester id and a PASID; its PASID-table entry
+ * is read again on context-cache invalidations (as above) and on PASID-cache invalidations naming
+ * its DID (and PASID), where only a changed entry unmaps and replays. IOTLB invalidations of its
+ * DID and PASID-based IOTLB invalidations of its DID and PASID sync a second-stage space like an
+ * IOTLB invalidation in legacy mode; for a first-stage space they are IOMMU_HWPT_INVALIDATE events
+ * to its nested notifier (nested-types.ts), as are device-TLB invalidations of its requester id.
  */
-import { TranslationType } from "../../spec/entries.ts";
-import { IommuAddressSpace, SpaceMode, type SpaceOwner } from "./address-space.ts";
+import { NO_PASID } from "../../spec/scalable.ts";
+import { IommuAddressSpace, NESTED_LISTENER, SpaceMode, type SpaceOwner } from "./address-space.ts";
+import { IOMMU_VTD_INV_ALL_PAGES, IOMMU_VTD_INV_FLAGS_LEAF } from "./nested-types.ts";
+import { ScalableSpaces, type ScalableModeSource, type ScalableRootSource } from "./scalable-spaces.ts";
+import { ContextReader, ROOT_BLOCKED, ROOT_TRANSLATION_OFF } from "./context-read.ts";
+import { NotifierStats } from "./notifier-stats.ts";
+
+export { ROOT_BLOCKED, ROOT_TRANSLATION_OFF, NotifierStats };
 import type { WalkConfig } from "../registers/capabilities.ts";
 import type { InvalidationListener } from "../invalidation/cache-invalidation.ts";
 import type { MemoryAccess } from "../memory/memory-access.ts";
@@ -35,38 +48,10 @@ import {
 import type { ResolvedOptions } from "../options.ts";
 import { PageWalkSync, type WalkCut } from "./page-walk-sync.ts";
 import { hasLeaf, SpaceRecord } from "./record.ts";
-import { ContextWalk, walkContext } from "../translation/walk.ts";
 
 const MAP = NotifierFlag.MAP, UNMAP = NotifierFlag.UNMAP, DEVIOTLB_UNMAP = NotifierFlag.DEVIOTLB_UNMAP;
-const SYNCED = MAP | UNMAP;
-
-/** What the notifier machinery did: for tests, benchmarks and the summary. */
-/** What `translationRoot` returns: the latched root table, or TE off (identity), or every request blocked. */
-export const ROOT_TRANSLATION_OFF = -1;
-export const ROOT_BLOCKED = -2;
-
-export class NotifierStats {
-  /** Address-space syncs by cause (one per space synced). */
-  pageSyncs = 0;
-  domainSyncs = 0;
-  globalSyncs = 0;
-  /** Unmap-everything-and-replay, for context invalidations, SRTP, TE and reset. */
-  contextSyncs = 0;
-  /** Paging entries read by sync walks. */
-  entriesWalked = 0;
-  /** Entries a walk found unusable (reserved bits, outside RAM): reported as not mapped. */
-  badEntries = 0;
-  mapEvents = 0;
-  unmapEvents = 0;
-  deviceIotlbUnmapEvents = 0;
-  /** Notifiers that threw. */
-  notifierErrors = 0;
-  /** Syncs cut by a bound (the space was then unmapped whole), and by cause (WalkLimitReport). */
-  walkLimitHits = 0;
-  sharedTableCuts = 0;
-  tableLimitCuts = 0;
-  eventBudgetCuts = 0;
-}
+/** Spaces with these listeners follow the guest's context (and PASID) entries. */
+const SYNCED = MAP | UNMAP | NESTED_LISTENER;
 
 export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   /** True while any address space has a notifier: the invalidation path checks only this. */
@@ -87,32 +72,47 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   onNotifierError: ((report: NotifierErrorReport) => void) | undefined;
 
   private readonly spaces = new Map<number, IommuAddressSpace>();
-  /** Spaces with a MAP or UNMAP notifier: the ones invalidations sync. Replaced, never mutated. */
+  /** Spaces with a MAP, UNMAP or nested notifier: the ones invalidations sync. Replaced, never mutated. */
   private synced: readonly IommuAddressSpace[] = [];
   private listening = 0;
   private readonly walker: PageWalkSync;
-  private readonly contextWalk = new ContextWalk();
+  private readonly context: ContextReader;
   /** A notifier made the unit invalidate again while a sync ran: that work waits its turn. */
   private busy = false;
   private readonly pending: (() => void)[] = [];
+  /** Scalable mode (set by the device when the unit offers it). */
+  private scalable: ScalableSpaces | undefined;
 
   constructor(
     private readonly options: ResolvedOptions,
     private readonly memory: MemoryAccess,
-    private readonly cfg: WalkConfig,
-    /** The latched root table while translation is enabled; -1 while TE is off. */
-    private readonly translationRoot: () => number,
+    cfg: WalkConfig,
+    /** The latched legacy root table while translation is enabled; ROOT_TRANSLATION_OFF, ROOT_BLOCKED. */
+    translationRoot: () => number,
   ) {
     this.awBits = cfg.awBits;
     this.walker = new PageWalkSync(memory, cfg, this.stats, options.notifierTableLimit, options.notifierEventBudget);
+    this.context = new ContextReader(memory, cfg, translationRoot);
   }
 
-  /** The address space of requester id `sid` (bus << 8 | dev << 3 | fn). */
-  addressSpace(sid: number): IommuAddressSpace {
+  /**
+   * The address space of requester id `sid` (bus << 8 | dev << 3 | fn): of its requests without a
+   * PASID, or (scalable mode) of its requests with PASID `pasid`.
+   */
+  addressSpace(sid: number, pasid: number = NO_PASID): IommuAddressSpace {
     if (!Number.isInteger(sid) || sid < 0 || sid > 0xffff) throw new NotifierError("bad-argument", `address space: requester id ${String(sid)} is not in 0..0xffff`);
-    let space = this.spaces.get(sid);
-    if (!space) this.spaces.set(sid, (space = new IommuAddressSpace(sid, this)));
+    if (pasid !== NO_PASID && (!Number.isInteger(pasid) || pasid < 0 || pasid > 0xf_ffff)) {
+      throw new NotifierError("bad-argument", `address space: PASID ${String(pasid)} is not in 0..0xfffff (or NO_PASID, -1)`);
+    }
+    const key = (pasid + 1) * 0x1_0000 + sid;
+    let space = this.spaces.get(key);
+    if (!space) this.spaces.set(key, (space = new IommuAddressSpace(sid, this, pasid)));
     return space;
+  }
+
+  /** Scalable mode: spaces read PASID entries under `root`'s table while `mode` is latched (device.ts). */
+  scalableMode(root: ScalableRootSource, mode: ScalableModeSource): void {
+    this.scalable = this.context.scalable = new ScalableSpaces(this.memory, root, mode, this.stats);
   }
 
   /** Address spaces with at least one notifier. */
@@ -132,13 +132,13 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   listenersChanged(space: IommuAddressSpace, before: number, after: number): void {
     if (!(before & SYNCED) && after & SYNCED) {
       this.synced = [...this.synced, space];
-      this.readContext(space);
+      this.context.read(space);
     } else if (before & SYNCED && !(after & SYNCED)) {
       this.synced = this.synced.filter((s) => s !== space);
     }
     if (!(before & MAP) && after & MAP) {
       // The record starts as what the tables hold now; the notifier learns it through replay.
-      this.readContext(space);
+      this.context.read(space);
       this.startRecord(space, false);
     } else if (before & MAP && !(after & MAP)) {
       space.record = undefined;
@@ -149,6 +149,10 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
     this.active = this.listening > 0;
     if (before === 0 && after !== 0) this.onFirstListener?.(space);
     if (before !== 0 && after === 0) this.onLastListener?.(space);
+  }
+
+  nestedChanged(space: IommuAddressSpace): void {
+    this.scalable?.rebind(space);
   }
 
   counted(type: NotifierEventType): void {
@@ -175,7 +179,9 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
     this.busy = true;
     try {
       for (const space of this.synced) {
-        if (space.mode !== SpaceMode.Translated || space.did !== did) continue;
+        if (space.did !== did) continue;
+        if (space.mode === SpaceMode.FirstStage) this.scalable?.invalidate(space, "iotlb", address, span / 4096, 0);
+        if (space.mode !== SpaceMode.Translated) continue;
         this.stats.pageSyncs++;
         this.syncRange(space, address, address + span);
       }
@@ -189,7 +195,9 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
     this.busy = true;
     try {
       for (const space of this.synced) {
-        if (space.mode !== SpaceMode.Translated || space.did !== did) continue;
+        if (space.did !== did) continue;
+        if (space.mode === SpaceMode.FirstStage) this.scalable?.invalidate(space, "iotlb", 0, IOMMU_VTD_INV_ALL_PAGES, 0);
+        if (space.mode !== SpaceMode.Translated) continue;
         this.stats.domainSyncs++;
         this.syncRange(space, 0, space.inputLimit);
       }
@@ -203,6 +211,7 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
     this.busy = true;
     try {
       for (const space of this.synced) {
+        if (space.mode === SpaceMode.FirstStage) this.scalable?.invalidate(space, "iotlb", 0, IOMMU_VTD_INV_ALL_PAGES, 0);
         if (space.mode !== SpaceMode.Translated) continue;
         this.stats.globalSyncs++;
         this.syncRange(space, 0, space.inputLimit);
@@ -232,11 +241,66 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   }
 
   deviceTlb(sid: number, start: number, end: number): void {
+    // The endpoint's device-TLB is not tagged by PASID: every first-stage space of the requester id is told.
+    const scalable = this.scalable;
+    if (scalable !== undefined) {
+      const pages = (end - start) / 4096;
+      for (const space of this.synced) {
+        if (space.sid === sid && space.mode === SpaceMode.FirstStage) scalable.invalidate(space, "device-tlb", start, pages < IOMMU_VTD_INV_ALL_PAGES ? pages : IOMMU_VTD_INV_ALL_PAGES, 0);
+      }
+    }
     const space = this.spaces.get(sid);
     if (!space || !(space.flags & DEVIOTLB_UNMAP)) return;
     const limit = 2 ** this.awBits;
     if (start >= limit) return;
     space.emit(DEVIOTLB_UNMAP, start, Math.min(end, limit) - start, 0, 0);
+  }
+
+  /**
+   * PASID-cache invalidation (VT-d 5.10 §6.5.2.2; granularity 0 domain, 1 PASID in the domain, 3
+   * all): each space whose entry was or now is of that DID (and PASID) reads it again; a changed
+   * entry unmaps and replays (second stage) or is told its nested notifier (first stage).
+   */
+  pasidCacheInvalidated(granularity: number, did: number, pasid: number): void {
+    if (this.busy) return void this.pending.push(() => this.pasidCacheInvalidated(granularity, did, pasid));
+    const scalable = this.scalable;
+    if (scalable === undefined || !scalable.active) return;
+    this.busy = true;
+    try {
+      for (const space of this.synced) {
+        if (granularity !== 3 && !(matches(space.did, space.entryPasid) || scalable.peek(space, matches))) continue;
+        this.pasidEntryChanged(space);
+      }
+    } finally {
+      this.finish();
+    }
+    function matches(entryDid: number, entryPasid: number): boolean {
+      return entryDid === did && (granularity === 0 || entryPasid === pasid);
+    }
+  }
+
+  /**
+   * PASID-based IOTLB invalidation (§6.5.2.4) of the spaces of DID `did` whose entry is PASID
+   * `pasid`: `span` bytes at `address` (Infinity: the whole PASID); `leafOnly` is the descriptor's IH.
+   */
+  pasidIotlbInvalidated(did: number, pasid: number, address: number, span: number, leafOnly: boolean): void {
+    if (this.busy) return void this.pending.push(() => this.pasidIotlbInvalidated(did, pasid, address, span, leafOnly));
+    this.busy = true;
+    try {
+      const whole = !(span < IOMMU_VTD_INV_ALL_PAGES * 4096);
+      for (const space of this.synced) {
+        if (space.did !== did || space.entryPasid !== pasid) continue;
+        if (space.mode === SpaceMode.FirstStage) {
+          this.scalable?.invalidate(space, "iotlb", whole ? 0 : address, whole ? IOMMU_VTD_INV_ALL_PAGES : span / 4096, leafOnly ? IOMMU_VTD_INV_FLAGS_LEAF : 0);
+        } else if (space.mode === SpaceMode.Translated) {
+          if (whole) this.stats.domainSyncs++;
+          else this.stats.pageSyncs++;
+          this.syncRange(space, whole ? 0 : address, whole ? space.inputLimit : address + span);
+        }
+      }
+    } finally {
+      this.finish();
+    }
   }
 
   // ---- syncing ----
@@ -295,10 +359,29 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   }
 
   private unmapAllAndReplay(space: IommuAddressSpace): void {
-    const reachable = space.flags & MAP ? space.identityReported || (space.record !== undefined && hasLeaf(space.record.root)) : space.mode !== SpaceMode.None;
-    if (reachable) space.emit(UNMAP, 0, 2 ** this.awBits, 0, 0);
-    this.readContext(space);
+    if (this.reachable(space)) space.emit(UNMAP, 0, 2 ** this.awBits, 0, 0);
+    this.context.read(space);
     if (space.flags & MAP) this.startRecord(space, true);
+    this.scalable?.rebind(space);
+  }
+
+  /** MAP/UNMAP listeners may hold something of the space (one UNMAP of the whole width withdraws it). */
+  private reachable(space: IommuAddressSpace): boolean {
+    if (space.flags & MAP) return space.identityReported || (space.record !== undefined && hasLeaf(space.record.root));
+    return (space.flags & UNMAP) !== 0 && space.mode !== SpaceMode.None;
+  }
+
+  /** A PASID-cache invalidation reached the space: its entry again; only a change is reported. */
+  private pasidEntryChanged(space: IommuAddressSpace): void {
+    const { mode, did, tableRoot, levels, entryPasid } = space;
+    const reachable = this.reachable(space);
+    this.context.read(space);
+    if (space.mode !== mode || space.did !== did || space.tableRoot !== tableRoot || space.levels !== levels || space.entryPasid !== entryPasid) {
+      this.stats.pasidEntrySyncs++;
+      if (reachable) space.emit(UNMAP, 0, 2 ** this.awBits, 0, 0);
+      if (space.flags & MAP) this.startRecord(space, true);
+    }
+    this.scalable?.rebind(space);
   }
 
   /** A fresh record of what the space maps now, reported as MAP events when `report`. */
@@ -315,43 +398,5 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
       const cut = this.walker.sync(record, space.tableRoot, space.levels, 0, space.inputLimit, report ? space : undefined);
       if (cut !== undefined) this.stopMirroring(space, record, report, cut);
     }
-  }
-
-  /** The space's context as the unit would load it now (a pure walk: no fault is recorded). */
-  private readContext(space: IommuAddressSpace): void {
-    const root = this.translationRoot();
-    const fullWidth = 2 ** this.awBits;
-    space.did = 0;
-    space.tableRoot = 0;
-    space.levels = 0;
-    // The unit faults on the interrupt range where it translates (TE on), not with TE off.
-    space.interruptRangeBlocked = root >= 0;
-    if (root === ROOT_BLOCKED) {
-      // The unit faults every request (an unsupported RTADDR.TTM): nothing is mapped.
-      space.mode = SpaceMode.None;
-      space.inputLimit = 0;
-      return;
-    }
-    if (root < 0) {
-      space.mode = SpaceMode.Identity;
-      space.inputLimit = fullWidth;
-      return;
-    }
-    const walk = walkContext(this.memory, root, space.sid, this.cfg, this.contextWalk);
-    if (walk.reason !== 0) {
-      space.mode = SpaceMode.None;
-      space.inputLimit = 0;
-      return;
-    }
-    space.did = walk.did;
-    if (walk.translationType === TranslationType.PassThrough) {
-      space.mode = SpaceMode.Identity;
-      space.inputLimit = fullWidth;
-      return;
-    }
-    space.mode = SpaceMode.Translated;
-    space.tableRoot = walk.tableRoot;
-    space.levels = walk.aw + 2;
-    space.inputLimit = 2 ** Math.min(this.awBits, 30 + 9 * walk.aw);
   }
 }
