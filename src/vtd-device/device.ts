@@ -112,6 +112,8 @@ export class VtdDevice {
     this.interrupts = new InterruptRemapping(tables, new InterruptEntryCache(), policy, this.faults, this.stats, this.trace, this.cfg);
     if (o.interruptRemapping) this.queue.executor.interruptEntries = this.interrupts.cache;
     translator.scalable?.install(this.invalidation, this.notifiers, this.queue, this.registerInvalidation);
+    // Scalable mode's address spaces (per PASID) read the latched root and PASID entries: notifiers/scalable-spaces.ts.
+    if (translator.scalable) this.notifiers.scalableMode(translator, translator.scalable);
     this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace, this.writeBuffer);
     this.checker = o.checker ? installChecker(o.checker, {
       memory: o.memory, cfg: this.cfg, cachingMode: o.cachingMode, coherent: o.coherent, contextCache: this.contextCache, iotlb: this.iotlb,

@@ -40,7 +40,8 @@ export class ScalableTranslation {
   /** The PASID cache and the scalable IOTLB (scalable-caches.ts). */
   readonly caches = new ScalableCaches();
 
-  private readonly walkCfg: ScalableWalkConfig;
+  /** What the walk to a PASID-table entry needs of the unit (also the notifiers' pure walks). */
+  readonly walkCfg: ScalableWalkConfig;
   private readonly walk = new ScalableWalk();
   private readonly cached = new ScalableWalk();
   private readonly pageWalk = new PageWalk();
