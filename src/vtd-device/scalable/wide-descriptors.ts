@@ -45,6 +45,9 @@ export class WideDescriptorExecution {
         if (((w0 >>> 4) & 3) === PasidCacheGranularity.Reserved) return this.reject(RESERVED, "PASID-cache descriptor with granularity 10 (reserved)");
         this.pasidCacheInvalidations++;
         this.caches?.pasidCacheDescriptor((w0 >>> 4) & 3, w0 >>> 16, w1 & 0xf_ffff);
+        // Then the listener behind the caches (the notifiers), as the legacy invalidations tell it.
+        const listener = this.caches?.next;
+        if (listener?.active) listener.pasidCacheInvalidated?.((w0 >>> 4) & 3, w0 >>> 16, w1 & 0xf_ffff);
         return 0;
       }
       case ScalableDescriptorType.PasidIotlb: {
@@ -60,6 +63,12 @@ export class WideDescriptorExecution {
         // ADDR (bits 127:76 of the descriptor): a page number to compare, exact below 2^53.
         const address = (w3 >>> 0) * 2 ** 32 + ((w2 & 0xffff_f000) >>> 0);
         this.caches?.pasidIotlbDescriptor(granularity === PasidIotlbGranularity.Page, w0 >>> 16, w1 & 0xf_ffff, address, w2 & 0x3f);
+        const listener = this.caches?.next;
+        if (listener?.active) {
+          // 2^AM pages from ADDR aligned down to them (page-selective), or the whole PASID; IH is bit 70.
+          const span = granularity === PasidIotlbGranularity.Page ? 4096 * 2 ** (w2 & 0x3f) : Infinity;
+          listener.pasidIotlbInvalidated?.(w0 >>> 16, w1 & 0xf_ffff, span === Infinity ? 0 : address - (address % span), span, (w2 & 0x40) !== 0);
+        }
         return 0;
       }
       case ScalableDescriptorType.PasidDeviceTlb: {
