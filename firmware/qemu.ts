@@ -3,7 +3,7 @@
  * interrupt remapping (eim=off), edu, isa-debug-exit on port 0xF4. Also a transcript parser shared by the
  * tests, and the check that the installed QEMU is the reference.
  *
- *   npx tsx firmware/qemu.ts [--cm] [--aw-bits 39|48] [--append "skip-cm-invalidation"]
+ *   npx tsx firmware/qemu.ts [--cm] [--aw-bits 39|48] [--scalable] [--first-stage] [--append "skip-cm-invalidation"]
  */
 import { spawn, spawnSync } from "node:child_process";
 import { resolve } from "node:path";
@@ -36,6 +36,10 @@ export interface QemuRunOptions {
   interruptRemapping?: boolean;
   /** intel-iommu aw-bits, always passed: 39 or 48 (default, as QEMU 10.0's and the unit's). */
   awBits?: 39 | 48;
+  /** intel-iommu x-scalable-mode (ECAP.SMTS; the unit's `scalableMode`). Default false. */
+  scalableMode?: boolean;
+  /** intel-iommu x-flts (first stage alone, needs aw-bits=48; the unit's `firstStage`). Default false. */
+  firstStage?: boolean;
   /** Multiboot command line (QEMU -append). */
   cmdline?: string;
   timeoutMs?: number;
@@ -70,6 +74,8 @@ export function qemuArguments(options: QemuRunOptions): string[] {
     ...(options.interruptRemapping ?? true ? ["intremap=on", "eim=off"] : ["intremap=off"]),
     `caching-mode=${options.cachingMode ? "on" : "off"}`,
     `aw-bits=${options.awBits ?? 48}`,
+    ...(options.scalableMode ? ["x-scalable-mode=on"] : []),
+    ...(options.firstStage ? ["x-flts=on"] : []),
   ].join(",");
   return [
     "-M", "q35",
@@ -152,6 +158,8 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
     kernel: await ensureFirmware(),
     cachingMode: args.includes("--cm"),
     awBits,
+    scalableMode: args.includes("--scalable") || args.includes("--first-stage"),
+    firstStage: args.includes("--first-stage"),
     ...(appendAt >= 0 ? { cmdline: args[appendAt + 1] ?? "" } : {}),
   });
   process.stdout.write(run.transcript);

@@ -8,8 +8,9 @@
  * one fault of each kind the guest can provoke, with the fault record's fields.
  *
  * Known QEMU 10.0 departures (docs/conformance.md S1-S3) are printed as PLATFORM lines, which the
- * transcript comparison leaves out: the fault reason where QEMU reports a legacy one, FRCD.PP/PV,
- * the first-stage leaf's Dirty flag after a write.
+ * transcript comparison leaves out: the fault reason where QEMU reports another one, FRCD.PP/PV,
+ * the first-stage leaf's Dirty flag after a write. So is whether a changed PASID-table entry is
+ * still used before the PASID-cache invalidation: a unit may cache it or not (QEMU 10.0 does not).
  */
 #ifndef SCALABLE_H
 #define SCALABLE_H

@@ -29,7 +29,7 @@ async function runOnce(args: MainArguments, kernel: Uint8Array, cachingMode: boo
     kernel,
     cmdline: args.cmdline,
     // The strict checker is always on here: it explains a skipped invalidation without --checker (it costs little on this guest).
-    vtd: { cachingMode, awBits: args.awBits, checker: recorder.checkerOption },
+    vtd: { cachingMode, awBits: args.awBits, checker: recorder.checkerOption, ...scalableOptions(args) },
     timeoutMs: args.timeoutSeconds * 1000,
     deterministic: args.deterministic ?? false,
     // The test guest provokes a fault beyond MGAW: edu must not clip its bus addresses to 28 bits.
@@ -42,6 +42,13 @@ async function runOnce(args: MainArguments, kernel: Uint8Array, cachingMode: boo
   });
   trace?.detach();
   return { run, recorder };
+}
+
+/** The unit's scalable-mode options from --scalable-mode and --first-stage (QEMU x-scalable-mode, x-flts). */
+function scalableOptions(args: MainArguments): { scalableMode?: boolean; firstStage?: boolean } {
+  if (args.firstStage && !args.scalableMode) throw new ArgumentError("option --first-stage on: needs --scalable-mode on (first-stage translation exists only in scalable mode)");
+  if (args.firstStage && args.awBits !== 48) throw new ArgumentError("option --first-stage on: needs --aw-bits 48 (4-level first-stage paging)");
+  return args.scalableMode ? { scalableMode: true, firstStage: args.firstStage ?? false } : {};
 }
 
 /** What the guest's transcript and the checker say about a skipped caching-mode invalidation. */
@@ -84,7 +91,9 @@ runCommand(parseArguments, USAGE, async (args) => {
     if (!existsSync(kernelPath)) throw new ArgumentError(`option --kernel: ${kernelPath} does not exist`);
     const kernel = new Uint8Array(readFileSync(kernelPath));
     const deterministic = args.deterministic ?? false;
-    const how = `${args.awBits}-bit address width${deterministic ? ", deterministic" : ""}`;
+    scalableOptions(args); // refuses a combination the unit would refuse, before booting
+    const mode = args.scalableMode ? `, scalable mode${args.firstStage ? " (first stage)" : ""}` : "";
+    const how = `${args.awBits}-bit address width${mode}${deterministic ? ", deterministic" : ""}`;
 
     if (args.compareCachingMode) {
       const runs: OneRun[] = [];
