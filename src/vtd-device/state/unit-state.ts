@@ -5,7 +5,8 @@
  * first and changes the unit only once all of it is known good: the commit is plain copies and
  * assignments that cannot throw, so a refused snapshot leaves the unit exactly as it was.
  */
-import { Gsts, Reg } from "../../spec/registers.ts";
+import { getField } from "../../spec/field.ts";
+import { Ecap, Gsts, Iqa, Reg } from "../../spec/registers.ts";
 import type { ContextCache, ContextCacheLoad } from "../caches/context-cache.ts";
 import type { DeviceTlbs, DeviceTlbsLoad } from "../caches/device-tlb.ts";
 import type { InterruptEntryCacheLoad } from "../caches/interrupt-entry-cache.ts";
@@ -138,7 +139,11 @@ function checkRegisters(regs: RegisterFile, d: Decoded): void {
   agree(Gsts.TES, "TES", d.translation.enabled, "translation.enabled");
   agree(Gsts.IRES, "IRES", d.interruptRemapping.enabled, "interruptRemapping.enabled");
   agree(Gsts.CFIS, "CFIS", d.interruptRemapping.compatibilityFormatPasses, "interruptRemapping.compatibilityFormatPasses");
-  if (dword(Reg.IQH) !== d.queue.head * 16 || dword(Reg.IQH + 4) !== 0) fail(`IQH 0x${dword(Reg.IQH).toString(16)} is not queue.head ${d.queue.head} << 4`);
+  // QH counts 128-bit descriptors, or 256-bit ones with IQA.DW = 1 on a unit offering scalable mode (VT-d §11.4.9.1).
+  const ecap = (BigInt(regs.reset32(Reg.ECAP + 4)) << 32n) | BigInt(regs.reset32(Reg.ECAP));
+  const wide = getField(BigInt(dword(Reg.IQA)), Iqa.DW) === 1n && getField(ecap, Ecap.SMTS) === 1n;
+  const shift = wide ? 5 : 4;
+  if (dword(Reg.IQH) !== d.queue.head * 2 ** shift || dword(Reg.IQH + 4) !== 0) fail(`IQH 0x${dword(Reg.IQH).toString(16)} is not queue.head ${d.queue.head} << ${shift}`);
 }
 
 /** A deep copy of the counters (numbers, and objects of numbers). */
