@@ -13,6 +13,7 @@ import { createReporter, formatMachine, machineInfo, type BenchFile, type BenchR
 type Bench = (r: BenchReporter) => Promise<void> | void;
 const benches: Record<string, () => Promise<{ default: Bench }>> = {
   device: () => import("./device.bench.ts"),
+  scalable: () => import("./scalable.bench.ts"),
   "v86-mmio": () => import("./v86-mmio.bench.ts"),
   "v86-boot": () => import("./v86-boot.bench.ts"),
   "guest-driver": () => import("./guest-driver.bench.ts"),
