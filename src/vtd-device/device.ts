@@ -99,7 +99,7 @@ export class VtdDevice {
     const policy = new CachingPolicy(this.contextCache, this.iotlb, this.cfg, o.negativeCaching);
     this.translator = new Translator(tables, this.cfg, this.contextCache, this.iotlb, this.deviceTlbs, policy, this.stats, this.trace, this.counters);
     const translator = this.translator;
-    if (o.scalableMode) translator.scalable = new ScalableTranslation(tables, o, this.cfg);
+    if (o.scalableMode) translator.scalable = new ScalableTranslation(tables, o, this.cfg, this.stats, this.counters);
     this.notifiers = new IommuNotifiers(o, tables, this.cfg, () => (!translator.enabled ? ROOT_TRANSLATION_OFF : translator.rootTableModeValid ? translator.rootTable : ROOT_BLOCKED));
     this.invalidation.listener = this.notifiers;
     this.registerInvalidation = new RegisterInvalidation(this.regs, this.invalidation);

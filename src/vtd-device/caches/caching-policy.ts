@@ -69,6 +69,34 @@ export class CachingPolicy {
   }
 }
 
+/** The scalable-mode structures a faulting walk went through (VT-d 5.10 §6.1, §6.2.2-§6.2.4). */
+export enum ScalableStructure {
+  /** Scalable-mode root, context, PASID-directory and PASID-table entries (the PASID cache). */
+  PasidEntry,
+  /** Second-stage paging entries (PGTT 010). */
+  SecondStage,
+  /** First-stage paging entries (PGTT 001). */
+  FirstStage,
+}
+
+/** Reasons that are a bus error reading a table, not what a table said: never kept, CM or not. */
+const SCALABLE_READ_ERRORS: ReadonlySet<number> = new Set([
+  FaultReason.SmRootTableReadError, FaultReason.SmContextTableReadError, FaultReason.PasidDirectoryReadError,
+  FaultReason.PasidTableReadError, FaultReason.SecondStageReadError, FaultReason.SecondStageTablePointerInvalid,
+  FaultReason.FirstStageReadError,
+]);
+
+/**
+ * May a faulting scalable-mode walk be kept as a negative entry? Only with caching mode, and per
+ * stage (VT-d §6.1): CM governs the PASID structures and second-stage entries, which software must
+ * then invalidate after making them present (PASID-cache invalidation, IOTLB invalidation); a
+ * first-stage walk follows the rules of CM = 0 (software need not invalidate after a not-present
+ * first-stage entry becomes present), so its faults are never kept.
+ */
+export function cachesScalableFault(negativeCaching: boolean, structure: ScalableStructure, reason: number): boolean {
+  return negativeCaching && structure !== ScalableStructure.FirstStage && !SCALABLE_READ_ERRORS.has(reason);
+}
+
 /**
  * First input address beyond what a context entry translates: 2^HAW for pass-through, else
  * 2^min(MGAW, AGAW) (VT-d §3.6). The strict checker applies the same rule.

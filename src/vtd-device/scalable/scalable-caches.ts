@@ -2,18 +2,27 @@
  * Scalable mode's caches (VT-d 5.10 §6.2.2-§6.2.4), bounded and direct mapped, allocation-free:
  * - the PASID cache: what the walk to a PASID-table entry found (context, directory and PASID
  *   entry together), tagged with the source-id, the request's PASID (or none: RID_PASID), the
- *   effective PASID and the DID of the PASID entry;
+ *   effective PASID and the DID of the PASID entry; under caching mode also a walk that faulted
+ *   (a negative entry: its reason, no DID, and the PASID when the walk got that far);
  * - the scalable IOTLB: 4 KiB translations tagged with DID, PASID and page, with the permissions
- *   the walk found. Only successful translations are cached (never a fault, CM or not).
+ *   the walk found; under caching mode also a faulting second-stage walk (a negative entry holding
+ *   the reason a read and a write get). First-stage faults are never kept
+ *   (caches/caching-policy.ts, cachesScalableFault).
  * Invalidation (the one path, invalidation/cache-invalidation.ts, reaches them as a listener, and
  * the PASID descriptors directly) may drop more than asked, as the spec allows; never less.
  */
 import type { InvalidationListener } from "../invalidation/cache-invalidation.ts";
+import { NO_PASID } from "../../spec/scalable.ts";
+import { PASID_INVALIDATION_KINDS, type UnitCounters } from "../stats.ts";
 import type { ScalableWalk } from "./scalable-walk.ts";
 
 const PASID_CACHE_ENTRIES = 256;
+const PASID_CACHE = PASID_INVALIDATION_KINDS.indexOf("pasid-cache");
+const PASID_IOTLB = PASID_INVALIDATION_KINDS.indexOf("pasid-iotlb");
 const IOTLB_ENTRIES = 1024;
 
+/** The DID of a negative PASID-cache entry: none known. */
+const NO_DID = -1;
 /** Flags kept per PASID-cache entry. */
 const FPD = 1, RID_PRIV = 2, SRE = 4, WPE = 8, NXE = 16;
 
@@ -28,6 +37,8 @@ export class PasidCache {
   readonly flags = new Uint8Array(PASID_CACHE_ENTRIES);
   readonly secondStageRoot = new Float64Array(PASID_CACHE_ENTRIES);
   readonly firstStageRoot = new Float64Array(PASID_CACHE_ENTRIES);
+  /** A negative entry's fault reason (0: a usable PASID-table entry). */
+  readonly reason = new Uint8Array(PASID_CACHE_ENTRIES);
   count = 0;
 
   private slot(sid: number, requestPasid: number): number {
@@ -52,13 +63,31 @@ export class PasidCache {
     this.firstStageRoot[i] = w.firstStageRoot;
     this.flags[i] = (w.faultProcessingDisable ? FPD : 0) | (w.ridPrivileged ? RID_PRIV : 0) | (w.supervisorRequests ? SRE : 0)
       | (w.writeProtect ? WPE : 0) | (w.executeDisable ? NXE : 0);
+    this.reason[i] = 0;
     return i;
+  }
+
+  /**
+   * A walk that faulted with `w.reason` (caching mode): kept with its reason and FPD, no DID (any
+   * domain-selective invalidation drops it) and the PASID the walk reached (NO_PASID when it
+   * stopped before the context entry named one: any PASID-selective invalidation drops it).
+   */
+  fillNegative(sid: number, requestPasid: number, w: ScalableWalk): void {
+    const i = this.slot(sid, requestPasid);
+    if (this.tagSid[i] === 0) this.count++;
+    this.tagSid[i] = sid + 1;
+    this.tagPasid[i] = requestPasid + 2;
+    this.pasid[i] = w.pasid;
+    this.did[i] = NO_DID;
+    this.pgtt[i] = 0;
+    this.flags[i] = w.faultProcessingDisable ? FPD : 0;
+    this.reason[i] = w.reason;
   }
 
   /** The cached entry back into a walk result (the translation reads it from there). */
   load(i: number, out: ScalableWalk): ScalableWalk {
     const f = this.flags[i]!;
-    out.reason = 0;
+    out.reason = this.reason[i]!;
     out.pasid = this.pasid[i]!;
     out.did = this.did[i]!;
     out.pgtt = this.pgtt[i]!;
@@ -78,12 +107,18 @@ export class PasidCache {
     this.count = 0;
   }
 
+  /** Entries of domain `did`, and every negative entry (its domain is unknown). */
   invalidateDomain(did: number): void {
-    for (let i = 0; i < PASID_CACHE_ENTRIES; i++) if (this.tagSid[i] !== 0 && this.did[i] === did) this.clear(i);
+    for (let i = 0; i < PASID_CACHE_ENTRIES; i++) if (this.tagSid[i] !== 0 && (this.did[i] === did || this.did[i] === NO_DID)) this.clear(i);
   }
 
+  /** Entries of `pasid` in domain `did`, and negative entries of that PASID (or of an unknown one). */
   invalidatePasid(did: number, pasid: number): void {
-    for (let i = 0; i < PASID_CACHE_ENTRIES; i++) if (this.tagSid[i] !== 0 && this.did[i] === did && this.pasid[i] === pasid) this.clear(i);
+    for (let i = 0; i < PASID_CACHE_ENTRIES; i++) {
+      if (this.tagSid[i] === 0) continue;
+      const negative = this.did[i] === NO_DID;
+      if ((this.did[i] === did || negative) && (this.pasid[i] === pasid || (negative && this.pasid[i] === NO_PASID))) this.clear(i);
+    }
   }
 
   /** Device-selective with the function mask (FM as CCMD, VT-d §11.4.7.1). */
@@ -111,10 +146,13 @@ export class ScalableIotlb {
   private readonly tagPage = new Float64Array(IOTLB_ENTRIES);
   private readonly output = new Float64Array(IOTLB_ENTRIES);
   private readonly permission = new Uint8Array(IOTLB_ENTRIES);
+  /** A negative entry (caching mode, second stage): the reason a read gets in bits 7:0, a write in 15:8; 0 for a translation. */
+  private readonly negative = new Uint16Array(IOTLB_ENTRIES);
   count = 0;
-  /** Output page and permissions of the last hit. */
+  /** Output page, permissions and negative reasons of the last hit. */
   hitOutput = 0;
   hitPermission = 0;
+  hitNegative = 0;
 
   private slot(did: number, pasid: number, page: number): number {
     return ((page >>> 0) ^ Math.imul(did, 0x45d9f3b) ^ Math.imul(pasid, 0x27d4eb2d)) & (IOTLB_ENTRIES - 1);
@@ -125,7 +163,14 @@ export class ScalableIotlb {
     if (this.tagDid[i] !== did + 1 || this.tagPasid[i] !== pasid || this.tagPage[i] !== page) return false;
     this.hitOutput = this.output[i]!;
     this.hitPermission = this.permission[i]!;
+    this.hitNegative = this.negative[i]!;
     return true;
+  }
+
+  /** A faulting second-stage walk of the page (caching mode): what a read and a write get, until invalidated. */
+  fillNegative(did: number, pasid: number, page: number, readReason: number, writeReason: number): void {
+    this.fill(did, pasid, page, 0, 0);
+    this.negative[this.slot(did, pasid, page)] = readReason | (writeReason << 8);
   }
 
   fill(did: number, pasid: number, page: number, outputPage: number, permission: number): void {
@@ -136,6 +181,7 @@ export class ScalableIotlb {
     this.tagPage[i] = page;
     this.output[i] = outputPage;
     this.permission[i] = permission;
+    this.negative[i] = 0;
   }
 
   invalidateAll(): void {
@@ -165,9 +211,9 @@ export class ScalableIotlb {
 export class ScalableCaches implements InvalidationListener {
   readonly pasidCache = new PasidCache();
   readonly iotlb = new ScalableIotlb();
-  /** PASID descriptors executed. */
-  pasidCacheInvalidations = 0;
-  pasidIotlbInvalidations = 0;
+
+  /** `counters.pasidInvalidations` counts the PASID descriptors executed. */
+  constructor(private readonly counters: UnitCounters) {}
 
   /** The listener told after these caches (the notifiers), as Invalidation told it before. */
   next: InvalidationListener | undefined = undefined;
@@ -214,7 +260,7 @@ export class ScalableCaches implements InvalidationListener {
 
   /** PASID-cache invalidation descriptor (§6.5.2.2): G 00 domain, 01 PASID in domain, 11 global. */
   pasidCacheDescriptor(granularity: number, did: number, pasid: number): void {
-    this.pasidCacheInvalidations++;
+    this.counters.pasidInvalidations[PASID_CACHE]!++;
     if (granularity === 0) this.pasidCache.invalidateDomain(did);
     else if (granularity === 1) this.pasidCache.invalidatePasid(did, pasid);
     else this.pasidCache.invalidateAll();
@@ -222,7 +268,7 @@ export class ScalableCaches implements InvalidationListener {
 
   /** PASID-based IOTLB invalidation (§6.5.2.4): G 10 the PASID in the domain, 11 2^AM pages from ADDR of it. */
   pasidIotlbDescriptor(page: boolean, did: number, pasid: number, address: number, am: number): void {
-    this.pasidIotlbInvalidations++;
+    this.counters.pasidInvalidations[PASID_IOTLB]!++;
     if (!page) this.iotlb.invalidate(did, pasid, 0, Infinity);
     else this.iotlb.invalidate(did, pasid, Math.floor(address / 4096 / 2 ** am) * 2 ** am, 2 ** am);
   }

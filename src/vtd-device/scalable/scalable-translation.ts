@@ -3,18 +3,24 @@
  * entry the walk finds decides the stage. Second-stage translation is legacy mode's page walk
  * (translation/walk.ts) with the scalable-mode fault reasons; pass-through keeps the address;
  * first-stage is first-stage-walk.ts. The PASID cache and the scalable IOTLB (scalable-caches.ts)
- * sit in front: only successful walks are cached, and a hit serves only an access the cached
- * permissions allow (anything else walks, so faults and A/D updates always come from the tables).
+ * sit in front: successful walks are cached, and a hit serves only an access the cached
+ * permissions allow (anything else walks, so first-stage faults and A/D updates always come from
+ * the tables). Under caching mode a faulting PASID-structure or second-stage walk is cached too
+ * (caches/caching-policy.ts, cachesScalableFault) and answers until software invalidates it.
+ * Counted as the legacy path counts: a PASID-cache miss is a context miss, a page walk an IOTLB
+ * miss (DeviceStats, per requester in UnitCounters), and each request by the PGTT that served it.
  */
 import { FaultReason } from "../../spec/fault-reasons.ts";
 import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, LEVEL_SIZE, awWidth } from "../../spec/entries.ts";
 import { NO_PASID, PasidGranularTranslationType, TranslationTableMode } from "../../spec/scalable.ts";
+import { ScalableStructure, cachesScalableFault } from "../caches/caching-policy.ts";
 import type { MemoryAccess } from "../memory/memory-access.ts";
 import type { Invalidation, InvalidationListener } from "../invalidation/cache-invalidation.ts";
 import type { InvalidationQueue } from "../invalidation/invalidation-queue.ts";
 import type { RegisterInvalidation } from "../invalidation/register-invalidation.ts";
 import type { ResolvedOptions } from "../options.ts";
 import type { WalkConfig } from "../registers/capabilities.ts";
+import { bump, type DeviceStats, type UnitCounters } from "../stats.ts";
 import { PageWalk, accessFault, walkPages } from "../translation/walk.ts";
 import { FirstStageWalk } from "./first-stage-walk.ts";
 import { ScalableWalk, walkPasidEntry, type ScalableWalkConfig } from "./scalable-walk.ts";
@@ -38,7 +44,9 @@ export class ScalableTranslation {
   pasidCacheHits = 0;
   iotlbHits = 0;
   /** The PASID cache and the scalable IOTLB (scalable-caches.ts). */
-  readonly caches = new ScalableCaches();
+  readonly caches: ScalableCaches;
+  /** Faulting PASID-structure and second-stage walks are cached (caching mode). */
+  private readonly negativeCaching: boolean;
 
   /** What the walk to a PASID-table entry needs of the unit (also the notifiers' pure walks). */
   readonly walkCfg: ScalableWalkConfig;
@@ -51,7 +59,11 @@ export class ScalableTranslation {
     private readonly memory: MemoryAccess,
     options: ResolvedOptions,
     private readonly cfg: WalkConfig,
+    private readonly stats: DeviceStats,
+    private readonly counters: UnitCounters,
   ) {
+    this.caches = new ScalableCaches(counters);
+    this.negativeCaching = options.negativeCaching;
     this.walkCfg = {
       awBits: cfg.awBits, sagaw: cfg.sagaw, firstStage: options.firstStage, secondStage: options.secondStage,
       passThrough: options.passThrough, deviceIotlb: options.deviceIotlb, supervisorRequests: options.secondStage,
@@ -96,21 +108,31 @@ export class ScalableTranslation {
    */
   translate(into: TranslationResult, rootTable: number, sid: number, address: number, write: boolean): number {
     const caches = this.caches;
+    const stats = this.stats;
     const slot = caches.pasidCache.lookup(sid, this.requestPasid);
     let walk: ScalableWalk;
     if (slot >= 0) {
       this.pasidCacheHits++;
+      stats.contextHits++;
       walk = caches.pasidCache.load(slot, this.cached);
+      into.resultFpd = walk.faultProcessingDisable;
+      if (walk.reason !== 0) return walk.reason; // a negative entry (caching mode)
     } else {
       this.walks++;
+      stats.contextMisses++;
+      bump(this.counters.contextMissesBySid, sid);
       walk = walkPasidEntry(this.memory, rootTable, sid, this.requestPasid, this.walkCfg, this.walk);
       into.resultFpd = walk.faultProcessingDisable;
-      if (walk.reason !== 0) return walk.reason;
+      if (walk.reason !== 0) {
+        if (cachesScalableFault(this.negativeCaching, ScalableStructure.PasidEntry, walk.reason)) caches.pasidCache.fillNegative(sid, this.requestPasid, walk);
+        return walk.reason;
+      }
       caches.pasidCache.fill(sid, this.requestPasid, walk);
+      this.counters.pasidEntryWalksByPgtt[walk.pgtt]!++;
     }
-    into.resultFpd = walk.faultProcessingDisable;
     const privileged = this.requestPasid === NO_PASID ? walk.ridPrivileged || this.requestPrivileged : this.requestPrivileged;
     const pgtt = walk.pgtt;
+    this.counters.translationsByPgtt[pgtt]!++;
     if (pgtt === PasidGranularTranslationType.PassThrough) {
       if (address >= 2 ** this.cfg.awBits) return FaultReason.SmAddressBeyondMgaw;
       return output(into, address, 4096 - (address % 4096));
@@ -119,16 +141,36 @@ export class ScalableTranslation {
     if (firstStage && privileged && !walk.supervisorRequests) return FaultReason.PasidEntrySupervisorDisabled;
     const inPage = address % 4096;
     const page = (address - inPage) / 4096;
-    if (caches.iotlb.lookup(walk.did, walk.pasid, page) && permits(caches.iotlb.hitPermission, firstStage, write, privileged, walk.writeProtect)) {
-      this.iotlbHits++;
-      return output(into, caches.iotlb.hitOutput + inPage, 4096 - inPage);
+    const tlb = caches.iotlb;
+    if (tlb.lookup(walk.did, walk.pasid, page)) {
+      // A negative entry (caching mode, second stage only) answers with the fault it recorded.
+      if (tlb.hitNegative !== 0) {
+        stats.iotlbHits++;
+        return write ? tlb.hitNegative >>> 8 : tlb.hitNegative & 0xff;
+      }
+      if (permits(tlb.hitPermission, firstStage, write, privileged, walk.writeProtect)) {
+        this.iotlbHits++;
+        stats.iotlbHits++;
+        return output(into, tlb.hitOutput + inPage, 4096 - inPage);
+      }
     }
+    stats.iotlbMisses++;
+    bump(this.counters.iotlbMissesBySid, sid);
     let level: number, pageOutput: number, permission: number;
     if (!firstStage) {
       // Second stage (the walk admitted no other type).
       if (address >= 2 ** Math.min(this.cfg.awBits, awWidth(walk.aw))) return FaultReason.SmAddressBeyondMgaw;
       const pages = walkPages(this.memory, walk.secondStageRoot, walk.aw, address, this.cfg, this.pageWalk);
       const legacy = accessFault(pages, write);
+      if (pages.structural !== 0) {
+        // Not present, reserved or unreadable: what a read and a write get from this walk.
+        const readReason = secondStageReason(accessFault(pages, false));
+        const writeReason = secondStageReason(accessFault(pages, true));
+        if (cachesScalableFault(this.negativeCaching, ScalableStructure.SecondStage, readReason) && cachesScalableFault(this.negativeCaching, ScalableStructure.SecondStage, writeReason)) {
+          tlb.fillNegative(walk.did, walk.pasid, page, readReason, writeReason);
+        }
+        return write ? writeReason : readReason;
+      }
       if (legacy !== 0) return secondStageReason(legacy);
       level = pages.level;
       pageOutput = pages.pageOutput;
@@ -136,14 +178,14 @@ export class ScalableTranslation {
     } else {
       const fs = this.firstStage;
       const reason = fs.walk(this.memory, walk.firstStageRoot, this.cfg.awBits, address, write, !privileged, walk.writeProtect, walk.executeDisable, true);
-      if (reason !== 0) return reason;
+      if (reason !== 0) return reason; // never cached: first-stage faults follow CM = 0 (cachesScalableFault)
       level = fs.level;
       pageOutput = fs.pageOutput;
       permission = MAY_READ | (fs.writable ? MAY_WRITE : 0) | (fs.userAllowed ? MAY_USER : 0) | (write ? DIRTY_SET : 0);
     }
     const size = LEVEL_SIZE[level]!;
     const offset = address % size;
-    caches.iotlb.fill(walk.did, walk.pasid, page, pageOutput + offset - inPage, permission);
+    tlb.fill(walk.did, walk.pasid, page, pageOutput + offset - inPage, permission);
     return output(into, pageOutput + offset, size - offset);
   }
 }

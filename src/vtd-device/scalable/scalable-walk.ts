@@ -30,8 +30,8 @@ export class ScalableWalk {
   reason = 0;
   /** An FPD = 1 was seen on the way (context, PASID directory or PASID-table entry). */
   faultProcessingDisable = false;
-  /** The PASID the walk used: the request's, or the context entry's RID_PASID. */
-  pasid = 0;
+  /** The PASID the walk used: the request's, or the context entry's RID_PASID (-1 until the walk knows it). */
+  pasid = -1;
   /** A request without a PASID that RID_PRIV makes a supervisor request. */
   ridPrivileged = false;
   did = 0;
@@ -53,6 +53,7 @@ export function walkPasidEntry(mem: MemoryAccess, rootTable: number, sid: number
   out.faultProcessingDisable = false;
   out.ridPrivileged = false;
   out.did = 0;
+  out.pasid = pasid;
   const hiMask = upperAddressMask(cfg.awBits);
   const devfn = sid & 0xff;
   // Root entry: the lower half (LP, LCTP) serves devfn 0-127, the upper half (UP, UCTP) 128-255 (§9.2).
