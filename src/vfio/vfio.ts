@@ -7,11 +7,19 @@
  *
  * Like the unit, the shadow never lets the device reach the interrupt range 0xFEEx_xxxx where
  * the unit faults there (interrupt-range.ts): a mapping reaching into it is mirrored only outside it.
+ *
+ * On a unit offering scalable mode the assignment also takes the nested model, as QEMU does with
+ * iommufd: a nested notifier on the same address space (requests without PASID, or with `pasid`)
+ * attaches the guest's first-stage table to a nested hwpt (nested-hwpt.ts) while the guest's
+ * PASID entry is first-stage, and flushes the host IOTLB on each cache-invalidate event; while it
+ * is second-stage or pass-through, the MAP/UNMAP shadow serves as in legacy mode.
  */
 import type { VtdDevice } from "../vtd-device/device.ts";
 import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
 import type { IommuAddressSpace } from "../vtd-device/notifiers/address-space.ts";
 import { NotifierFlag, type IommuEvent, type NotifierRange } from "../vtd-device/notifiers/notifier-types.ts";
+import type { HwptAllocEvent, HwptInvalidateEvent, NestedNotifier } from "../vtd-device/notifiers/nested-types.ts";
+import { NestedHwpt } from "./nested-hwpt.ts";
 import { AssignedDevice } from "./assigned-device.ts";
 import { HostIommu } from "./host-iommu.ts";
 import { blocksOutsideInterruptRange, reachesInterruptRange } from "./interrupt-range.ts";
@@ -21,12 +29,18 @@ export interface AssignOptions {
   memory?: GuestMemory;
   /** IOVA range to shadow. Default: the whole address width. */
   range?: NotifierRange;
+  /** Scalable mode: the device's requests carry this PASID. Default: none (the context entry's RID_PASID serves them). */
+  pasid?: number;
+  /** Scalable mode, first stage: the device's requests ask for supervisor privilege. Default: false (user requests). */
+  privileged?: boolean;
 }
 
 export class VfioAssignment {
   readonly hostIommu = new HostIommu();
   readonly device: AssignedDevice;
   readonly space: IommuAddressSpace;
+  /** Scalable mode: the nested hwpt (iommufd's model) the device uses while the guest's entry is first-stage. */
+  readonly nestedHwpt: NestedHwpt | undefined;
   /**
    * Events received, by type (MAP, UNMAP); MAPs not wholly inside the range are not mirrored;
    * MAPs reaching into the interrupt range are mirrored only outside it.
@@ -37,13 +51,23 @@ export class VfioAssignment {
   private readonly end: number;
 
   constructor(unit: VtdDevice, readonly sid: number, options: AssignOptions = {}) {
-    this.space = unit.notifiers.addressSpace(sid);
+    this.space = unit.notifiers.addressSpace(sid, options.pasid);
     this.device = new AssignedDevice(sid, this.hostIommu, options.memory ?? unit.options.memory);
+    this.nestedHwpt = unit.options.scalableMode ? new NestedHwpt(this.device.memory, unit.options.awBits, options.privileged === true) : undefined;
+    this.device.nested = this.nestedHwpt;
     this.start = Number(options.range?.start ?? 0);
     this.end = options.range === undefined ? Infinity : Number(options.range.end);
     this.space.register(this.notify, { events: NotifierFlag.MAP | NotifierFlag.UNMAP, ...(options.range ? { range: options.range } : {}) });
     this.space.replay(this.notify);
+    if (this.nestedHwpt) this.space.registerNested(this.nestedNotifier);
   }
+
+  /** The nested notifier: IOMMU_HWPT_ALLOC / detach / IOMMU_HWPT_INVALIDATE on the nested hwpt. */
+  readonly nestedNotifier: NestedNotifier = {
+    hwptAlloc: (event: HwptAllocEvent) => this.nestedHwpt?.alloc(event),
+    hwptDetach: () => this.nestedHwpt?.detach(),
+    hwptInvalidate: (event: HwptInvalidateEvent) => this.nestedHwpt?.invalidate(event),
+  };
 
   /** The notifier: one host IOMMU call per event. */
   readonly notify = (event: IommuEvent): void => {
@@ -74,6 +98,7 @@ export class VfioAssignment {
     if (this.released) return;
     this.released = true;
     this.space.unregister(this.notify);
+    if (this.nestedHwpt) this.space.unregisterNested(this.nestedNotifier);
   }
 }
 
