@@ -50,7 +50,25 @@ export interface RawEntryView {
   value: bigint;
 }
 
-export type EntryView = ContextView | TranslationView | RawEntryView;
+/**
+ * Scalable mode: what the walk to a PASID-table entry gives (root, context, PASID directory and
+ * PASID-table entry together, as the PASID cache holds it); `fault` set: not present or invalid.
+ */
+export interface PasidEntryView {
+  structure: "pasid-entry";
+  present: boolean;
+  fault?: FaultReason;
+  /** The PASID used (the request's, or RID_PASID); -1 when the walk stopped before knowing it. */
+  pasid: number;
+  did: number;
+  /** PGTT: 1 first stage, 2 second stage, 4 pass-through. */
+  pgtt: number;
+  /** SSPTPTR (second stage) or FSPTPTR (first stage); 0 for pass-through. */
+  tableRoot: bigint;
+  fpd: boolean;
+}
+
+export type EntryView = ContextView | TranslationView | RawEntryView | PasidEntryView;
 
 /** The invalidation or flush that would have covered the bug, structured and as text. */
 export type MissingAction =
@@ -59,7 +77,11 @@ export type MissingAction =
   | { action: "device-tlb-invalidation"; sid: number; address: bigint; size: false; text: string }
   | { action: "cache-line-flush"; line: bigint; text: string }
   | { action: "write-buffer-flush"; text: string }
-  | { action: "interrupt-entry-cache-invalidation"; index: number; text: string };
+  | { action: "interrupt-entry-cache-invalidation"; index: number; text: string }
+  /** Scalable mode: a PASID-selective PASID-cache invalidation (VT-d §6.5.2.2). */
+  | { action: "pasid-cache-invalidation"; granularity: "pasid"; did: number; pasid: number; text: string }
+  /** Scalable mode, first stage: a page-selective-within-PASID PASID-based IOTLB invalidation (VT-d §6.5.2.4). */
+  | { action: "pasid-iotlb-invalidation"; granularity: "page"; did: number; pasid: number; address: bigint; am: number; text: string };
 
 export interface DriverBugReport {
   kind: DriverBugKind;
@@ -95,6 +117,11 @@ export function describeEntry(e: EntryView): string {
       return e.present
         ? `context entry DID ${e.did} SLPTPTR ${hex(e.tableRoot)} AW ${e.aw} TT ${e.translationType}${e.fpd ? " FPD" : ""}`
         : `context entry ${faultName(e.fault)}`;
+    case "pasid-entry": {
+      if (!e.present) return `PASID-table entry ${faultName(e.fault)}`;
+      const stage = e.pgtt === 1 ? `first stage FSPTPTR ${hex(e.tableRoot)}` : e.pgtt === 2 ? `second stage SSPTPTR ${hex(e.tableRoot)}` : e.pgtt === 4 ? "pass-through" : `PGTT ${e.pgtt}`;
+      return `PASID-table entry of PASID ${e.pasid}: DID ${e.did} ${stage}${e.fpd ? " FPD" : ""}`;
+    }
     case "table-entry":
       return `${e.table === "paging" ? `level-${e.level} paging` : e.table === "interrupt-remapping" ? "interrupt remapping table" : e.table} entry at ${hex(e.address)} = ${hex(e.value)}`;
     default: {

@@ -61,6 +61,8 @@ import type { GuestMemory } from "../memory/guest-memory.ts";
 import type { Iotlb } from "../caches/iotlb.ts";
 import { MemoryAccess } from "../memory/memory-access.ts";
 import { ContextWalk, NOT_PRESENT, PageWalk, PERMISSION_READ, PERMISSION_WRITE, walkContext, walkPages } from "../translation/walk.ts";
+import type { ScalableTranslation } from "../scalable/scalable-translation.ts";
+import { ScalableChecks } from "./scalable-checks.ts";
 
 /** What the checker reads of the unit: its memory, walk configuration and caches (never changed). */
 export interface CheckedUnit {
@@ -106,6 +108,8 @@ export class DriverChecker {
   private readonly cpuPages = new PageWalk();
   private readonly reference = new PageOutcome();
   private readonly used = new PageOutcome();
+  /** Scalable mode's checks (scalable-checks.ts), made on the first request in scalable mode. */
+  private scalableChecks: ScalableChecks | undefined;
 
   constructor(private readonly unit: CheckedUnit, private readonly settings: ResolvedCheckerOptions) {
     this.memory = new MemoryAccess(unit.memory);
@@ -152,6 +156,19 @@ export class DriverChecker {
     if (this.cpu) this.checkFlushes(sid, address, write, rootTable, this.recording, this.cpu, "unflushed-table-write");
     if (this.unflushed) this.checkFlushes(sid, address, write, rootTable, this.unflushed, this.memory, "unflushed-table-write");
     if (this.buffered) this.checkFlushes(sid, address, write, rootTable, this.buffered, this.memory, "missing-write-buffer-flush");
+  }
+
+  /**
+   * Scalable mode (TTM = 01): called for each request before the unit translates it, with the
+   * request's PASID and privilege in `scalable` (the PASID cache and scalable IOTLB, VT-d §6.2).
+   */
+  inspectScalable(scalable: ScalableTranslation, sid: number, address: number, write: boolean, rootTable: number): void {
+    this.inspected++;
+    this.diagnostics.request();
+    if (!Number.isSafeInteger(address)) return;
+    this.scalableChecks ??= new ScalableChecks(this.unit.memory, this.unit.cfg, this.unit.cachingMode,
+      (kind, s, a, w, cached, current, missing, key) => this.report(kind, s, a, w, cached, current, missing, key));
+    this.scalableChecks.inspect(scalable, sid, address, write, rootTable);
   }
 
   /**
