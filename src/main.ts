@@ -6,7 +6,7 @@
  * a CM=0 / CM=1 comparison (--compare-caching-mode).
  */
 import { existsSync, readFileSync } from "node:fs";
-import { parseArguments, USAGE, type MainArguments } from "./cli/arguments.ts";
+import { parseArguments, scalableOptions, USAGE, type MainArguments } from "./cli/arguments.ts";
 import { EXIT_TIMEOUT, runCommand } from "./cli/command.ts";
 import { ArgumentError } from "./cli/options.ts";
 import { ensureFirmware } from "../firmware/build.ts";
@@ -42,13 +42,6 @@ async function runOnce(args: MainArguments, kernel: Uint8Array, cachingMode: boo
   });
   trace?.detach();
   return { run, recorder };
-}
-
-/** The unit's scalable-mode options from --scalable-mode and --first-stage (QEMU x-scalable-mode, x-flts). */
-function scalableOptions(args: MainArguments): { scalableMode?: boolean; firstStage?: boolean } {
-  if (args.firstStage && !args.scalableMode) throw new ArgumentError("option --first-stage on: needs --scalable-mode on (first-stage translation exists only in scalable mode)");
-  if (args.firstStage && args.awBits !== 48) throw new ArgumentError("option --first-stage on: needs --aw-bits 48 (4-level first-stage paging)");
-  return args.scalableMode ? { scalableMode: true, firstStage: args.firstStage ?? false } : {};
 }
 
 /** What the guest's transcript and the checker say about a skipped caching-mode invalidation. */

@@ -38,3 +38,13 @@ export { ArgumentError };
 export function parseArguments(argv: readonly string[]): MainArguments {
   return parseOptions(START_OPTIONS, argv);
 }
+
+/**
+ * The unit's scalable-mode options from --scalable-mode and --first-stage (QEMU intel-iommu
+ * x-scalable-mode and x-flts); a combination the unit refuses is an ArgumentError naming the option.
+ */
+export function scalableOptions(args: Pick<MainArguments, "scalableMode" | "firstStage" | "awBits">): { scalableMode?: boolean; firstStage?: boolean } {
+  if (args.firstStage && !args.scalableMode) throw new ArgumentError("option --first-stage on: needs --scalable-mode on (first-stage translation exists only in scalable mode)");
+  if (args.firstStage && args.awBits !== 48) throw new ArgumentError("option --first-stage on: needs --aw-bits 48 (4-level first-stage paging)");
+  return args.scalableMode ? { scalableMode: true, firstStage: args.firstStage ?? false } : {};
+}
