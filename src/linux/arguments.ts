@@ -9,6 +9,17 @@ export const DEFAULT_LINUX_TIMEOUT_SECONDS = 180;
 /** `npm run linux`'s options: a row an option. */
 export const LINUX_OPTIONS = {
   cachingMode: option("--caching-mode on|off", onOff, false, "the unit's CAP.CM (default off)"),
+  scalableMode: option("--scalable-mode on|off", onOff, false, [
+    "the unit's scalable mode, ECAP.SMTS (QEMU x-scalable-mode; default off); Linux uses it",
+    'with "intel_iommu=on,sm_on" in --cmdline',
+  ]),
+  firstStage: option("--first-stage on|off", onOff, undefined, [
+    "with --scalable-mode on: first-stage translation, ECAP.FSTS (QEMU x-flts; default on)",
+  ]),
+  secondStage: option("--second-stage on|off", onOff, undefined, [
+    "with --scalable-mode on: second-stage translation, ECAP.SSTS (default on; QEMU 10.0's",
+    "x-flts=on offers the first stage alone, which is --second-stage off)",
+  ]),
   /** Extra kernel command line (after console=ttyS0). */
   cmdline: option('--cmdline "<extra>"', text({ anyValue: true, refuse: { pattern: /[\r\n]/, reason: "a kernel command line has no line breaks" } }), DEFAULT_LINUX_CMDLINE, [
     `kernel command line after console=ttyS0 (default "${DEFAULT_LINUX_CMDLINE}"),`,
@@ -41,5 +52,17 @@ Exits 0 when the guest completed its workload with matching data and no DMAR fau
 export { ArgumentError as LinuxArgumentError };
 
 export function parseLinuxArguments(argv: readonly string[]): LinuxArguments {
-  return parseOptions(LINUX_OPTIONS, argv);
+  const args = parseOptions(LINUX_OPTIONS, argv);
+  if (!args.scalableMode) {
+    if (args.firstStage !== undefined) throw new ArgumentError("option --first-stage: needs --scalable-mode on (first-stage translation exists only in scalable mode)");
+    if (args.secondStage !== undefined) throw new ArgumentError("option --second-stage: needs --scalable-mode on (legacy mode always translates with the second stage)");
+  }
+  if (args.firstStage === false && args.secondStage === false) throw new ArgumentError("options --first-stage off and --second-stage off: a scalable-mode unit needs at least one stage");
+  return args;
+}
+
+/** The unit's scalable-mode options the command line asks for: both stages unless one is turned off. */
+export function scalableOptions(args: Pick<LinuxArguments, "scalableMode" | "firstStage" | "secondStage">): { scalableMode?: boolean; firstStage?: boolean; secondStage?: boolean } {
+  if (!args.scalableMode) return {};
+  return { scalableMode: true, firstStage: args.firstStage ?? true, secondStage: args.secondStage ?? true };
 }

@@ -10,7 +10,7 @@ import { EXIT_FAILED, EXIT_TIMEOUT, runCommand } from "../cli/command.ts";
 import { formatDump } from "../cli/dump.ts";
 import { ExplainRecorder, explainMissingCmInvalidations, formatCachingModeComparison, formatCheckerReports, runFigures } from "../cli/explain.ts";
 import { openTraceFile, type TraceFile } from "../cli/trace-file.ts";
-import { LINUX_USAGE, parseLinuxArguments, type LinuxArguments } from "./arguments.ts";
+import { LINUX_USAGE, parseLinuxArguments, scalableOptions, type LinuxArguments } from "./arguments.ts";
 import { bootLinux, lastConsoleLines, type LinuxRun } from "./boot.ts";
 import { formatLinuxSummary, linuxChecks, type Check } from "./summary.ts";
 
@@ -30,7 +30,7 @@ async function bootOnce(args: LinuxArguments, guest: Guest, cachingMode: boolean
   const run = await bootLinux({
     ...guest,
     cmdline: args.cmdline,
-    vtd: { cachingMode, ...(recorder ? { checker: recorder.checkerOption } : {}) },
+    vtd: { cachingMode, ...scalableOptions(args), ...(recorder ? { checker: recorder.checkerOption } : {}) },
     deterministic: args.deterministic,
     workloadMiB: args.workloadMiB,
     timeoutMs: args.timeoutSeconds * 1000,
@@ -42,6 +42,14 @@ async function bootOnce(args: LinuxArguments, guest: Guest, cachingMode: boolean
   });
   trace?.detach();
   return { run, recorder };
+}
+
+/** ", scalable mode (first and second stage)" when the unit is in scalable mode. */
+function unitMode(args: LinuxArguments): string {
+  const o = scalableOptions(args);
+  if (!o.scalableMode) return "";
+  const stages = [o.firstStage ? "first" : "", o.secondStage ? "second" : ""].filter(Boolean);
+  return `, scalable mode (${stages.join(" and ")} stage)`;
 }
 
 function explainRun(args: LinuxArguments, one: OneRun): string[] {
@@ -82,7 +90,7 @@ runCommand(parseLinuxArguments, LINUX_USAGE, async (args) => {
     if (args.compareCachingMode) {
       const runs: OneRun[] = [];
       for (const cachingMode of [false, true]) {
-        console.error(`booting ${built.bzImage} (caching mode ${cachingMode ? "on" : "off"}, cmdline "${args.cmdline}", timeout ${args.timeoutSeconds} s) for the comparison`);
+        console.error(`booting ${built.bzImage} (caching mode ${cachingMode ? "on" : "off"}${unitMode(args)}, cmdline "${args.cmdline}", timeout ${args.timeoutSeconds} s) for the comparison`);
         const one = await bootOnce(args, guest, cachingMode, trace, `cm=${cachingMode ? 1 : 0}`, false);
         console.error(`  CM=${cachingMode ? 1 : 0}: ${one.run.outcome} after ${(one.run.elapsedMs / 1000).toFixed(2)} s`);
         runs.push(one);
@@ -105,7 +113,7 @@ runCommand(parseLinuxArguments, LINUX_USAGE, async (args) => {
       return status;
     }
 
-    console.error(`booting ${built.bzImage} (caching mode ${args.cachingMode ? "on" : "off"}, cmdline "${args.cmdline}", timeout ${args.timeoutSeconds} s)`);
+    console.error(`booting ${built.bzImage} (caching mode ${args.cachingMode ? "on" : "off"}${unitMode(args)}, cmdline "${args.cmdline}", timeout ${args.timeoutSeconds} s)`);
     const one = await bootOnce(args, guest, args.cachingMode, trace, undefined, !args.quiet);
     const { run } = one;
     if (!args.quiet && !run.console.endsWith("\n")) process.stdout.write("\n");

@@ -8,6 +8,7 @@ import { formatSummary } from "../cli/summary.ts";
 import type { LinuxRun } from "./boot.ts";
 import { DMAR_FAULT_PATTERN, iommuGroups, resultValue, virtioBlk, workload, type Workload } from "./guest-report.ts";
 import { difference, totalInvalidations, type UnitSnapshot } from "./unit-counts.ts";
+import { PasidGranularTranslationType } from "../spec/scalable.ts";
 
 export const VTD_BANNER = "DMAR: Intel(R) Virtualization Technology for Directed I/O";
 export const CM_BATCHING_LINE = "DMAR: IOMMU batching disallowed due to virtualization";
@@ -94,6 +95,34 @@ export function linuxChecks(run: LinuxRun): Check[] {
   return checks;
 }
 
+/** The stage names of PGTT values (VT-d §9.6) as the summary prints them. */
+const STAGE_NAMES: Partial<Record<number, string>> = {
+  [PasidGranularTranslationType.FirstStage]: "first stage",
+  [PasidGranularTranslationType.SecondStage]: "second stage",
+  [PasidGranularTranslationType.Nested]: "nested",
+  [PasidGranularTranslationType.PassThrough]: "pass-through",
+};
+
+/** The stage that served most requests in `byPgtt` (UnitSnapshot.translationsByPgtt), or undefined when none was. */
+export function chosenStage(byPgtt: readonly number[]): string | undefined {
+  let best = -1;
+  byPgtt.forEach((n, pgtt) => {
+    if (n > 0 && (best < 0 || n > byPgtt[best]!)) best = pgtt;
+  });
+  return best < 0 ? undefined : (STAGE_NAMES[best] ?? `PGTT ${best}`);
+}
+
+/** Which translation Linux set up, as the unit saw it: in scalable mode the PGTT of the PASID-table entries its requests used. */
+export function stageLine(run: LinuxRun): string {
+  if (!run.platform.device.options.scalableMode) return "translation: legacy mode (context entries: second stage, or pass-through)";
+  const workload = linuxFigures(run).workloadUnit;
+  const counts = (workload ?? run.unit).translationsByPgtt;
+  const listed = counts.map((n, pgtt) => (n > 0 ? `${STAGE_NAMES[pgtt] ?? `PGTT ${pgtt}`} ${n}` : "")).filter(Boolean);
+  const stage = chosenStage(counts);
+  return `translation: scalable mode; ${stage ? `Linux chose the ${stage}` : "no request reached a PASID-table entry"}` +
+    ` (requests by the PGTT of their PASID-table entry${workload ? " during the workload" : ""}: ${listed.join(", ") || "none"})`;
+}
+
 function perMiB(count: number, mib: number): string {
   return mib > 0 ? (count / mib).toFixed(2) : "n/a";
 }
@@ -112,10 +141,11 @@ export function formatLinuxSummary(run: LinuxRun, checks: Check[]): string {
   const driverLines = run.console
     .replace(/\r/g, "")
     .split("\n")
-    .filter((line) => !line.startsWith("DMESG ") && /DMAR: (Intel\(R\)|IOMMU batching|Host address width|DRHD base)|iommu: (Default domain type|DMA domain TLB)/.test(line))
+    .filter((line) => !line.startsWith("DMESG ") && /DMAR: (Intel\(R\)|IOMMU batching|Host address width|DRHD base|Enable scalable mode)|iommu: (Default domain type|DMA domain TLB)/.test(line))
     .map((line) => `  ${line.replace(/^\[\s*[\d.]+\]\s*/, "")}`);
   lines.push("driver:", ...(driverLines.length ? driverLines : ["  (no intel-iommu lines)"]));
   const groups = iommuGroups(report);
+  lines.push(stageLine(run));
   lines.push(`IOMMU groups: ${groups.length}${groups.map((g) => `; ${g.id} (${g.type}): ${g.devices.join(" ")}`).join("")}`);
   const blk = virtioBlk(report);
   lines.push(`virtio-blk: ${blk ? `${blk.pci} (requester id 0x${(run.disk?.sourceId ?? 0).toString(16).padStart(4, "0")}), group ${blk.group}` : "not found"}`);

@@ -6,6 +6,7 @@
  */
 import { invalidationCounts } from "../cli/summary.ts";
 import type { DeviceStats, VtdDevice } from "../vtd-device/index.ts";
+import { PASID_INVALIDATION_KINDS } from "../vtd-device/stats.ts";
 
 export interface UnitSnapshot {
   translations: number;
@@ -16,8 +17,10 @@ export interface UnitSnapshot {
   invalidationWaits: number;
   descriptorsProcessed: number;
   interruptsSent: number;
-  /** "iotlb page (queue)" → count, etc. */
+  /** "iotlb page (queue)" → count, etc.; scalable mode's "pasid-cache (queue)" and "pasid-iotlb (queue)" too. */
   invalidations: Map<string, number>;
+  /** Scalable mode: requests translated through a PASID-table entry, by its PGTT (index 1 first stage, 2 second stage, 4 pass-through). */
+  translationsByPgtt: number[];
   /** Requester id → IOTLB misses (page walks) for it. */
   iotlbMissesBySid: Map<number, number>;
   /** Requester id → context-cache misses (context walks) for it. */
@@ -40,12 +43,21 @@ export class UnitCounts {
       invalidationWaits: s.invalidationWaits,
       descriptorsProcessed: s.descriptorsProcessed,
       interruptsSent: s.interruptsSent,
-      invalidations: invalidationCounts(c),
+      invalidations: withPasidInvalidations(invalidationCounts(c), c.pasidInvalidations),
+      translationsByPgtt: Array.from(c.translationsByPgtt),
       iotlbMissesBySid: new Map(c.iotlbMissesBySid),
       contextMissesBySid: new Map(c.contextMissesBySid),
       faultsBySid: new Map(c.faultsBySid),
     };
   }
+}
+
+/** The PASID descriptors (only ever queued: 256-bit descriptors) beside the legacy kinds. */
+function withPasidInvalidations(out: Map<string, number>, counts: Float64Array): Map<string, number> {
+  PASID_INVALIDATION_KINDS.forEach((kind, i) => {
+    if (counts[i]! > 0) out.set(`${kind} (queue)`, counts[i]!);
+  });
+  return out;
 }
 
 function subtractMaps<K>(later: Map<K, number>, earlier: Map<K, number>): Map<K, number> {
@@ -69,6 +81,7 @@ export function difference(later: UnitSnapshot, earlier: UnitSnapshot): UnitSnap
     descriptorsProcessed: later.descriptorsProcessed - earlier.descriptorsProcessed,
     interruptsSent: later.interruptsSent - earlier.interruptsSent,
     invalidations: subtractMaps(later.invalidations, earlier.invalidations),
+    translationsByPgtt: later.translationsByPgtt.map((n, i) => n - (earlier.translationsByPgtt[i] ?? 0)),
     iotlbMissesBySid: subtractMaps(later.iotlbMissesBySid, earlier.iotlbMissesBySid),
     contextMissesBySid: subtractMaps(later.contextMissesBySid, earlier.contextMissesBySid),
     faultsBySid: subtractMaps(later.faultsBySid, earlier.faultsBySid),
