@@ -1,6 +1,6 @@
 /** The guest-side VT-d driver: public API. */
 export { VtdDriver, type Access, type AttachOptions, type MapOptions, type PageSize, type DriverCreateOptions, type InterruptTarget, type RemappedInterrupt } from "./driver.ts";
-export { Domain } from "./domain.ts";
+export { Domain, RID_PASID, type DomainStage } from "./domain.ts";
 export type { Translation } from "./domain-page-tables.ts";
 export type { DriverOptions, DriverRule, FaultRecord, QueueErrorReport, UnmapMode } from "./options.ts";
 export { DriverCounters } from "./counters.ts";

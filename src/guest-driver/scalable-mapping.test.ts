@@ -8,7 +8,7 @@
 import { describe, expect, it } from "vitest";
 import { Iqa, Reg, Rtaddr } from "../spec/registers.ts";
 import { getField } from "../spec/field.ts";
-import { TranslationTableMode } from "../spec/scalable.ts";
+import { FirstStagePte, TranslationTableMode } from "../spec/scalable.ts";
 import { deviceRead, deviceWrite, readTag, SID_A, SID_B, tag, unflushedTableLines } from "../../test/support/driver-scenarios.ts";
 import { scalableMachine, type ScalableMachine } from "../../test/support/scalable-driver.ts";
 import type { Domain } from "./domain.ts";
@@ -178,3 +178,50 @@ describe("other attachments", () => {
     expect(deviceRead(m.platform, SID_B, iova).ok).toBe(false);
   });
 });
+
+describe("first-stage entries as the spec wants them", () => {
+  it("Accessed preset in every entry and Dirty in writable leaves, so a DMA write changes no table byte; a read-only leaf has neither R/W nor D", () => {
+    const m = scalableMachine({}, { stage: "first" });
+    const d = m.driver.createDomain();
+    m.driver.attach(SID_A, d);
+    m.driver.map(d, 0x10_0000, PHYS, PAGE, "rw");
+    m.driver.map(d, 0x10_1000, PHYS + PAGE, PAGE, "r");
+    const entry = (iova: number, level: number): bigint => {
+      let table = d.tables.root;
+      for (let l = 4; ; l--) {
+        const at = table + (Math.floor(iova / 2 ** (12 + 9 * (l - 1))) % 512) * 8;
+        const value = readQword(m, at);
+        if (l === level) return value;
+        table = Number(value & 0x000f_ffff_ffff_f000n);
+      }
+    };
+    const { P, RW, US, A, D } = FirstStagePte;
+    for (let level = 4; level >= 2; level--) expect(entry(0x10_0000, level) & 0xfffn).toBe(BigInt(P | RW | US | A));
+    expect(entry(0x10_0000, 1) & 0xfffn).toBe(BigInt(P | RW | US | A | D));
+    expect(entry(0x10_1000, 1) & 0xfffn).toBe(BigInt(P | US | A));
+    const before = [4, 3, 2, 1].map((l) => entry(0x10_0000, l));
+    expect(deviceWrite(m.platform, SID_A, 0x10_0000, new Uint8Array(4)).ok).toBe(true);
+    expect(deviceRead(m.platform, SID_A, 0x10_1000).ok).toBe(true);
+    expect([4, 3, 2, 1].map((l) => entry(0x10_0000, l))).toEqual(before);
+  });
+});
+
+describe("a device with a device-TLB (context DTE, ECAP.DT)", () => {
+  it("unmaps also invalidate the endpoint's device-TLB", () => {
+    const m = scalableMachine({ deviceIotlb: true }, { stage: "second" });
+    const d = m.driver.createDomain();
+    m.driver.attach(SID_A, d, { deviceTlb: true });
+    const iova = m.driver.mapBuffer(d, PHYS, PAGE, "r");
+    expect(deviceRead(m.platform, SID_A, iova).ok).toBe(true);
+    const mark = m.issued.length;
+    m.driver.unmapBuffer(d, iova, PAGE);
+    expect(since(m, mark)).toEqual([`iotlb-page did ${d.did} addr 0x${iova.toString(16)} am 0`, "device-tlb sid 0x20"]);
+    expect(deviceRead(m.platform, SID_A, iova).ok).toBe(false);
+  });
+});
+
+function readQword(m: ScalableMachine, at: number): bigint {
+  const bytes = new Uint8Array(8);
+  m.platform.ram.read(BigInt(at), bytes);
+  return new DataView(bytes.buffer).getBigUint64(0, true);
+}
