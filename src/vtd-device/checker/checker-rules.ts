@@ -27,11 +27,11 @@ export interface RuleText {
 export const CHECKER_RULES: Record<CheckerRule, RuleText> = {
   "stale-cache": {
     severity: "error", section: "VT-d §6.5",
-    fix: "After changing or removing a present entry, invalidate the caches that may hold it (context cache, IOTLB, device-TLB) before the device or the IOVA is used again.",
+    fix: "After changing or removing a present entry, invalidate the caches that may hold it (context cache, PASID cache, IOTLB, device-TLB) before the device or the IOVA is used again.",
   },
   "missing-cm-invalidation": {
     severity: "error", section: "VT-d §6.1",
-    fix: "With CAP.CM = 1, invalidate after making an entry present too (device-selective context invalidation with DID 0 for a context entry, page-selective IOTLB invalidation for a mapping).",
+    fix: "With CAP.CM = 1, invalidate after making an entry present too (device-selective context invalidation with DID 0 for a context entry, PASID-selective PASID-cache invalidation for a PASID-table entry, page-selective IOTLB invalidation for a second-stage mapping; first-stage mappings need none).",
   },
   "unflushed-table-write": {
     severity: "error", section: "VT-d §11.4.3 (ECAP.C)",
