@@ -161,3 +161,24 @@ describe("the correct driver gives no report", () => {
     expect(m.reports).toEqual([]);
   });
 });
+
+describe("warnings count scalable mode's caches", () => {
+  for (const stage of ["first", "second"] as const) {
+    it(`${stage} stage: an unmap's invalidation that drops the scalable IOTLB entry is not 'without effect'`, () => {
+      const m = checkedMachine(false, { stage });
+      const d = m.driver.createDomain();
+      m.driver.attach(SID_A, d);
+      m.driver.map(d, IOVA, PHYS, PAGE, "r");
+      expect(deviceRead(m.platform, SID_A, IOVA).ok).toBe(true);
+      const warnings = () => m.platform.device.checker!.diagnostics.warnings.get("invalidation-without-effect")?.count ?? 0;
+      const before = warnings();
+      m.driver.unmap(d, IOVA, PAGE);
+      expect(warnings()).toBe(before);
+      expect(deviceRead(m.platform, SID_A, IOVA).ok).toBe(false);
+      // A page-selective IOTLB invalidation now drops nothing: counted (the diagnostics read traced invalidations; PASID-based ones are not traced).
+      m.driver.runInvalidations([{ kind: "iotlb-page", did: d.did, address: IOVA, am: 0, ih: false }]);
+      expect(warnings()).toBe(before + 1);
+      expect(m.reports).toEqual([]);
+    });
+  }
+});

@@ -24,10 +24,13 @@ export function installChecker(settings: ResolvedCheckerOptions, unit: CheckedUn
   };
   const scalable = translator.scalable;
   if (scalable) {
+    checker.scalable = scalable;
     const translateScalable = scalable.translate;
     scalable.translate = (into, rootTable, sid, address, write) => {
       if (scalable.active) checker.inspectScalable(scalable, sid, address, write, rootTable);
-      return translateScalable.call(scalable, into, rootTable, sid, address, write);
+      const reason = translateScalable.call(scalable, into, rootTable, sid, address, write);
+      checker.diagnostics.sample();
+      return reason;
     };
   }
   trace.subscribe((event) => checker.diagnostics.event(event));

@@ -110,6 +110,8 @@ export class DriverChecker {
   private readonly used = new PageOutcome();
   /** Scalable mode's checks (scalable-checks.ts), made on the first request in scalable mode. */
   private scalableChecks: ScalableChecks | undefined;
+  /** The unit's scalable translation (option scalableMode), whose caches the diagnostics count. */
+  scalable: ScalableTranslation | undefined = undefined;
 
   constructor(private readonly unit: CheckedUnit, private readonly settings: ResolvedCheckerOptions) {
     this.memory = new MemoryAccess(unit.memory);
@@ -120,7 +122,12 @@ export class DriverChecker {
     this.buffered = unit.writeBuffer ? new BufferedRecordingAccess(unit.memory, unit.writeBuffer) : undefined;
     // Without a CPU view, a unit that models the CPU caches it does not snoop compares its view with memory (the CPU's stores).
     this.unflushed = !this.cpu && unit.cpuCaches ? new BufferedRecordingAccess(unit.memory, unit.cpuCaches) : undefined;
-    this.diagnostics = new CheckerDiagnostics({ iotlbCount: () => unit.iotlb.count, contextCount: () => unit.contextCache.count, now: () => unit.now() });
+    // Occupancy counts scalable mode's caches too: the PASID cache beside the context cache, the scalable IOTLB beside the IOTLB.
+    this.diagnostics = new CheckerDiagnostics({
+      iotlbCount: () => unit.iotlb.count + (this.scalable?.caches.iotlb.count ?? 0),
+      contextCount: () => unit.contextCache.count + (this.scalable?.caches.pasidCache.count ?? 0),
+      now: () => unit.now(),
+    });
   }
 
   /**
