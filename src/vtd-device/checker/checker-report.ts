@@ -3,6 +3,7 @@
  * and the invalidation (or cache-line flush) that would have covered it, in the spec's words.
  */
 import { FaultReason } from "../../spec/fault-reasons.ts";
+import { PERMISSION_READ, PERMISSION_WRITE } from "../translation/paging-entry.ts";
 
 export type DriverBugKind =
   /** The unit is about to use a present cached entry (context cache, IOTLB, device-TLB, interrupt entry cache) that no longer matches the tables (VT-d §6.5). */
@@ -99,6 +100,24 @@ export interface DriverBugReport {
   time: number;
   /** One line with all of the above. */
   message: string;
+}
+
+/** A translation of the request's page: `permission` 1 read, 2 write (the R/W bits of both stages' caches), `output` its page. */
+export function translationView(structure: TranslationView["structure"], permission: number, output: number, level: number, fault = 0): TranslationView {
+  return {
+    structure,
+    present: permission !== 0,
+    ...(fault !== 0 ? { fault } : {}),
+    level,
+    output: BigInt(output),
+    read: (permission & PERMISSION_READ) !== 0,
+    write: (permission & PERMISSION_WRITE) !== 0,
+  };
+}
+
+/** JSON.stringify replacer for deduplication keys: bigints as hex. */
+export function bigintsAsHex(_key: string, value: unknown): unknown {
+  return typeof value === "bigint" ? value.toString(16) : value;
 }
 
 export function hex(value: number | bigint): string {

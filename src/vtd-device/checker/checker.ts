@@ -52,7 +52,7 @@ import type { ResolvedCheckerOptions } from "./checker-options.ts";
 import { CheckerDiagnostics } from "./checker-diagnostics.ts";
 import { CHECKER_RULES, isWarning, type CheckerRule, type CheckerSummaryEntry } from "./checker-rules.ts";
 import {
-  hex, reportMessage, sourceIdText, type ContextView, type DriverBugKind, type DriverBugReport, type EntryView, type MissingAction,
+  bigintsAsHex, hex, reportMessage, sourceIdText, translationView, type ContextView, type DriverBugKind, type DriverBugReport, type EntryView, type MissingAction,
   type RawEntryView, type TranslationView,
 } from "./checker-report.ts";
 import type { ContextCache } from "../caches/context-cache.ts";
@@ -232,7 +232,7 @@ export class DriverChecker {
           text: `device-selective context-cache invalidation SID ${sourceIdText(sid)} DID ${did}, then a domain-selective IOTLB invalidation DID ${then}`,
         };
         const now = contextView(current);
-        this.report(kind, sid, address, write, cached, now, missing, `context|${sid}|${JSON.stringify(cached, bigints)}|${JSON.stringify(now, bigints)}`);
+        this.report(kind, sid, address, write, cached, now, missing, `context|${sid}|${JSON.stringify(cached, bigintsAsHex)}|${JSON.stringify(now, bigintsAsHex)}`);
       }
       // A negative entry: the unit faults with it, nothing more is used.
       if (!same || !cached.present) return;
@@ -255,7 +255,7 @@ export class DriverChecker {
             action: "device-tlb-invalidation", sid, address: BigInt(page), size: false,
             text: `device-TLB invalidation SID ${sourceIdText(sid)} addr ${hex(page)} S 0`,
           };
-          this.report("stale-cache", sid, address, write, translationView("device-tlb-entry", used, 1), this.walkView(reference),
+          this.report("stale-cache", sid, address, write, translationView("device-tlb-entry", used.permission, used.output, 1), this.walkView(reference),
             missing, `devtlb|${sid}|${page}|${used.permission}@${used.output}|${reference.permission}@${reference.output}`);
         }
         return;
@@ -272,7 +272,7 @@ export class DriverChecker {
       action: "iotlb-invalidation", granularity: "page", did: current.did, address: BigInt(base), am,
       text: `page-selective IOTLB invalidation DID ${current.did} addr ${hex(base)} AM ${am}`,
     };
-    const cached = translationView("iotlb-entry", used, level, tlb.hitReason);
+    const cached = translationView("iotlb-entry", used.permission, used.output, level, tlb.hitReason);
     // Keyed by the cached leaf and what the tables map at its start (so one stale 2 MiB leaf is one report).
     const leaf = `${used.permission}@${used.permission === 0 ? 0 : used.output - (page - base)}`;
     const implied = `${reference.permission}@${reference.permission === 0 ? 0 : reference.output - (page - base)}`;
@@ -296,7 +296,7 @@ export class DriverChecker {
 
   private walkView(outcome: PageOutcome): TranslationView {
     const walk = this.pages;
-    return translationView("paging-entries", outcome, walk.level, walk.structural === 0 || walk.structural === NOT_PRESENT ? 0 : walk.structural);
+    return translationView("paging-entries", outcome.permission, outcome.output, walk.level, walk.structural === 0 || walk.structural === NOT_PRESENT ? 0 : walk.structural);
   }
 
   // ---- unflushed-table-write and missing-write-buffer-flush ----
@@ -374,10 +374,6 @@ export class DriverChecker {
   }
 }
 
-function bigints(_key: string, value: unknown): unknown {
-  return typeof value === "bigint" ? value.toString(16) : value;
-}
-
 /** A not-present or invalid context entry: only the fault, the DID it is tagged with (0 under CM) and FPD. */
 function notPresentContext(fault: number, did: number, fpd: boolean): ContextView {
   return { structure: "context-entry", present: false, fault, did, tableRoot: 0n, aw: 0, translationType: 0, fpd };
@@ -393,17 +389,5 @@ function contextView(walk: ContextWalk): ContextView {
     aw: walk.aw,
     translationType: walk.translationType,
     fpd: walk.faultProcessingDisable,
-  };
-}
-
-function translationView(structure: TranslationView["structure"], outcome: PageOutcome, level: number, fault = 0): TranslationView {
-  return {
-    structure,
-    present: outcome.permission !== 0,
-    ...(fault !== 0 ? { fault } : {}),
-    level,
-    output: BigInt(outcome.output),
-    read: (outcome.permission & PERMISSION_READ) !== 0,
-    write: (outcome.permission & PERMISSION_WRITE) !== 0,
   };
 }

@@ -30,7 +30,7 @@ import { MAY_READ, MAY_USER, MAY_WRITE } from "../scalable/scalable-caches.ts";
 import type { ScalableTranslation } from "../scalable/scalable-translation.ts";
 import { ScalableWalk, walkPasidEntry } from "../scalable/scalable-walk.ts";
 import { PageWalk, walkPages } from "../translation/walk.ts";
-import { hex, sourceIdText, type DriverBugKind, type EntryView, type MissingAction, type PasidEntryView, type TranslationView } from "./checker-report.ts";
+import { bigintsAsHex, hex, sourceIdText, translationView, type DriverBugKind, type EntryView, type MissingAction, type PasidEntryView, type TranslationView } from "./checker-report.ts";
 
 /** Where a finding goes: DriverChecker's report (deduplicated by `key`). */
 export type Reporter = (kind: DriverBugKind, sid: number, address: number, write: boolean, cached: EntryView, current: EntryView, missing: MissingAction, key: string) => void;
@@ -105,8 +105,8 @@ export class ScalableChecks {
       action: "iotlb-invalidation", granularity: "page", did: fresh.did, address: BigInt(base), am: 0,
       text: `page-selective IOTLB invalidation (VT-d §6.5.2.3) DID ${fresh.did} addr ${hex(base)} AM 0`,
     };
-    const used: TranslationView = view("iotlb-entry", usedPermission, usedOutput, 1, negative ? (write ? tlb.hitNegative >>> 8 : tlb.hitNegative & 0xff) : 0);
-    const current = view("paging-entries", this.permission, this.output, this.level, 0);
+    const used: TranslationView = translationView("iotlb-entry", usedPermission, usedOutput, 1, negative ? (write ? tlb.hitNegative >>> 8 : tlb.hitNegative & 0xff) : 0);
+    const current = translationView("paging-entries", this.permission, this.output, this.level, 0);
     this.report(kind, sid, address, write, used, current, missing,
       `sm-iotlb|${fresh.did}|${fresh.pasid}|${page}|${usedPermission}@${usedOutput}|${this.permission}@${this.output}`);
   }
@@ -143,7 +143,7 @@ export class ScalableChecks {
       text: `PASID-selective PASID-cache invalidation (VT-d §6.5.2.2) DID ${did} PASID ${pasid} of device ${sourceIdText(sid)}`,
     };
     const before = pasidView(cached), now = pasidView(fresh);
-    this.report(kind, sid, address, write, before, now, missing, `pasid|${sid}|${JSON.stringify(before, bigints)}|${JSON.stringify(now, bigints)}`);
+    this.report(kind, sid, address, write, before, now, missing, `pasid|${sid}|${JSON.stringify(before, bigintsAsHex)}|${JSON.stringify(now, bigintsAsHex)}`);
   }
 }
 
@@ -165,15 +165,4 @@ function pasidView(w: ScalableWalk): PasidEntryView {
     structure: "pasid-entry", present, ...(present ? {} : { fault: w.reason as FaultReason }), pasid: w.pasid,
     did: present ? w.did : 0, pgtt: present ? w.pgtt : 0, tableRoot: BigInt(present ? stageRoot(w) : 0), fpd: w.faultProcessingDisable,
   };
-}
-
-function view(structure: TranslationView["structure"], permission: number, output: number, level: number, fault: number): TranslationView {
-  return {
-    structure, present: permission !== 0, ...(fault !== 0 ? { fault } : {}), level, output: BigInt(output),
-    read: (permission & MAY_READ) !== 0, write: (permission & MAY_WRITE) !== 0,
-  };
-}
-
-function bigints(_key: string, value: unknown): unknown {
-  return typeof value === "bigint" ? value.toString(16) : value;
 }
