@@ -83,10 +83,14 @@ bool smt_directory_install(void) {
 }
 
 bool smt_pasid_entry(bool present, u32 pgtt, u32 table_root, bool invalidate) {
+  return smt_pasid_entry_with(present, pgtt, table_root, invalidate, 0);
+}
+
+bool smt_pasid_entry_with(bool present, u32 pgtt, u32 table_root, bool invalidate, u64 q0_bits) {
   volatile u64 *e = &pasid_table[(SM_RID_PASID % (1u << VTD_PASID_TABLE_INDEX_BITS)) * (VTD_PASID_ENTRY_SIZE / 8)];
   bool first = pgtt == SM_FIRST_STAGE;
   u64 q0 = FIELD_PREP(VTD_PASID_ENTRY_Q0_P, present) | FIELD_PREP(VTD_PASID_ENTRY_Q0_AW, unit.aw) |
-           FIELD_PREP(VTD_PASID_ENTRY_Q0_PGTT, pgtt) | (first ? 0 : ((u64)table_root & VTD_PASID_ENTRY_Q0_SSPTPTR));
+           FIELD_PREP(VTD_PASID_ENTRY_Q0_PGTT, pgtt) | (first ? 0 : ((u64)table_root & VTD_PASID_ENTRY_Q0_SSPTPTR)) | q0_bits;
   if (!present) qword_write(&e[0], q0); /* P goes first */
   e[1] = FIELD_PREP(VTD_PASID_ENTRY_Q1_DID, SM_DOMAIN_ID);
   e[2] = first ? ((u64)table_root & VTD_PASID_ENTRY_Q2_FSPTPTR) | FIELD_PREP(VTD_PASID_ENTRY_Q2_FSPM, 0) : 0;
@@ -170,6 +174,11 @@ volatile u64 *smt_leaf(enum sm_stage stage, u32 tree, u64 iova) {
 void smt_remap_leaf(enum sm_stage stage, u32 tree, u64 iova, u32 physical) {
   volatile u64 *e = smt_leaf(stage, tree, iova);
   if (e) qword_write(e, (*e & ~ADDRESS_MASK) | ((u64)physical & ADDRESS_MASK));
+}
+
+void smt_leaf_set_bits(enum sm_stage stage, u32 tree, u64 iova, u64 bits) {
+  volatile u64 *e = smt_leaf(stage, tree, iova);
+  if (e) qword_write(e, *e | bits);
 }
 
 /* ---- invalidation ---- */

@@ -38,6 +38,8 @@ bool smt_directory_install(void);
  * cache (and the stage's IOTLB entries) as the old entry and CM require, unless `invalidate` is false.
  */
 bool smt_pasid_entry(bool present, u32 pgtt, u32 table_root, bool invalidate);
+/* The same with `q0_bits` ORed into the entry's first qword (a reserved bit, to see it refused). */
+bool smt_pasid_entry_with(bool present, u32 pgtt, u32 table_root, bool invalidate, u64 q0_bits);
 
 /* A new, empty tree of `stage` (its top-level table), or 0 when out of pages. */
 u32 smt_tree(enum sm_stage stage);
@@ -47,6 +49,8 @@ bool smt_map(enum sm_stage stage, u32 tree, u64 iova, u32 physical, bool writabl
 volatile u64 *smt_leaf(enum sm_stage stage, u32 tree, u64 iova);
 /* Changes a mapped leaf's output page and does no invalidation (the caller observes, then invalidates). */
 void smt_remap_leaf(enum sm_stage stage, u32 tree, u64 iova, u32 physical);
+/* Sets `bits` in a mapped leaf (a reserved bit, to see it refused); no invalidation. */
+void smt_leaf_set_bits(enum sm_stage stage, u32 tree, u64 iova, u64 bits);
 
 /* Invalidations through the 256-bit queue. */
 bool smt_invalidate_pasid_cache(void); /* PASID-selective: SM_DOMAIN_ID, RID_PASID */

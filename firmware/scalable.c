@@ -14,6 +14,9 @@
 #define IOVA_OUT 0x0A003000ull /* where a probe writes back what it read */
 #define IOVA_RO 0x0A004000ull  /* read-only */
 #define IOVA_NP 0x0A005000ull  /* never mapped */
+#define IOVA_RSV 0x0A006000ull /* a leaf with a reserved bit set */
+/* An address bit above HAW (at most 48 bits here): reserved in either stage's entries (§9.7, §9.8). */
+#define RESERVED_ADDRESS_BIT (1ull << 51)
 
 static u8 page_one[4096] __attribute__((aligned(4096)));
 static u8 page_two[4096] __attribute__((aligned(4096)));
@@ -44,14 +47,18 @@ static u32 fsts_errors(void) {
   return vtd_read32(VTD_REG_FSTS) & ~(u32)VTD_FSTS_FRI_MASK;
 }
 
-/* Which page a read at iova reached: 1 (page_one), 2 (page_two), 0 (neither, or a fault). */
-static u32 probe(const char *name, u64 iova) {
+/* Which page a read at iova reached (written back through `out`): 1 (page_one), 2 (page_two), 0 (neither, or a fault). */
+static u32 probe_through(const char *name, u64 iova, u64 out) {
   memset(page_out, 0, PROBE_SIZE);
-  if (!dma(name, EDU_TO_DEVICE, iova, PROBE_SIZE) || !dma(name, EDU_TO_RAM, IOVA_OUT, PROBE_SIZE)) return 0;
+  if (!dma(name, EDU_TO_DEVICE, iova, PROBE_SIZE) || !dma(name, EDU_TO_RAM, out, PROBE_SIZE)) return 0;
   if (fsts_errors()) return 0;
   if (memcmp(page_out, page_one, PROBE_SIZE) == 0) return 1;
   if (memcmp(page_out, page_two, PROBE_SIZE) == 0) return 2;
   return 0;
+}
+
+static u32 probe(const char *name, u64 iova) {
+  return probe_through(name, iova, IOVA_OUT);
 }
 
 /* The fault a DMA just caused: its record, the fault event, clearing. */
@@ -138,9 +145,14 @@ static void structure_faults(void) {
   /* Present entries the unit cannot use: nested (ECAP.NEST = 0) and a stage it does not offer. */
   check("sm.pasid-entry.nested", smt_pasid_entry(true, VTD_PASID_GRANULAR_TRANSLATION_TYPE_NESTED, 0, true), "invalidation failed");
   fault_read("sm.fault.pasid-entry-nested", IOVA_X, VTD_FAULT_REASON_PASID_ENTRY_INVALID, REASON_CHECKED);
-  for (u32 stage = SM_FIRST_STAGE; stage <= SM_SECOND_STAGE; stage++) {
+  /* A reserved bit (qword 0 bits 11:10) in an entry that is otherwise good; QEMU 10.0 does not check it and walks on. */
+  u32 stage = stage_offered(SM_SECOND_STAGE) ? SM_SECOND_STAGE : SM_FIRST_STAGE;
+  u32 tree = smt_tree(stage);
+  check("sm.pasid-entry.reserved", tree && smt_pasid_entry_with(true, stage, tree, true, VTD_PASID_ENTRY_Q0_RESERVED), "invalidation failed");
+  fault_read("sm.fault.pasid-entry-reserved", IOVA_X, VTD_FAULT_REASON_PASID_ENTRY_RESERVED, REASON_DEPARTS);
+  for (stage = SM_FIRST_STAGE; stage <= SM_SECOND_STAGE; stage++) {
     if (stage_offered(stage)) continue;
-    u32 tree = smt_tree(stage);
+    tree = smt_tree(stage);
     check("sm.pasid-entry.stage-not-offered", tree && smt_pasid_entry(true, stage, tree, true), "invalidation failed");
     info("sm.fault.stage-not-offered pgtt %u", stage);
     fault_read("sm.fault.stage-not-offered", IOVA_X, VTD_FAULT_REASON_PASID_ENTRY_INVALID, REASON_CHECKED);
@@ -157,7 +169,8 @@ static bool build_trees(enum sm_stage stage, u32 *old_tree, u32 *new_tree) {
   for (u32 t = 0; ok && t < 2; t++)
     ok = smt_map(stage, trees[t], IOVA_X, pages[t], true) && smt_map(stage, trees[t], IOVA_Y, pages[t], true) &&
          smt_map(stage, trees[t], IOVA_Z, pages[t], true) && smt_map(stage, trees[t], IOVA_OUT, (u32)page_out, true) &&
-         smt_map(stage, trees[t], IOVA_RO, (u32)page_ro, false);
+         smt_map(stage, trees[t], IOVA_RO, (u32)page_ro, false) && smt_map(stage, trees[t], IOVA_RSV, (u32)page_one, true);
+
   *old_tree = trees[0];
   *new_tree = trees[1];
   return ok;
@@ -215,7 +228,27 @@ static void stage_run(enum sm_stage stage) {
   u8 not_present = stage == SM_FIRST_STAGE ? VTD_FAULT_REASON_FIRST_STAGE_NOT_PRESENT : VTD_FAULT_REASON_SM_READ_NOT_PERMITTED;
   fault_read(join(name, prefix, ".fault.not-present"), IOVA_NP, not_present, how);
   fault_write(join(name, prefix, ".fault.write-read-only"), IOVA_RO, VTD_FAULT_REASON_SM_WRITE_NOT_PERMITTED, how);
+  bool first = stage == SM_FIRST_STAGE;
+  smt_leaf_set_bits(stage, old_tree, IOVA_RSV, RESERVED_ADDRESS_BIT);
+  fault_read(join(name, prefix, ".fault.reserved"), IOVA_RSV,
+             first ? VTD_FAULT_REASON_FIRST_STAGE_RESERVED : VTD_FAULT_REASON_SECOND_STAGE_RESERVED, how);
+  /* Beyond what the entry translates: a non-canonical first-stage address (2^47), or 2^AGAW in the second stage. */
+  u32 width = unit.mgaw < unit.aw_width ? unit.mgaw : unit.aw_width;
+  u64 beyond = first ? 1ull << 47 : 1ull << width;
+  fault_read(join(name, prefix, ".fault.beyond"), beyond,
+             first ? VTD_FAULT_REASON_NON_CANONICAL_ADDRESS : VTD_FAULT_REASON_SM_ADDRESS_BEYOND_MGAW, how);
   stage_invalidations(prefix, stage, old_tree, new_tree);
+}
+
+/* Pass-through (PGTT 100, with ECAP.PT): edu's bus addresses are physical ones. */
+static void pass_through(void) {
+  if (!FIELD_GET(VTD_ECAP_PT, unit.ecap)) {
+    info("sm.pt skipped (ECAP.PT = 0)");
+    return;
+  }
+  check("sm.pt.pasid-entry", smt_pasid_entry(true, VTD_PASID_GRANULAR_TRANSLATION_TYPE_PASS_THROUGH, 0, true), "invalidation failed");
+  u32 page = probe_through("sm.pt.dma", (u32)page_two, (u32)page_out);
+  check("sm.pt.dma", page == 2, "read reached %s page, fsts=0x%08x", page_name(page), fsts_errors());
 }
 
 void sm_run(const struct edu *device, u8 vector) {
@@ -237,5 +270,6 @@ void sm_run(const struct edu *device, u8 vector) {
   structure_faults();
   for (u32 stage = SM_SECOND_STAGE; stage >= SM_FIRST_STAGE; stage--)
     if (stage_offered(stage)) stage_run(stage);
+  pass_through();
   info("sm.count pasid-cache %u pasid-iotlb %u", sm_counts.pasid_cache, sm_counts.pasid_iotlb);
 }

@@ -24,11 +24,11 @@
  * `scalable`) on a unit with scalableMode (QEMU x-scalable-mode=on): second stage, second stage
  * with CM = 1, and first stage alone (firstStage, QEMU x-flts=on). Their transcripts are compared
  * the same way; where QEMU 10.0 departs from the spec the guest prints PLATFORM lines, checked per
- * side: the legacy reasons 2h, 6h, 5h for a not-present context entry and second-stage faults
- * (conformance S1), PP set for requests without PASID (S2), no Dirty flag when a write hits a
- * translation cached by a read (S3), 5Bh instead of 59h for a not-present all-zero PASID-table
- * entry, and a changed PASID-table entry used at once (QEMU keeps no PASID cache; ours does until
- * the PASID-cache invalidation: both allowed).
+ * side: the legacy reasons 2h, 6h, 5h, Ch, 4h for a not-present context entry and second-stage
+ * faults (conformance S1), PP set for requests without PASID (S2), no Dirty flag when a write hits
+ * a translation cached by a read (S3), 5Bh instead of 59h for a not-present all-zero PASID-table
+ * entry, the PASID-table entry's reserved bits unchecked, and a changed PASID-table entry used at
+ * once (QEMU keeps no PASID cache; ours does until the PASID-cache invalidation: both allowed).
  */
 import { existsSync, readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -93,6 +93,8 @@ function expectedScalablePlatform(s: Scenario, side: "v86" | "qemu"): Map<string
     ["sm.fault.pasid-directory-not-present.record", record(0x51)],
     ["sm.fault.pasid-entry-not-present.record", record(qemu ? 0x5b : 0x59)],
     ["sm.fault.pasid-entry-nested.record", record(0x5b)],
+    // QEMU does not check the PASID-table entry's reserved bits: it walks on into the stage's empty tree.
+    ["sm.fault.pasid-entry-reserved.record", qemu ? record(s.firstStage ? 0x71 : 0x6, 1) : record(0x5a)],
     ["sm.fault.stage-not-offered.record", record(0x5b)],
   ];
   const prefix = s.firstStage ? "sm.fs" : "sm.ss";
@@ -100,9 +102,13 @@ function expectedScalablePlatform(s: Scenario, side: "v86" | "qemu"): Map<string
     lines.push([`${prefix}.dirty-after-read`, qemu ? "0" : "1"]);
     lines.push([`${prefix}.fault.not-present.record`, record(0x71, stagePp)]);
     lines.push([`${prefix}.fault.write-read-only.record`, record(0x85, stagePp)]);
+    lines.push([`${prefix}.fault.reserved.record`, record(0x72, stagePp)]);
+    lines.push([`${prefix}.fault.beyond.record`, record(0x80, stagePp)]); // not canonical
   } else {
     lines.push([`${prefix}.fault.not-present.record`, record(qemu ? 0x6 : 0x86, stagePp)]);
     lines.push([`${prefix}.fault.write-read-only.record`, record(qemu ? 0x5 : 0x85, stagePp)]);
+    lines.push([`${prefix}.fault.reserved.record`, record(qemu ? 0xc : 0x7a, stagePp)]);
+    lines.push([`${prefix}.fault.beyond.record`, record(qemu ? 0x4 : 0x83, stagePp)]);
   }
   lines.push([`${prefix}.pasid-cache.before`, qemu ? "new" : "old"]);
   return new Map(lines);
@@ -217,6 +223,7 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
     expect(transcript).toContain(`INFO sm.stages first ${s.firstStage ? 1 : 0} second ${s.firstStage ? 0 : 1}`);
     const prefix = s.firstStage ? "sm.fs" : "sm.ss";
     for (const check of [".dma", ".iotlb.after", ".pasid-cache.after", ".iotlb.flushed"]) expect(transcript).toContain(`RESULT ${prefix}${check} PASS`);
+    expect(transcript).toContain("RESULT sm.pt.dma PASS"); // PGTT switched to pass-through (ECAP.PT)
     expect(transcript).toContain(`RESULT ${prefix}.iotlb.before old`); // the changed leaf, cached until the page invalidation
     expect(transcript).not.toContain("RESULT root.set"); // the legacy section did not run
     const platformLines = new Map([...scalablePlatformLines(transcript)].map(([name, value]) => [name, recordWithoutSid(value)!]));
@@ -237,6 +244,19 @@ describe.skipIf(toolsMissing !== null)("the VT-d test guest: v86 with our unit a
     expect(failures, run.transcript).toEqual([]);
     expect(run.transcript).toMatch(/^INFO count\.write-buffer-flushes [1-9]\d*$/m); // RWBF: flush after table updates
     expect(run.transcript).toContain("INFO count.table-flushes 0"); // coherent: no clflush of tables
+    expect(run.exitCode).toBe(0);
+  });
+
+  it("v86 only (QEMU 10.0 offers the first stage alone): a unit with both stages runs second stage, first stage and pass-through, switching the PASID entry's PGTT", async () => {
+    const kernel = new Uint8Array(readFileSync(await ensureFirmware()));
+    const vtd = { awBits: 48 as const, scalableMode: true, firstStage: true, secondStage: true };
+    const run = await runMultibootGuest({ kernel, cmdline: "scalable", vtd, timeoutMs: 60_000, eduDmaMask: EDU_FULL_DMA_MASK });
+    const failures = parseTranscript(run.transcript).filter((l) => l.kind === "RESULT" && l.value !== "PASS" && !OBSERVATIONS.has(l.name));
+    expect(failures, run.transcript).toEqual([]);
+    expect(run.transcript).toContain("INFO sm.stages first 1 second 1");
+    for (const prefix of ["sm.ss", "sm.fs"]) expect(run.transcript).toContain(`RESULT ${prefix}.iotlb.flushed PASS`);
+    expect(run.transcript).toContain("RESULT sm.pt.dma PASS");
+    expect(run.transcript).not.toContain("sm.fault.stage-not-offered");
     expect(run.exitCode).toBe(0);
   });
 
