@@ -22,7 +22,7 @@
  *
  * Three scenarios run the guest's scalable-mode section (firmware/scalable.c, command line
  * `scalable`) on a unit with scalableMode (QEMU x-scalable-mode=on): second stage, second stage
- * with CM = 1, and first stage alone (firstStage, QEMU x-flts=on). Their transcripts are compared
+ * with CM = 1, and first stage alone (firstStage, QEMU x-flts=on) with CM = 0 and 1. Their transcripts are compared
  * the same way; where QEMU 10.0 departs from the spec the guest prints PLATFORM lines, checked per
  * side: the legacy reasons 2h, 6h, 5h, Ch, 4h for a not-present context entry and second-stage
  * faults (conformance S1), PP set for requests without PASID (S2), no Dirty flag when a write hits
@@ -69,6 +69,8 @@ const SCENARIOS: Scenario[] = [
   { name: "scalable second stage", cachingMode: false, awBits: 48, cmdline: "scalable", scalableMode: true },
   { name: "scalable second stage CM=1", cachingMode: true, awBits: 39, cmdline: "scalable", scalableMode: true },
   { name: "scalable first stage", cachingMode: false, awBits: 48, cmdline: "scalable", scalableMode: true, firstStage: true },
+  // CM = 1 governs the PASID structures, not first-stage mappings (no invalidation after mapping).
+  { name: "scalable first stage CM=1", cachingMode: true, awBits: 48, cmdline: "scalable", scalableMode: true, firstStage: true },
 ];
 const SCALABLE = SCENARIOS.filter((s) => s.scalableMode);
 /** The unit's options of a scenario (QEMU gets the same through qemuArguments). */
