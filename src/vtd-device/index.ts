@@ -19,6 +19,10 @@ export {
   NotifierFlag, NotifierError, EVENT_READ, EVENT_WRITE,
   type IommuEvent, type IommuNotifier, type NotifierErrorReport, type NotifierRange, type RegisterOptions,
 } from "./notifiers/notifier-types.ts";
+export {
+  IOMMU_VTD_S1_SRE, IOMMU_VTD_S1_EAFE, IOMMU_VTD_S1_WPE, IOMMU_VTD_INV_FLAGS_LEAF, IOMMU_VTD_INV_ALL_PAGES,
+  type NestedNotifier, type HwptAllocEvent, type HwptInvalidateEvent, type IommuHwptVtdS1, type IommuHwptVtdS1Invalidate, type NestedSpaceId,
+} from "./notifiers/nested-types.ts";
 export type { DriverChecker } from "./checker/checker.ts";
 export type { CheckerOptions, CpuView } from "./checker/checker-options.ts";
 export type {
