@@ -12,7 +12,9 @@
  * iommufd: a nested notifier on the same address space (requests without PASID, or with `pasid`)
  * attaches the guest's first-stage table to a nested hwpt (nested-hwpt.ts) while the guest's
  * PASID entry is first-stage, and flushes the host IOTLB on each cache-invalidate event; while it
- * is second-stage or pass-through, the MAP/UNMAP shadow serves as in legacy mode.
+ * is second-stage or pass-through, the MAP/UNMAP shadow serves as in legacy mode. Both need CAP.CM = 1:
+ * a guest invalidates the PASID cache after making an entry present only under caching mode (VT-d
+ * 5.10 §6.1), and that invalidation is where the host learns the first-stage table.
  */
 import type { VtdDevice } from "../vtd-device/device.ts";
 import type { GuestMemory } from "../vtd-device/memory/guest-memory.ts";
