@@ -126,8 +126,7 @@ static u64 leaf_flags(enum sm_stage stage, bool writable) {
   return VTD_PTE_R | (writable ? VTD_PTE_W : 0);
 }
 
-u32 smt_tree(enum sm_stage stage) {
-  (void)stage;
+u32 smt_tree(void) {
   if (pool_used == POOL_PAGES) return 0;
   u64 *t = pool[pool_used++];
   memset(t, 0, VTD_PAGE_SIZE);
@@ -146,7 +145,7 @@ static volatile u64 *walk(enum sm_stage stage, u32 tree, u64 iova, bool create) 
     volatile u64 *e = &table[index_at(iova, level)];
     if (!(*e & 1)) { /* R (second stage) or P (first stage) */
       if (!create) return 0;
-      u32 next = smt_tree(stage);
+      u32 next = smt_tree();
       if (!next) return 0;
       qword_write(e, ((u64)next & ADDRESS_MASK) | table_flags(stage));
     }

@@ -41,8 +41,8 @@ bool smt_pasid_entry(bool present, u32 pgtt, u32 table_root, bool invalidate);
 /* The same with `q0_bits` ORed into the entry's first qword (a reserved bit, to see it refused). */
 bool smt_pasid_entry_with(bool present, u32 pgtt, u32 table_root, bool invalidate, u64 q0_bits);
 
-/* A new, empty tree of `stage` (its top-level table), or 0 when out of pages. */
-u32 smt_tree(enum sm_stage stage);
+/* A new, empty page-table tree (its top-level table, for either stage), or 0 when out of pages. */
+u32 smt_tree(void);
 /* Maps one 4 KiB page (read-only unless writable) in the tree; false when out of pages. */
 bool smt_map(enum sm_stage stage, u32 tree, u64 iova, u32 physical, bool writable);
 /* The leaf entry of iova in the tree (it must be mapped), to look at or to change. */

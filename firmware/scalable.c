@@ -147,12 +147,12 @@ static void structure_faults(void) {
   fault_read("sm.fault.pasid-entry-nested", IOVA_X, VTD_FAULT_REASON_PASID_ENTRY_INVALID, REASON_CHECKED);
   /* A reserved bit (qword 0 bits 11:10) in an entry that is otherwise good; QEMU 10.0 does not check it and walks on. */
   u32 stage = stage_offered(SM_SECOND_STAGE) ? SM_SECOND_STAGE : SM_FIRST_STAGE;
-  u32 tree = smt_tree(stage);
+  u32 tree = smt_tree();
   check("sm.pasid-entry.reserved", tree && smt_pasid_entry_with(true, stage, tree, true, VTD_PASID_ENTRY_Q0_RESERVED), "invalidation failed");
   fault_read("sm.fault.pasid-entry-reserved", IOVA_X, VTD_FAULT_REASON_PASID_ENTRY_RESERVED, REASON_DEPARTS);
   for (stage = SM_FIRST_STAGE; stage <= SM_SECOND_STAGE; stage++) {
     if (stage_offered(stage)) continue;
-    tree = smt_tree(stage);
+    tree = smt_tree();
     check("sm.pasid-entry.stage-not-offered", tree && smt_pasid_entry(true, stage, tree, true), "invalidation failed");
     info("sm.fault.stage-not-offered pgtt %u", stage);
     fault_read("sm.fault.stage-not-offered", IOVA_X, VTD_FAULT_REASON_PASID_ENTRY_INVALID, REASON_CHECKED);
@@ -161,16 +161,15 @@ static void structure_faults(void) {
 
 /* ---- one stage ---- */
 
-/* Two trees of the stage: `old` maps X, Y, Z to page_one, `new` to page_two; both map OUT, RO. */
+/* Two trees of the stage: `old` maps X, Y, Z to page_one, `new` to page_two; both map OUT, RO and RSV. */
 static bool build_trees(enum sm_stage stage, u32 *old_tree, u32 *new_tree) {
-  u32 trees[2] = {smt_tree(stage), smt_tree(stage)};
+  u32 trees[2] = {smt_tree(), smt_tree()};
   u32 pages[2] = {(u32)page_one, (u32)page_two};
   bool ok = trees[0] && trees[1];
   for (u32 t = 0; ok && t < 2; t++)
     ok = smt_map(stage, trees[t], IOVA_X, pages[t], true) && smt_map(stage, trees[t], IOVA_Y, pages[t], true) &&
          smt_map(stage, trees[t], IOVA_Z, pages[t], true) && smt_map(stage, trees[t], IOVA_OUT, (u32)page_out, true) &&
          smt_map(stage, trees[t], IOVA_RO, (u32)page_ro, false) && smt_map(stage, trees[t], IOVA_RSV, (u32)page_one, true);
-
   *old_tree = trees[0];
   *new_tree = trees[1];
   return ok;
