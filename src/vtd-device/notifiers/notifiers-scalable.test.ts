@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { PasidGranularTranslationType as Pgtt } from "../../spec/scalable.ts";
 import { R, W } from "../../../test/support/tables.ts";
-import { collector, mapEvent, unmapEvent, UNMAP_ALL, MAP, UNMAP } from "../../../test/support/notifier-rig.ts";
+import { collector, mapEvent, unit, unmapEvent, UNMAP_ALL, MAP, UNMAP } from "../../../test/support/notifier-rig.ts";
 import { enableScalableQueued, scalableRig, wide } from "../../../test/support/scalable-notifier-rig.ts";
 import {
   IOMMU_VTD_INV_ALL_PAGES, IOMMU_VTD_INV_FLAGS_LEAF, IOMMU_VTD_S1_SRE, IOMMU_VTD_S1_WPE, type NestedNotifier,
@@ -178,5 +178,34 @@ describe("the nested model (iommufd): first-stage PASID entries", () => {
     t.pasidEntry(dir, 11, { pgtt: Pgtt.FirstStage, did: 7, firstStageRoot: fs9 });
     expect(() => rig.submit(wide.pasidCache(3, 0))).not.toThrow();
     expect(rig.device.notifiers.stats.notifierErrors).toBe(1);
+  });
+});
+
+describe("scalable-mode address spaces: registration", () => {
+  it("a PASID must be in 0..2^20-1; one nested notifier per space, with the three methods; a legacy unit's PASID space reaches nothing", () => {
+    const rig = scalableRig();
+    const notifiers = rig.device.notifiers;
+    for (const bad of [-2, 0x10_0000, 1.5, NaN]) expect(() => notifiers.addressSpace(SID, bad)).toThrow(/PASID/);
+    expect(notifiers.addressSpace(SID, 7)).toBe(notifiers.addressSpace(SID, 7));
+    expect(notifiers.addressSpace(SID, 7)).not.toBe(notifiers.addressSpace(SID));
+    expect(notifiers.addressSpace(SID, 7).name).toBe("00:04.0 PASID 7");
+    const space = notifiers.addressSpace(SID, 7);
+    const r = recorder();
+    expect(() => space.registerNested({ hwptAlloc: () => {} } as unknown as NestedNotifier)).toThrow(/hwptAlloc, hwptDetach and hwptInvalidate/);
+    space.registerNested(r.notifier);
+    expect(() => space.registerNested(recorder().notifier)).toThrow(/already registered/);
+    expect(() => space.unregisterNested(recorder().notifier)).toThrow(/not registered/);
+    expect([space.notifierCount, notifiers.listeningSpaces()]).toEqual([1, [space]]);
+    space.unregisterNested(r.notifier);
+    expect([space.notifierCount, notifiers.listeningSpaces()]).toEqual([0, []]);
+
+    const legacy = unit();
+    legacy.m.tables.map(legacy.root, 4, 0x3000, 0x60_0000, R | W);
+    const c = collector();
+    legacy.m.device.notifiers.addressSpace(SID, 1).register(c.notify, { events: MAP | UNMAP });
+    legacy.space.register(collector().notify, { events: MAP | UNMAP });
+    expect(legacy.m.device.notifiers.addressSpace(SID, 1).reported()).toEqual([]);
+    expect(legacy.space.reported()).toEqual([{ iova: 0x3000, size: K4, translatedAddress: 0x60_0000, permission: 3 }]);
+    expect(c.seen).toEqual([]);
   });
 });
