@@ -209,3 +209,15 @@ describe("scalable-mode address spaces: registration", () => {
     expect(c.seen).toEqual([]);
   });
 });
+
+describe("context-cache invalidation in scalable mode", () => {
+  it("domain-selective reaches every space (a scalable-mode context entry has no DID, the unit drops every PASID-cache entry)", () => {
+    const { rig, t, dir } = secondStageSetup();
+    const c = collector();
+    rig.device.notifiers.addressSpace(SID, PASID).register(c.notify, { events: MAP | UNMAP });
+    const moved = t.pasidEntry(dir, PASID, { pgtt: Pgtt.SecondStage, aw: 2, did: 6 });
+    t.map(moved, 4, 0x9000, 0x70_0000, R);
+    rig.submit([1n | (2n << 4n) | (123n << 16n)]); // context-cache, domain-selective, DID 123
+    expect(c.take()).toEqual([mapEvent(0x9000, 0x70_0000, K4, 1)]);
+  });
+});

@@ -226,7 +226,9 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   }
 
   contextDomain(did: number): void {
-    this.resync((space) => space.did === did);
+    // A scalable-mode context entry has no DID: the unit drops every PASID-cache entry, so every space reads again.
+    const all = this.scalable?.active === true;
+    this.resync((space) => all || space.did === did);
   }
 
   /** Source-ids matching `sid` under the function mask (as the context cache matches them, VT-d §11.4.7.1). */
