@@ -119,7 +119,7 @@ export function stageLine(run: LinuxRun): string {
   const counts = (workload ?? run.unit).translationsByPgtt;
   const listed = counts.map((n, pgtt) => (n > 0 ? `${STAGE_NAMES[pgtt] ?? `PGTT ${pgtt}`} ${n}` : "")).filter(Boolean);
   const stage = chosenStage(counts);
-  return `translation: scalable mode; ${stage ? `Linux chose the ${stage}` : "no request reached a PASID-table entry"}` +
+  return `translation: scalable mode; ${stage ? `Linux chose: ${stage}` : "no request reached a PASID-table entry"}` +
     ` (requests by the PGTT of their PASID-table entry${workload ? " during the workload" : ""}: ${listed.join(", ") || "none"})`;
 }
 

@@ -1,0 +1,178 @@
+/**
+ * Linux 6.1 in scalable mode (issue 17 item 8): `intel_iommu=on,sm_on` on the unit in scalable
+ * mode offering the first and the second stage, with the same four boots and checks as
+ * test/linux-matrix.test.ts (DMAR lines, IOMMU group type, the data read back, no fault, no driver
+ * bug under the strict checker): lazy, strict, caching mode with strict, and iommu=pt. Which
+ * stage Linux chose is read from what the unit saw (requests by the PGTT of their PASID-table
+ * entry) and printed. Linux 6.1 puts DMA domains on the first stage when both are offered
+ * (first_level_by_default), so its caching-mode rules are the first stage's: no flush after a
+ * map, and batching stays allowed; the PASID-table entries are under CM (PASID-cache flushes).
+ *
+ * Skipped when the kernel is not built (npm run build:linux) unless REQUIRE_LINUX=1.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import { LinuxArgumentError, parseLinuxArguments, scalableOptions } from "../src/linux/arguments.ts";
+import type { LinuxRun } from "../src/linux/boot.ts";
+import { chosenStage, CM_BATCHING_LINE, linuxFigures, stageLine } from "../src/linux/summary.ts";
+import { getField } from "../src/spec/field.ts";
+import { Cap, Ecap, Reg } from "../src/spec/registers.ts";
+import { PasidGranularTranslationType as Pgtt } from "../src/spec/scalable.ts";
+import { BOOT_TIMEOUT_MS, boot, commonChecks, invalidations, loadGuest, skip, skipReason, translatedChecks, WORKLOAD_MIB } from "./support/linux-boot-checks.ts";
+
+/** The unit in scalable mode with both stages, as `npm run linux -- --scalable-mode on` makes it. */
+const SCALABLE = scalableOptions(parseLinuxArguments(["--scalable-mode", "on"]));
+
+describe("npm run linux's scalable-mode options", () => {
+  it("offer both stages in scalable mode unless one is turned off, and nothing without it", () => {
+    expect(SCALABLE).toEqual({ scalableMode: true, firstStage: true, secondStage: true });
+    expect(scalableOptions(parseLinuxArguments(["--scalable-mode", "on", "--second-stage", "off"]))).toEqual({ scalableMode: true, firstStage: true, secondStage: false });
+    expect(scalableOptions(parseLinuxArguments(["--scalable-mode=on", "--first-stage=off"]))).toEqual({ scalableMode: true, firstStage: false, secondStage: true });
+    expect(scalableOptions(parseLinuxArguments([]))).toEqual({});
+    expect(scalableOptions(parseLinuxArguments(["--scalable-mode", "off"]))).toEqual({});
+  });
+
+  it("refuse a stage without scalable mode, no stage at all, and a bad value, naming the option", () => {
+    expect(() => parseLinuxArguments(["--first-stage", "on"])).toThrow(new LinuxArgumentError("option --first-stage: needs --scalable-mode on (first-stage translation exists only in scalable mode)"));
+    expect(() => parseLinuxArguments(["--second-stage", "off"])).toThrow(/option --second-stage: needs --scalable-mode on/);
+    expect(() => parseLinuxArguments(["--scalable-mode", "on", "--first-stage", "off", "--second-stage", "off"])).toThrow(/at least one stage/);
+    expect(() => parseLinuxArguments(["--scalable-mode", "yes"])).toThrow(new LinuxArgumentError('option --scalable-mode: expected on or off, got "yes"'));
+  });
+
+  it("name the stage that served most requests", () => {
+    const counts = (entries: [number, number][]) => {
+      const out = new Array<number>(8).fill(0);
+      for (const [pgtt, n] of entries) out[pgtt] = n;
+      return out;
+    };
+    expect(chosenStage(counts([[Pgtt.FirstStage, 10], [Pgtt.SecondStage, 2]]))).toBe("first stage");
+    expect(chosenStage(counts([[Pgtt.SecondStage, 3]]))).toBe("second stage");
+    expect(chosenStage(counts([[Pgtt.PassThrough, 1]]))).toBe("pass-through");
+    expect(chosenStage(counts([]))).toBeUndefined();
+  });
+});
+
+/** Requests of the workload by the PGTT of their PASID-table entry. */
+function workloadByPgtt(run: LinuxRun): number[] {
+  return linuxFigures(run).workloadUnit!.translationsByPgtt;
+}
+
+/** PASID-based IOTLB invalidations per MiB transferred in the workload. */
+function pasidIotlbPerMiB(run: LinuxRun): number {
+  const f = linuxFigures(run);
+  return invalidations(f.workloadUnit, "pasid-iotlb") / f.transferredMiB;
+}
+
+/** What every scalable-mode boot shows beyond the legacy checks: the unit offered both stages, Linux used scalable mode. */
+function scalableChecks(getRun: () => LinuxRun, stage: string) {
+  it(`runs in scalable mode on a unit offering both stages, and the unit saw Linux choose the ${stage}`, () => {
+    const run = getRun();
+    const ecap = run.platform.device.readRegister(Reg.ECAP, 8);
+    expect([getField(ecap, Ecap.SMTS), getField(ecap, Ecap.FSTS), getField(ecap, Ecap.SSTS)]).toEqual([1n, 1n, 1n]);
+    expect(run.console).toContain("DMAR: Enable scalable mode if hardware supports");
+    // The root table Linux latched is a scalable-mode one (RTADDR.TTM = 01).
+    expect(Number((run.platform.device.readRegister(Reg.RTADDR, 8) >> 10n) & 3n)).toBe(1);
+    const byPgtt = workloadByPgtt(run);
+    expect(chosenStage(byPgtt)).toBe(stage);
+    // Every request of the workload went through a PASID-table entry of that one type.
+    const total = byPgtt.reduce((a, b) => a + b, 0);
+    expect(total).toBeGreaterThanOrEqual((2 * WORKLOAD_MIB << 20) / 4096);
+    expect(byPgtt.filter((n) => n > 0)).toEqual([total]);
+    console.log(`[linux ${run.cmdline}${getField(run.platform.device.readRegister(Reg.CAP, 8), Cap.CM) ? ", CM" : ""}] ${stageLine(run)}`);
+  });
+}
+
+describe.skipIf(skip)(`Linux 6.1 in scalable mode (sm_on) on our VT-d unit${skipReason}`, () => {
+  const runs: Record<string, LinuxRun> = {};
+  const runOf = (name: string) => () => {
+    const run = runs[name];
+    if (!run) throw new Error(`the ${name} boot did not run`);
+    return run;
+  };
+
+  beforeAll(async () => {
+    await loadGuest();
+  }, 30 * 60_000);
+
+  describe("intel_iommu=on,sm_on (lazy invalidation)", () => {
+    beforeAll(async () => {
+      runs.lazy = await boot("intel_iommu=on,sm_on", false, { vtd: SCALABLE });
+    }, BOOT_TIMEOUT_MS + 30_000);
+    commonChecks(runOf("lazy"), "DMA-FQ");
+    translatedChecks(runOf("lazy"));
+    scalableChecks(runOf("lazy"), "first stage");
+
+    it("flushes the first stage lazily: PASID-based IOTLB invalidations from the flush queue, no legacy IOTLB ones", () => {
+      const run = runOf("lazy")();
+      expect(run.console).toContain("iommu: DMA domain TLB invalidation policy: lazy mode");
+      const w = linuxFigures(run).workloadUnit;
+      expect(invalidations(w, "pasid-iotlb")).toBeGreaterThan(0);
+      expect(invalidations(w, "iotlb page") + invalidations(w, "iotlb domain") + invalidations(w, "iotlb global")).toBe(0);
+    });
+  });
+
+  describe("intel_iommu=on,sm_on,strict", () => {
+    beforeAll(async () => {
+      runs.strict = await boot("intel_iommu=on,sm_on,strict", false, { vtd: SCALABLE });
+    }, BOOT_TIMEOUT_MS + 30_000);
+    commonChecks(runOf("strict"), "DMA");
+    translatedChecks(runOf("strict"));
+    scalableChecks(runOf("strict"), "first stage");
+
+    it("invalidates the PASID's IOTLB entries on every unmap, more often per MiB than lazy mode", () => {
+      const run = runOf("strict")();
+      expect(run.console).toContain("iommu: DMA domain TLB invalidation policy: strict mode");
+      expect(linuxFigures(run).workloadUnit!.invalidationWaits).toBeGreaterThan(0);
+      expect(pasidIotlbPerMiB(run)).toBeGreaterThan(pasidIotlbPerMiB(runOf("lazy")()));
+    });
+
+    it("issues one PASID-cache invalidation without caching mode: the global one after SRTP (CAP.ESRTPS = 0); a new PASID-table entry needs only a write-buffer flush", () => {
+      expect(invalidations(runOf("strict")().unit, "pasid-cache")).toBe(1);
+    });
+  });
+
+  describe("caching mode, intel_iommu=on,sm_on,strict", () => {
+    beforeAll(async () => {
+      runs.cm = await boot("intel_iommu=on,sm_on,strict", true, { vtd: SCALABLE });
+    }, BOOT_TIMEOUT_MS + 30_000);
+    commonChecks(runOf("cm"), "DMA");
+    translatedChecks(runOf("cm"));
+    scalableChecks(runOf("cm"), "first stage");
+
+    it("makes Linux flush the PASID structures it made present (PASID cache, context with DID 0), which CM lets the unit cache as not present", () => {
+      const run = runOf("cm")();
+      expect(getField(run.platform.device.readRegister(Reg.CAP, 8), Cap.CM)).toBe(1n);
+      // Beyond the global one after SRTP: one PASID-table entry per device (RID_PASID, edu and virtio-blk), each flushed once present.
+      expect(invalidations(run.unit, "pasid-cache")).toBeGreaterThanOrEqual(invalidations(runOf("strict")().unit, "pasid-cache") + 2);
+      expect(invalidations(run.unit, "context device")).toBeGreaterThan(invalidations(runOf("strict")().unit, "context device"));
+    });
+
+    it("follows the first stage's CM = 0 rules: batching allowed, no invalidation after a map", () => {
+      const run = runOf("cm")();
+      expect(run.console).not.toContain(CM_BATCHING_LINE);
+      const w = linuxFigures(run).workloadUnit;
+      expect(invalidations(w, "iotlb page") + invalidations(w, "iotlb domain")).toBe(0);
+      // Unmaps only, as without CM (a flush after every map as well would make it about twice as many).
+      const cm = pasidIotlbPerMiB(run), strict = pasidIotlbPerMiB(runOf("strict")());
+      expect(cm).toBeGreaterThan(0);
+      expect(cm).toBeLessThan(1.5 * strict);
+    });
+  });
+
+  describe("intel_iommu=on,sm_on iommu=pt", () => {
+    beforeAll(async () => {
+      runs.pt = await boot("intel_iommu=on,sm_on iommu=pt", false, { vtd: SCALABLE });
+    }, BOOT_TIMEOUT_MS + 30_000);
+    commonChecks(runOf("pt"), "identity");
+    scalableChecks(runOf("pt"), "pass-through");
+
+    it("passes the device's DMA through its PASID-table entry: no page walks, no IOTLB flushes", () => {
+      const run = runOf("pt")();
+      expect(run.console).toContain("iommu: Default domain type: Passthrough (set via kernel command line)");
+      const sid = run.disk!.sourceId;
+      expect(run.unit.contextMissesBySid.get(sid) ?? 0).toBeGreaterThanOrEqual(1);
+      expect(run.unit.iotlbMissesBySid.get(sid) ?? 0).toBe(0);
+      const w = linuxFigures(run).workloadUnit!;
+      expect(invalidations(w, "pasid-iotlb") + invalidations(w, "iotlb page") + invalidations(w, "iotlb domain")).toBe(0);
+    });
+  });
+});
