@@ -4,7 +4,8 @@
 #include "scalable-tables.h"
 #include "vtd.h"
 
-#define WAIT_MS 500u
+#define WAIT_MS 500u  /* for something that must come: returns as soon as it does */
+#define QUIET_MS 50u  /* for something that must not come */
 #define PROBE_SIZE 64u
 
 /* IOVAs of the section (below 2^28, edu's default DMA mask). Each tree maps X, Y, Z to one page. */
@@ -237,6 +238,16 @@ static void stage_run(enum sm_stage stage) {
   fault_read(join(name, prefix, ".fault.beyond"), beyond,
              first ? VTD_FAULT_REASON_NON_CANONICAL_ADDRESS : VTD_FAULT_REASON_SM_ADDRESS_BEYOND_MGAW, how);
   stage_invalidations(prefix, stage, old_tree, new_tree);
+
+  /* FPD = 1 in the PASID-table entry (§9.6): a translation fault is neither recorded nor signalled. */
+  u64 fpd = FIELD_PREP(VTD_PASID_ENTRY_Q0_FPD, 1);
+  check(join(name, prefix, ".pasid-entry.fpd"), smt_pasid_entry_with(true, stage, new_tree, true, fpd), "invalidation failed");
+  u32 before = interrupt_count(fault_vector);
+  if (dma(join(name, prefix, ".fault.fpd-suppressed"), EDU_TO_DEVICE, IOVA_NP, PROBE_SIZE)) {
+    interrupt_wait(fault_vector, before, QUIET_MS);
+    u32 msis = interrupt_count(fault_vector) - before, errors = fsts_errors();
+    check(name, errors == 0 && msis == 0, "fsts=0x%08x fault MSIs %u (want none)", errors, msis);
+  }
 }
 
 /* Pass-through (PGTT 100, with ECAP.PT): edu's bus addresses are physical ones. */
