@@ -243,14 +243,7 @@ export class IommuNotifiers implements InvalidationListener, SpaceOwner {
   }
 
   deviceTlb(sid: number, start: number, end: number): void {
-    // The endpoint's device-TLB is not tagged by PASID: every first-stage space of the requester id is told.
-    const scalable = this.scalable;
-    if (scalable !== undefined) {
-      const pages = (end - start) / 4096;
-      for (const space of this.synced) {
-        if (space.sid === sid && space.mode === SpaceMode.FirstStage) scalable.invalidate(space, "device-tlb", start, pages < IOMMU_VTD_INV_ALL_PAGES ? pages : IOMMU_VTD_INV_ALL_PAGES, 0);
-      }
-    }
+    this.scalable?.deviceTlb(this.synced, sid, start, end);
     const space = this.spaces.get(sid);
     if (!space || !(space.flags & DEVIOTLB_UNMAP)) return;
     const limit = 2 ** this.awBits;

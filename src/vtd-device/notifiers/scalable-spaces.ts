@@ -16,7 +16,7 @@ import type { MemoryAccess } from "../memory/memory-access.ts";
 import { ScalableWalk, walkPasidEntry, type ScalableWalkConfig } from "../scalable/scalable-walk.ts";
 import { IommuAddressSpace, SpaceMode } from "./address-space.ts";
 import {
-  IOMMU_VTD_S1_SRE, IOMMU_VTD_S1_WPE, type HwptInvalidateEvent, type IommuHwptVtdS1, type NestedSpaceId,
+  IOMMU_VTD_INV_ALL_PAGES, IOMMU_VTD_S1_SRE, IOMMU_VTD_S1_WPE, type HwptInvalidateEvent, type IommuHwptVtdS1, type NestedSpaceId,
 } from "./nested-types.ts";
 
 /** What scalable mode's notifiers need of the unit: the latched root table and whether TTM = 01 is latched. */
@@ -120,6 +120,12 @@ export class ScalableSpaces {
     this.counters.hwptInvalidateEvents++;
     const event: HwptInvalidateEvent = { ...ids(space), cache, data: { addr, npages, flags } };
     this.call(() => nested.hwptInvalidate(event));
+  }
+
+  /** A device-TLB invalidation of [start, end) sent to endpoint `sid`: not tagged by PASID, so every first-stage space of it is told. */
+  deviceTlb(spaces: readonly IommuAddressSpace[], sid: number, start: number, end: number): void {
+    const pages = Math.min((end - start) / 4096, IOMMU_VTD_INV_ALL_PAGES);
+    for (const space of spaces) if (space.sid === sid && space.mode === SpaceMode.FirstStage) this.invalidate(space, "device-tlb", start, pages, 0);
   }
 
   private call(tell: () => void): void {
