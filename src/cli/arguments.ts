@@ -14,7 +14,7 @@ export const START_OPTIONS = {
   firstStage: option("--first-stage on|off", onOff, undefined, ["ECAP.FSTS: first-stage translation alone (QEMU intel-iommu x-flts;", "needs --scalable-mode on and --aw-bits 48; default off)"]),
   kernel: option("--kernel <file>", text(), undefined, [`multiboot ELF to boot (default ${DEFAULT_KERNEL},`, "built by npm run build:firmware when missing)"]),
   /** The guest's (multiboot) command line; a guest option may itself start with "--". */
-  cmdline: option('--cmdline "<text>"', text({ anyValue: true }), "", ["the guest's command line; the test guest knows", "skip-cm-invalidation, skip-iec-invalidation, no-qi, translation-off, dma-rounds=N,", "scalable"]),
+  cmdline: option('--cmdline "<text>"', text({ anyValue: true }), "", ["the guest's command line; the test guest knows", "skip-cm-invalidation, skip-iec-invalidation, skip-cache-flush, no-qi,", "translation-off, dma-rounds=N, scalable"]),
   timeoutSeconds: option("--timeout <seconds>", seconds, DEFAULT_TIMEOUT_SECONDS, `wall-clock limit (default ${DEFAULT_TIMEOUT_SECONDS})`),
   deterministic: option("--deterministic", flag, undefined, [`guest time follows guest instructions (${DEFAULT_NS_PER_INSTRUCTION} ns each):`, "the same transcript every run, whatever the host does"]),
   ...EXPLAIN_OPTIONS,
