@@ -4,7 +4,7 @@
  * counters (no trace listener: a run without --trace builds no event).
  */
 import { FAULT_CODES, FaultReason, Fsts, Gsts, Reg } from "../spec/index.ts";
-import { INVALIDATION_KINDS, type UnitCounters } from "../vtd-device/stats.ts";
+import { INVALIDATION_KINDS, PASID_INVALIDATION_KINDS, type UnitCounters } from "../vtd-device/stats.ts";
 import type { VtdDevice } from "../vtd-device/index.ts";
 
 /** Invalidations so far by kind and interface, keyed as the summaries print them ("iotlb page (queue)"); kinds never seen are left out. */
@@ -16,6 +16,11 @@ export function invalidationCounts(counters: UnitCounters): Map<string, number> 
       if (counts[i]! > 0) out.set(`${kind} (${source})`, counts[i]!);
     });
   }
+  // Scalable mode's descriptors come through the queue only.
+  PASID_INVALIDATION_KINDS.forEach((kind, i) => {
+    const n = counters.pasidInvalidations[i]!;
+    if (n > 0) out.set(`${kind} (queue)`, n);
+  });
   return out;
 }
 

@@ -6,7 +6,6 @@
  */
 import { invalidationCounts } from "../cli/summary.ts";
 import type { DeviceStats, VtdDevice } from "../vtd-device/index.ts";
-import { PASID_INVALIDATION_KINDS } from "../vtd-device/stats.ts";
 
 export interface UnitSnapshot {
   translations: number;
@@ -43,21 +42,13 @@ export class UnitCounts {
       invalidationWaits: s.invalidationWaits,
       descriptorsProcessed: s.descriptorsProcessed,
       interruptsSent: s.interruptsSent,
-      invalidations: withPasidInvalidations(invalidationCounts(c), c.pasidInvalidations),
+      invalidations: invalidationCounts(c),
       translationsByPgtt: Array.from(c.translationsByPgtt),
       iotlbMissesBySid: new Map(c.iotlbMissesBySid),
       contextMissesBySid: new Map(c.contextMissesBySid),
       faultsBySid: new Map(c.faultsBySid),
     };
   }
-}
-
-/** The PASID descriptors (only ever queued: 256-bit descriptors) beside the legacy kinds. */
-function withPasidInvalidations(out: Map<string, number>, counts: Float64Array): Map<string, number> {
-  PASID_INVALIDATION_KINDS.forEach((kind, i) => {
-    if (counts[i]! > 0) out.set(`${kind} (queue)`, counts[i]!);
-  });
-  return out;
 }
 
 function subtractMaps<K>(later: Map<K, number>, earlier: Map<K, number>): Map<K, number> {
