@@ -78,7 +78,7 @@ export class PasidRequests {
     while (done < bytes.length) {
       let reason: number;
       if (!t.enabled) reason = t.translate(sid, address, write);
-      else if (scalable.active) reason = scalable.translate(t, t.rootTable, sid, address, write);
+      else if (scalable.active) reason = scalable.translateRequestWithPasid(t, t.rootTable, sid, address, write);
       else if (t.rootTableModeValid) reason = FaultReason.PasidRequestInLegacyMode;
       else reason = FaultReason.InvalidRootTableMode;
       if (reason !== 0) {

@@ -167,6 +167,7 @@ describe("caching mode in scalable mode, per stage (VT-d §6.1)", () => {
     expect(Array.from(c.translationsByPgtt)).toEqual([0, 3, 3, 0, 0, 0, 0, 0]);
     expect(Array.from(c.pasidEntryWalksByPgtt)).toEqual([0, 2, 1, 0, 0, 0, 0, 0]);
     expect(c.pasidInvalidations[PASID_INVALIDATION_KINDS.indexOf("pasid-cache")]).toBe(1);
+    expect(u.device.stats.translations, "requests with and without a PASID").toBe(6);
     expect(u.device.stats.contextMisses).toBe(3);
     expect(u.device.counters.contextMissesBySid.get(SID)).toBe(3);
 

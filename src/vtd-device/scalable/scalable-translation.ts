@@ -101,6 +101,12 @@ export class ScalableTranslation {
     this.active = ttm === TranslationTableMode.Scalable;
   }
 
+  /** A request with a PASID (pasid-requests.ts), counted among the unit's translations as one without is by the translator. */
+  translateRequestWithPasid(into: TranslationResult, rootTable: number, sid: number, address: number, write: boolean): number {
+    this.stats.translations++;
+    return this.translate(into, rootTable, sid, address, write);
+  }
+
   /**
    * Translates `address` of a request from `sid` (the PASID and privilege in `requestPasid` /
    * `requestPrivileged`) through the tables under `rootTable`. Returns 0 with the output in `into`,
