@@ -80,7 +80,8 @@ export const QEMU_INSTRUCTIONS_NOTE =
   "QEMU TCG does not count guest instructions here: -icount would count them but drives the guest clock from them (changing the timing measured), " +
   "and the TCG plugin that counts (libinsn) is not shipped in Debian's qemu-system-x86.";
 export const QEMU_EDU_NOTE =
-  "QEMU's edu starts each DMA on a 100 ms virtual-clock timer and the C guest polls meanwhile, so its round trip is that timer, whatever the translation costs.";
+  "QEMU's edu starts each DMA on a 100 ms virtual-clock timer and the C guest polls meanwhile: a round trip is 200 ms of that timer whatever the translation costs, " +
+  "and its CPU time is the share of it QEMU was scheduled.";
 
 function fixed(value: number, digits: number): string {
   if (!Number.isFinite(value)) return "n/a";
