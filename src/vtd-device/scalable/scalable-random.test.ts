@@ -73,7 +73,7 @@ function build(seed: number, options: { firstStage?: boolean; secondStage?: bool
 }
 
 describe("random scalable-mode tables and requests", () => {
-  for (const [label, options] of [["second stage", {}], ["first and second stage", { firstStage: true, secondStage: true }], ["first stage, CM", { firstStage: true, cachingMode: true }]] as const) {
+  for (const [label, options] of [["second stage", {}], ["first and second stage", { firstStage: true, secondStage: true }], ["first stage, CM", { firstStage: true, cachingMode: true }], ["both stages, CM (negative entries)", { firstStage: true, secondStage: true, cachingMode: true }]] as const) {
     it(`${label}: 20 seeds × 200 requests never throw, and writes touch only data pages and A/D flags`, () => {
       let succeeded = 0, faulted = 0;
       for (let seed = 1; seed <= 20; seed++) {
