@@ -2,7 +2,9 @@
  * Linux 6.1 in scalable mode (issue 17 item 8): `intel_iommu=on,sm_on` on the unit in scalable
  * mode offering the first and the second stage, with the same four boots and checks as
  * test/linux-matrix.test.ts (DMAR lines, IOMMU group type, the data read back, no fault, no driver
- * bug under the strict checker): lazy, strict, caching mode with strict, and iommu=pt. Which
+ * bug under the strict checker): lazy, strict, caching mode with strict, and iommu=pt; and a
+ * fifth, caching mode with strict on a unit offering the second stage alone, where Linux's
+ * flushes after each map are the ones CM's negative second-stage entries need. Which
  * stage Linux chose is read from what the unit saw (requests by the PGTT of their PASID-table
  * entry) and printed. Linux 6.1 puts DMA domains on the first stage when both are offered
  * (first_level_by_default), so its caching-mode rules are the first stage's: no flush after a
@@ -21,6 +23,8 @@ import { BOOT_TIMEOUT_MS, boot, commonChecks, invalidations, loadGuest, skip, sk
 
 /** The unit in scalable mode with both stages, as `npm run linux -- --scalable-mode on` makes it. */
 const SCALABLE = scalableOptions(parseLinuxArguments(["--scalable-mode", "on"]));
+/** The second stage alone (QEMU 10.0's x-scalable-mode=on without x-flts). */
+const SECOND_STAGE_ONLY = scalableOptions(parseLinuxArguments(["--scalable-mode", "on", "--first-stage", "off"]));
 
 describe("npm run linux's scalable-mode options", () => {
   it("offer both stages in scalable mode unless one is turned off, and nothing without it", () => {
@@ -62,12 +66,12 @@ function pasidIotlbPerMiB(run: LinuxRun): number {
   return invalidations(f.workloadUnit, "pasid-iotlb") / f.transferredMiB;
 }
 
-/** What every scalable-mode boot shows beyond the legacy checks: the unit offered both stages, Linux used scalable mode. */
-function scalableChecks(getRun: () => LinuxRun, stage: string) {
-  it(`runs in scalable mode on a unit offering both stages, and the unit saw Linux choose the ${stage}`, () => {
+/** What every scalable-mode boot shows beyond the legacy checks: the unit offered its stages, Linux used scalable mode. */
+function scalableChecks(getRun: () => LinuxRun, stage: string, firstStageOffered = true) {
+  it(`runs in scalable mode on a unit offering ${firstStageOffered ? "both stages" : "the second stage"}, and the unit saw Linux choose ${stage}`, () => {
     const run = getRun();
     const ecap = run.platform.device.readRegister(Reg.ECAP, 8);
-    expect([getField(ecap, Ecap.SMTS), getField(ecap, Ecap.FSTS), getField(ecap, Ecap.SSTS)]).toEqual([1n, 1n, 1n]);
+    expect([getField(ecap, Ecap.SMTS), getField(ecap, Ecap.FSTS), getField(ecap, Ecap.SSTS)]).toEqual([1n, firstStageOffered ? 1n : 0n, 1n]);
     expect(run.console).toContain("DMAR: Enable scalable mode if hardware supports");
     // The root table Linux latched is a scalable-mode one (RTADDR.TTM = 01).
     expect(Number((run.platform.device.readRegister(Reg.RTADDR, 8) >> 10n) & 3n)).toBe(1);
@@ -155,6 +159,25 @@ describe.skipIf(skip)(`Linux 6.1 in scalable mode (sm_on) on our VT-d unit${skip
       const cm = pasidIotlbPerMiB(run), strict = pasidIotlbPerMiB(runOf("strict")());
       expect(cm).toBeGreaterThan(0);
       expect(cm).toBeLessThan(1.5 * strict);
+    });
+  });
+
+  describe("caching mode, intel_iommu=on,sm_on,strict, second stage only", () => {
+    beforeAll(async () => {
+      runs.cmSecond = await boot("intel_iommu=on,sm_on,strict", true, { vtd: SECOND_STAGE_ONLY });
+    }, BOOT_TIMEOUT_MS + 30_000);
+    commonChecks(runOf("cmSecond"), "DMA");
+    translatedChecks(runOf("cmSecond"));
+    scalableChecks(runOf("cmSecond"), "second stage", false);
+
+    it("follows the second stage's CM rules: batching disallowed, a page-selective IOTLB flush after maps as well as unmaps", () => {
+      const run = runOf("cmSecond")();
+      expect(run.console).toContain(CM_BATCHING_LINE);
+      const f = linuxFigures(run);
+      // The flushes after maps are what the unit's negative second-stage entries need; with the unmaps, more than one per page moved.
+      expect(invalidations(f.workloadUnit, "iotlb page")).toBeGreaterThan((2 * WORKLOAD_MIB << 20) / 4096);
+      expect(invalidations(f.workloadUnit, "pasid-iotlb")).toBe(0);
+      expect(invalidations(run.unit, "pasid-cache")).toBeGreaterThanOrEqual(invalidations(runOf("strict")().unit, "pasid-cache") + 2);
     });
   });
 

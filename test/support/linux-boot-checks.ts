@@ -39,7 +39,8 @@ export const skipReason = skip ? ` (skipped: ${(readiness as { reason: string })
 export async function boot(cmdline: string, cachingMode: boolean, extra: Partial<Parameters<typeof bootLinux>[0]> = {}): Promise<LinuxRun> {
   const files = await loadGuest();
   const { vtd, ...rest } = extra;
-  const label = `${cmdline}${cachingMode ? ", CM" : ""}${vtd?.scalableMode ? ", scalable mode" : ""}`;
+  const stages = vtd?.firstStage === false ? " (second stage only)" : vtd?.secondStage === false ? " (first stage only)" : "";
+  const label = `${cmdline}${cachingMode ? ", CM" : ""}${vtd?.scalableMode ? `, scalable mode${stages}` : ""}`;
   // Every boot runs under the strict checker, on a unit that keeps what the spec lets it keep:
   // CAP.ESRTPS = 0 (SRTP leaves the caches) and CAP.RWBF = 1 with its write buffer.
   const started = performance.now();

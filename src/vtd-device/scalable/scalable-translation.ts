@@ -167,7 +167,6 @@ export class ScalableTranslation {
       // Second stage (the walk admitted no other type).
       if (address >= 2 ** Math.min(this.cfg.awBits, awWidth(walk.aw))) return FaultReason.SmAddressBeyondMgaw;
       const pages = walkPages(this.memory, walk.secondStageRoot, walk.aw, address, this.cfg, this.pageWalk);
-      const legacy = accessFault(pages, write);
       if (pages.structural !== 0) {
         // Not present, reserved or unreadable: what a read and a write get from this walk.
         const readReason = secondStageReason(accessFault(pages, false));
@@ -177,7 +176,8 @@ export class ScalableTranslation {
         }
         return write ? writeReason : readReason;
       }
-      if (legacy !== 0) return secondStageReason(legacy);
+      const denied = accessFault(pages, write);
+      if (denied !== 0) return secondStageReason(denied);
       level = pages.level;
       pageOutput = pages.pageOutput;
       permission = pages.permission & (MAY_READ | MAY_WRITE);
