@@ -3,12 +3,13 @@
  * devices. Platform-neutral: it knows guest memory, a clock it is told about, and an interrupt sink.
  */
 import type { FaultReason } from "../spec/fault-reasons.ts";
-import { IOTLB_OFFSET, Reg, FRCD_OFFSET, FRCD_SIZE } from "../spec/registers.ts";
+import { Reg } from "../spec/registers.ts";
 import { CachingPolicy } from "./caches/caching-policy.ts";
 import { InterruptEntryCache } from "./caches/interrupt-entry-cache.ts";
 import { InterruptRemapping } from "./interrupts/interrupt-remapping.ts";
 import { interruptFailure, type InterruptResult } from "./interrupts/interrupt-result.ts";
 import { GlobalCommand } from "./registers/global-command.ts";
+import { RegisterWrites } from "./registers/register-writes.ts";
 import { walkConfig, type WalkConfig } from "./registers/capabilities.ts";
 import type { DriverChecker } from "./checker/checker.ts";
 import { installChecker } from "./checker/checker-install.ts";
@@ -62,7 +63,7 @@ export class VtdDevice {
   private readonly faults: FaultRecording;
   private readonly queue: InvalidationQueue;
   private readonly translator: Translator;
-  private readonly globalCommand: GlobalCommand;
+  private readonly registerWrites: RegisterWrites;
   /** Interrupt remapping (option `interruptRemapping`); with it off, IRES stays 0 and requests pass unchanged. */
   private readonly interrupts: InterruptRemapping;
   /** The endpoints' own translation caches (ATS), for context entries with TT = 1. */
@@ -114,7 +115,11 @@ export class VtdDevice {
     translator.scalable?.install(this.invalidation, this.notifiers, this.queue, this.registerInvalidation);
     // Scalable mode's address spaces (per PASID) read the latched root and PASID entries: notifiers/scalable-spaces.ts.
     if (translator.scalable) this.notifiers.scalableMode(translator, translator.scalable);
-    this.globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace, this.writeBuffer);
+    const globalCommand = new GlobalCommand(this.regs, o, this.cfg, translator, this.invalidation, this.queue, this.interrupts, this.stats, this.trace, this.writeBuffer);
+    this.registerWrites = new RegisterWrites({
+      regs: this.regs, windowSize: this.registerWindowSize, stats: this.stats, trace: this.trace, writeBuffer: this.writeBuffer, globalCommand,
+      registerInvalidation: this.registerInvalidation, faults: this.faults, faultEvent: this.faultEvent, completionEvent: this.completionEvent, queue: this.queue,
+    });
     this.checker = o.checker ? installChecker(o.checker, {
       memory: o.memory, cfg: this.cfg, cachingMode: o.cachingMode, coherent: o.coherent, contextCache: this.contextCache, iotlb: this.iotlb,
       deviceTlbs: this.deviceTlbs, now: () => this.now, writeBuffer: this.writeBuffer, cpuCaches: this.cpuCaches,
@@ -220,53 +225,12 @@ export class VtdDevice {
     } catch {
       v = 0n;
     }
-    this.write(offset, size, Number(BigInt.asUintN(32, v)), Number(BigInt.asUintN(32, v >> 32n)));
+    this.registerWrites.write(offset, size, Number(BigInt.asUintN(32, v)), Number(BigInt.asUintN(32, v >> 32n)));
   }
 
   /** A guest write of 1, 2 or 4 bytes with a number value (the low `size` bytes are used). */
   mmioWrite(offset: number, size: 1 | 2 | 4, value: number): void {
-    this.write(offset, size, (typeof value === "number" ? value : 0) >>> 0, 0);
-  }
-
-  private write(offset: number, size: number, low: number, high: number): void {
-    this.stats.registerWrites++;
-    if ((size !== 4 && size !== 8) || !Number.isSafeInteger(offset) || offset % size !== 0 || offset < 0 || offset + size > this.registerWindowSize) {
-      if (this.trace.active) this.trace.emit({ type: "vtd_reg_ignored", offset, size, value: traceValue(size, low, high), why: "size, alignment or offset not a register access" });
-      return;
-    }
-    if (this.trace.active) this.trace.emit({ type: "vtd_reg_write", offset, size, value: traceValue(size, low, high) });
-    // Both dwords are stored before either acts, as one 8-byte access would be.
-    this.regs.writeDword(offset, low);
-    if (size === 8) {
-      this.regs.writeDword(offset + 4, high);
-      this.actOnDword(offset, low);
-      this.actOnDword(offset + 4, high);
-    } else {
-      this.actOnDword(offset, low);
-    }
-  }
-
-  /** Side effects of a written dword, after the write rule (VT-d §11.4 per register). */
-  private actOnDword(dword: number, written: number): void {
-    const own = this.regs.byOffset[dword];
-    const upperOf = this.regs.byOffset[dword - 4];
-    let r: RegisterSpec | undefined;
-    if (own && (own.width === 32 || own.actsOn === "low")) r = own;
-    else if (upperOf && upperOf.width === 64 && upperOf.actsOn === "high") r = upperOf;
-    if (!r) return;
-    // RWBF: the unit flushes its write buffer before it carries out an invalidation (VT-d §6.8).
-    if (this.writeBuffer && (r.offset === Reg.CCMD || r.offset === IOTLB_OFFSET || r.offset === Reg.IQT)) this.writeBuffer.flush();
-    switch (r.offset) {
-      case Reg.GCMD: return this.globalCommand.write(written);
-      case Reg.CCMD: return this.registerInvalidation.onContextCommand();
-      case IOTLB_OFFSET: return this.registerInvalidation.onIotlbCommand();
-      case Reg.FSTS: return this.faults.refresh();
-      case Reg.FECTL: return this.faultEvent.onControlWrite();
-      case Reg.ICS: return this.queue.onCompletionStatusWrite();
-      case Reg.IECTL: return this.completionEvent.onControlWrite();
-      case Reg.IQT: return this.queue.onTailWrite();
-    }
-    if (r.offset >= FRCD_OFFSET && (r.offset - FRCD_OFFSET) % FRCD_SIZE === 8) this.faults.refresh();
+    this.registerWrites.write(offset, size, (typeof value === "number" ? value : 0) >>> 0, 0);
   }
 
   private sendInterrupt(source: "fault" | "completion", address: bigint, data: number): void {
@@ -418,10 +382,4 @@ export class VtdDevice {
   get cacheOccupancy(): { contextEntries: number; iotlbEntries: number } {
     return { contextEntries: this.contextCache.count, iotlbEntries: this.iotlb.count };
   }
-}
-
-/** The written value as a trace shows it (only built while someone listens). */
-function traceValue(size: number, low: number, high: number): bigint {
-  const value = size === 8 ? (BigInt(high) << 32n) | BigInt(low) : BigInt(low);
-  return size >= 8 ? value : BigInt.asUintN(Math.max(8, size * 8), value);
 }
