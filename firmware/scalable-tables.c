@@ -1,6 +1,7 @@
 #include "scalable-tables.h"
 
 #include "console.h"
+#include "tables.h"
 #include "vtd.h"
 
 #define POOL_PAGES 20
@@ -24,19 +25,9 @@ static volatile u64 *context_entry(void) {
   return &context_table[(devfn % VTD_SM_DEVFN_UPPER) * (VTD_SM_CONTEXT_ENTRY_SIZE / 8)];
 }
 
-/* Present (bit 0 set): the high dword first, then the low one; else the low dword first. */
+/* Scalable-mode structures are ordered by bit 0 (P); the guest makes no write-only second-stage leaf. */
 static void qword_write(volatile u64 *e, u64 value) {
-  volatile u32 *half = (volatile u32 *)e;
-  if (value & 1) {
-    half[1] = (u32)(value >> 32);
-    barrier();
-    half[0] = (u32)value;
-  } else {
-    half[0] = (u32)value;
-    barrier();
-    half[1] = (u32)(value >> 32);
-  }
-  vtd_flush_table(e, 8);
+  table_entry_write(e, value, 1);
 }
 
 /* After a not-present structure became present: an invalidation under CM, else the write buffer. */

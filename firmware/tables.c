@@ -20,13 +20,13 @@ static u64 *table_alloc(void) {
 }
 
 /*
- * A 64-bit entry is written as two dwords. Making it present (P, or R/W in a paging entry: bits
- * 1:0) writes the high dword first; clearing it writes the low dword first.
+ * A 64-bit entry is written as two dwords. Making it present (any of `present` set in the new
+ * value) writes the high dword first; clearing it writes the low dword first, so the unit never
+ * sees a half-made present entry. table_entry_write also flushes its line (ECAP.C = 0).
  */
-/* Stores an entry so the unit never sees a half-made present one; entry_write also flushes its line. */
-static void entry_store(volatile u64 *e, u64 value) {
+static void entry_store(volatile u64 *e, u64 value, u64 present) {
   volatile u32 *half = (volatile u32 *)e;
-  if (value & 3) {
+  if (value & present) {
     half[1] = (u32)(value >> 32);
     barrier();
     half[0] = (u32)value;
@@ -37,9 +37,14 @@ static void entry_store(volatile u64 *e, u64 value) {
   }
 }
 
-static void entry_write(volatile u64 *e, u64 value) {
-  entry_store(e, value);
+void table_entry_write(volatile u64 *e, u64 value, u64 present) {
+  entry_store(e, value, present);
   vtd_flush_table(e, 8);
+}
+
+/* Root and context entries (P, bit 0) and second-stage paging entries (R/W, bits 1:0). */
+static void entry_write(volatile u64 *e, u64 value) {
+  table_entry_write(e, value, 3);
 }
 
 void tables_init(struct pci_function device) {
@@ -112,7 +117,7 @@ bool unmap_page(u64 iova, enum page_size size, bool skip_flush) {
   volatile u64 *e = walk(iova, size);
   if (!e) return false;
   if (skip_flush) {
-    entry_store(e, 0);
+    entry_store(e, 0, 3);
     unit.counts.flushes_skipped++;
   } else {
     entry_write(e, 0);

@@ -28,6 +28,8 @@ u32 tables_root(void);
  */
 bool context_install(struct pci_function device, bool skip_invalidation);
 bool context_invalidate_after_install(struct pci_function device);
+/* Writes a 64-bit table entry in the order that never shows a half-made present one, then flushes it. */
+void table_entry_write(volatile u64 *e, u64 value, u64 present);
 bool map_page(u64 iova, u32 physical, enum page_size size, enum access access);
 /*
  * Clears the entry mapping `iova` and invalidates its IOTLB pages. With skip_flush (option
