@@ -3,7 +3,8 @@
  * device-TLB, 2 pass-through), detach clears it; each with the invalidation it owes. Not-present
  * -> present under CM = 1: a device-selective context-cache invalidation with DID 0 and a
  * domain-selective IOTLB invalidation (CM = 0: a write-buffer flush). Present -> not-present: the
- * device's context entry, the domain's IOTLB entries and the endpoint's device-TLB.
+ * device's context entry, the domain's IOTLB entries and the endpoint's device-TLB. In scalable
+ * mode the PASID-table and context entries are written by scalable-attachment.ts instead.
  */
 import { TranslationType } from "../spec/entries.ts";
 import { widestAw, type UnitCapabilities } from "./discovery.ts";

@@ -20,7 +20,7 @@ const DTE = 2 ** SmContextLo.DTE.shift;
 const PASID_QWORDS = PASID_ENTRY_SIZE / QWORD;
 /** PDTS 0: a directory of 2^7 entries (1 KiB of its 4 KiB page), PASIDs below 2^(7 + 6). */
 const PDTS = 0;
-const PASID_LIMIT = 2 ** (PDTS + PDTS_BASE + PASID_TABLE_INDEX_BITS);
+const DIRECTORY_PASIDS = 2 ** (PDTS + PDTS_BASE + PASID_TABLE_INDEX_BITS);
 const RID_PASID_SHIFT = 2 ** SmContextHi.RID_PASID.shift;
 /** DID is qword 1 bits 15:0; FSPTPTR qword 2 bits 63:12 (PasidEntryQ2), the table's address as it is. */
 const DID_QWORD = 1, FSPTPTR_QWORD = 2;
@@ -134,7 +134,7 @@ export class ScalableModeTables {
   }
 
   private pasidEntryAddress(sid: number, pasid: number, create: boolean): number | undefined {
-    if (!Number.isInteger(pasid) || pasid < 0 || pasid >= PASID_LIMIT) throw new VtdDriverError("bad-argument", `PASID ${String(pasid)}: expected 0..${PASID_LIMIT - 1}`);
+    if (!Number.isInteger(pasid) || pasid < 0 || pasid >= DIRECTORY_PASIDS) throw new VtdDriverError("bad-argument", `PASID ${String(pasid)}: expected 0..${DIRECTORY_PASIDS - 1}`);
     const d = create ? this.device(sid) : this.devices.get(sid);
     if (!d) return undefined;
     const index = pasid >>> PASID_TABLE_INDEX_BITS;
