@@ -8,8 +8,11 @@
  * TE. The invalidation rules, each of which a test-only switch can suppress:
  * - CM = 1, context entry not-present -> present: device-selective context-cache invalidation
  *   with DID 0, then a domain-selective IOTLB invalidation. CM = 0: a write-buffer flush (RWBF).
- * - CM = 1: a page-selective invalidation of every new mapping (domain-selective when CAP.PSI = 0
- *   or the mask would exceed CAP.MAMV). CM = 0: a write-buffer flush (RWBF).
+ * - CM = 1: a page-selective invalidation of every new second-stage mapping (domain-selective when
+ *   CAP.PSI = 0 or the mask would exceed CAP.MAMV). CM = 0, or first stage: a write-buffer flush (RWBF).
+ * - Scalable mode (option scalableMode, ECAP.SMTS; scalable-mode.ts): TTM = 01, the 256-bit queue,
+ *   PASID tables (pasid-tables.ts, scalable-attachment.ts); CM = 1, PASID entry made present: a
+ *   PASID-cache and a PASID-based IOTLB invalidation of the PASID.
  * - ECAP.C = 0: every root, context and page-table store flushed from the CPU cache.
  * - A change to a present entry (unmap, split, detach) is invalidated before the IOVA is reused:
  *   at once (strict) or from the flush queue (lazy).
@@ -17,9 +20,9 @@
  * CM = 1 (a vIOMMU shadow stays exact), splits superpages without a window, and can wait for
  * invalidations by interrupt instead of spinning.
  *
- * This file holds discovery, initialisation, translation on/off and the domains; the rest is in
- * its parts: attachment.ts (devices and their context entries), mapping.ts (map and unmap) and
- * invalidation-submission.ts (strict, deferred-flush scopes, the lazy flush queue).
+ * Here: discovery, initialisation, translation on/off, domains (domain-creation.ts); the rest in
+ * attachment.ts (devices), mapping.ts (map and unmap), invalidation-submission.ts (strict,
+ * deferred-flush scopes, the lazy flush queue).
  */
 import { DeviceScopeType } from "../spec/dmar.ts";
 import { Fsts, Gcmd, Gsts, Pmen, Reg, Rtaddr } from "../spec/registers.ts";
