@@ -157,23 +157,9 @@ export class VtdDriver {
     // Errors an earlier owner left (all RW1C).
     this.regs.write32(Reg.FSTS, Number(Fsts.PFO | Fsts.IQE | Fsts.ICE | Fsts.ITE));
     const timeouts = { registerTimeoutMs: this.registerTimeoutMs, syncWaitTimeoutMs: o.syncWaitTimeoutMs ?? 120_000 };
-    if (!this.caps.queuedInvalidation) {
-      this.queueFallback = "ECAP.QI = 0";
-    } else if (o.registerInvalidation) {
-      this.queueFallback = "register invalidation requested";
-    } else {
-      const queue = new QueuedInvalidation(this.regs, this.platform.memory, this.platform.allocator, this.platform.clock, this.counters, this.caps,
-        this.gcmd, {
-          sizeOrder: o.queueSizeOrder ?? 0,
-          wide: this.scalable.enabled,
-          ...timeouts,
-          iteRetries: o.iteRetries ?? 1,
-          ...(o.testOnly?.mangleDescriptor ? { mangleDescriptor: o.testOnly.mangleDescriptor } : {}),
-          ...(o.onQueueError ? { onQueueError: o.onQueueError } : {}),
-        });
-      if (queue.enable()) this.queue = queue;
-      else this.queueFallback = "GSTS.QIES did not set after GCMD.QIE";
-    }
+    if (!this.caps.queuedInvalidation) this.queueFallback = "ECAP.QI = 0";
+    else if (o.registerInvalidation) this.queueFallback = "register invalidation requested";
+    else this.queue = this.startQueue(timeouts);
     if (this.scalable.enabled && !this.queue) {
       this.scalable = { enabled: false, stage: "second", fallback: `no queued invalidation (${this.queueFallback})` };
       this.scalableFallback = this.scalable.fallback;
@@ -209,6 +195,19 @@ export class VtdDriver {
     }
     this.initialised = true;
     return this;
+  }
+
+  /** Queued invalidation on (256-bit descriptors in scalable mode), or undefined with `queueFallback` saying why. */
+  private startQueue(timeouts: { registerTimeoutMs: number; syncWaitTimeoutMs: number }): QueuedInvalidation | undefined {
+    const o = this.options, p = this.platform;
+    const queue = new QueuedInvalidation(this.regs, p.memory, p.allocator, p.clock, this.counters, this.caps, this.gcmd, {
+      sizeOrder: o.queueSizeOrder ?? 0, wide: this.scalable.enabled, ...timeouts, iteRetries: o.iteRetries ?? 1,
+      ...(o.testOnly?.mangleDescriptor ? { mangleDescriptor: o.testOnly.mangleDescriptor } : {}),
+      ...(o.onQueueError ? { onQueueError: o.onQueueError } : {}),
+    });
+    if (queue.enable()) return queue;
+    this.queueFallback = "GSTS.QIES did not set after GCMD.QIE";
+    return undefined;
   }
 
   /** Step 6: (WBF if RWBF) TE, poll TES; protected memory regions off. */
