@@ -81,6 +81,7 @@ function scalableChecks(getRun: () => LinuxRun, stage: string, firstStageOffered
     const total = byPgtt.reduce((a, b) => a + b, 0);
     expect(total).toBeGreaterThanOrEqual((2 * WORKLOAD_MIB << 20) / 4096);
     expect(byPgtt.filter((n) => n > 0)).toEqual([total]);
+    expect(stageLine(run)).toContain(`Linux chose: ${stage} (`);
     console.log(`[linux ${run.cmdline}${getField(run.platform.device.readRegister(Reg.CAP, 8), Cap.CM) ? ", CM" : ""}] ${stageLine(run)}`);
   });
 }

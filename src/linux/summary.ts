@@ -8,7 +8,9 @@ import { formatSummary } from "../cli/summary.ts";
 import type { LinuxRun } from "./boot.ts";
 import { DMAR_FAULT_PATTERN, iommuGroups, resultValue, virtioBlk, workload, type Workload } from "./guest-report.ts";
 import { difference, totalInvalidations, type UnitSnapshot } from "./unit-counts.ts";
-import { PasidGranularTranslationType } from "../spec/scalable.ts";
+import { getField } from "../spec/field.ts";
+import { Reg, Rtaddr } from "../spec/registers.ts";
+import { PasidGranularTranslationType, TranslationTableMode } from "../spec/scalable.ts";
 
 export const VTD_BANNER = "DMAR: Intel(R) Virtualization Technology for Directed I/O";
 export const CM_BATCHING_LINE = "DMAR: IOMMU batching disallowed due to virtualization";
@@ -114,7 +116,13 @@ export function chosenStage(byPgtt: readonly number[]): string | undefined {
 
 /** Which translation Linux set up, as the unit saw it: in scalable mode the PGTT of the PASID-table entries its requests used. */
 export function stageLine(run: LinuxRun): string {
-  if (!run.platform.device.options.scalableMode) return "translation: legacy mode (context entries: second stage, or pass-through)";
+  const device = run.platform.device;
+  const legacy = "translation: legacy mode (context entries: second stage, or pass-through)";
+  if (!device.options.scalableMode) return legacy;
+  // What Linux latched: a legacy root table on a unit offering scalable mode means it did not ask for sm_on.
+  if (Number(getField(device.readRegister(Reg.RTADDR, 8), Rtaddr.TTM)) !== TranslationTableMode.Scalable) {
+    return `${legacy}; the unit offers scalable mode, Linux set a legacy root table (intel_iommu=...,sm_on asks for scalable mode)`;
+  }
   const workload = linuxFigures(run).workloadUnit;
   const counts = (workload ?? run.unit).translationsByPgtt;
   const listed = counts.map((n, pgtt) => (n > 0 ? `${STAGE_NAMES[pgtt] ?? `PGTT ${pgtt}`} ${n}` : "")).filter(Boolean);
