@@ -127,6 +127,9 @@ export class RunRecorder {
       case "vtd_inv":
         this.timeline.add(event.cache === "context" ? 0 : event.cache === "iotlb" ? 1 : 2, t, 1);
         break;
+      case "vtd_inv_pasid":
+        this.timeline.add(event.cache === "pasid-cache" ? 0 : 1, t, 1);
+        break;
       case "vtd_fault":
         this.timeline.add(3, t, 1);
         this.faults.push({

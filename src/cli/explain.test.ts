@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { parseArguments } from "./arguments.ts";
-import { cachingModeSentence, formatCachingModeComparison, type RunFigures } from "./explain.ts";
+import { cachingModeSentence, ExplainRecorder, explainMissingCmInvalidations, formatCachingModeComparison, type RunFigures } from "./explain.ts";
+import { deviceRead, SID_A } from "../../test/support/driver-scenarios.ts";
+import { scalableMachine } from "../../test/support/scalable-driver.ts";
 import { TRACE_EVENT_TYPES, traceEventFilter, TraceOptionError } from "./trace-file.ts";
 import { describeDescriptor } from "../vtd-device/debug-view.ts";
 
@@ -17,7 +19,7 @@ describe("explain options and texts", () => {
   });
 
   it("selects trace events by names and globs, refusing what matches nothing", () => {
-    expect([...traceEventFilter("vtd_inv*")].sort()).toEqual(["vtd_inv", "vtd_inv_iec", "vtd_inv_wait"]);
+    expect([...traceEventFilter("vtd_inv*")].sort()).toEqual(["vtd_inv", "vtd_inv_iec", "vtd_inv_pasid", "vtd_inv_wait"]);
     expect([...traceEventFilter("vtd_fault, vtd_ir_*")].sort()).toEqual(["vtd_fault", "vtd_ir_fault", "vtd_ir_remap"]);
     expect(traceEventFilter("*").size).toBe(TRACE_EVENT_TYPES.length);
     expect(() => traceEventFilter("vtd_invalid")).toThrow(TraceOptionError);
@@ -42,5 +44,20 @@ describe("explain options and texts", () => {
     expect(describeDescriptor(0x0000000600000025n, 0x125080n)).toBe("wait SW data 0x6 to 0x125080");
     expect(describeDescriptor(0x00000000000100e2n, 0n)).toBe("iotlb domain DID 1");
     expect(describeDescriptor(0n, 0n)).toBe("(empty)");
+  });
+
+  it("scalable mode: a PASID-table entry made present without the CM = 1 PASID-cache invalidation, and the PASID-cache invalidation that dropped it", () => {
+    const recorder = new ExplainRecorder();
+    const m = scalableMachine({ cachingMode: true, checker: recorder.checkerOption }, { testOnly: { suppress: ["cm-pasid-invalidation", "cm-context-invalidation"] } });
+    recorder.attach(m.platform.device);
+    const domain = m.driver.createDomain();
+    expect(deviceRead(m.platform, SID_A, 0x10_0000).ok).toBe(false); // not attached: the fault is kept under CM
+    m.driver.attach(SID_A, domain);
+    m.driver.map(domain, 0x10_0000, 0x40_0000, 4096, "r");
+    expect(deviceRead(m.platform, SID_A, 0x10_0000).ok).toBe(false); // the kept fault
+    m.driver.detach(SID_A); // its PASID-cache invalidation drops the entry
+    const text = explainMissingCmInvalidations(recorder) ?? "";
+    expect(text).toMatch(/the guest made the PASID-table entry of PASID 0 of device 00:04\.0 present/);
+    expect(text).toMatch(/kept faulting \(1 fault: \w+ 0x[0-9a-f]+\) until the guest's PASID-selective PASID-cache invalidation at [\d.]+ ms dropped it/);
   });
 });

@@ -8,11 +8,14 @@ import { describeEntry, hex } from "../vtd-device/checker/checker-report.ts";
 import type { DriverBugReport, TraceEvent, VtdDevice } from "../vtd-device/index.ts";
 import { CHECKER_RULES, type CheckerSummaryEntry } from "../vtd-device/checker/checker-rules.ts";
 
+/** The invalidations of DMA-remapping caches: legacy descriptors and registers, and scalable mode's PASID descriptors. */
+type CacheInvalidationEvent = Extract<TraceEvent, { type: "vtd_inv" | "vtd_inv_pasid" }>;
+
 /** Checker reports and the events around them, in order (one sequence for both). */
 export class ExplainRecorder {
   readonly reports: { seq: number; report: DriverBugReport }[] = [];
   readonly faults: { seq: number; time: number; sid: number; reason: FaultReason; address: bigint }[] = [];
-  readonly invalidations: { seq: number; time: number; event: Extract<TraceEvent, { type: "vtd_inv" }> }[] = [];
+  readonly invalidations: { seq: number; time: number; event: CacheInvalidationEvent }[] = [];
   readonly iecInvalidations: { seq: number; time: number; event: Extract<TraceEvent, { type: "vtd_inv_iec" }> }[] = [];
   private seq = 0;
   private device: VtdDevice | undefined;
@@ -24,7 +27,7 @@ export class ExplainRecorder {
     this.device = device;
     device.trace.subscribe((event) => {
       if (event.type === "vtd_fault") this.faults.push({ seq: this.seq++, time: device.now, sid: event.sid, reason: event.reason, address: event.address });
-      else if (event.type === "vtd_inv") this.invalidations.push({ seq: this.seq++, time: device.now, event });
+      else if (event.type === "vtd_inv" || event.type === "vtd_inv_pasid") this.invalidations.push({ seq: this.seq++, time: device.now, event });
       else if (event.type === "vtd_inv_iec") this.iecInvalidations.push({ seq: this.seq++, time: device.now, event });
     });
   }
@@ -96,7 +99,16 @@ export function formatCheckerSummary(summary: readonly CheckerSummaryEntry[]): s
   return lines;
 }
 
-function covers(event: Extract<TraceEvent, { type: "vtd_inv" }>, report: DriverBugReport): boolean {
+function covers(event: CacheInvalidationEvent, report: DriverBugReport): boolean {
+  const missing = report.missing;
+  if (event.type === "vtd_inv_pasid") {
+    if (missing.action === "pasid-cache-invalidation") {
+      if (event.cache !== "pasid-cache") return false;
+      return event.granularity === "global" || (event.did === missing.did && (event.granularity === "domain" || event.pasid === missing.pasid));
+    }
+    if (missing.action !== "pasid-iotlb-invalidation" || event.cache !== "pasid-iotlb" || event.did !== missing.did || event.pasid !== missing.pasid) return false;
+    return event.granularity !== "page" || inRange(report.iova, event.address, event.am);
+  }
   if (report.cached.structure === "context-entry") {
     if (event.cache !== "context") return false;
     if (event.granularity === "global") return true;
@@ -106,18 +118,25 @@ function covers(event: Extract<TraceEvent, { type: "vtd_inv" }>, report: DriverB
     const ignore = fm === 0 ? 0 : ((1 << fm) - 1) << (3 - fm);
     return (event.sid & ~ignore) === (report.sid & ~ignore);
   }
-  if (event.cache !== "iotlb" || report.missing.action !== "iotlb-invalidation") return false;
-  const did = report.missing.did;
+  // A global or domain-selective IOTLB invalidation also drops a domain's first-stage (PASID-tagged) entries.
+  if (event.cache !== "iotlb" || (missing.action !== "iotlb-invalidation" && missing.action !== "pasid-iotlb-invalidation")) return false;
   if (event.granularity === "global") return true;
-  if (event.did !== did) return false;
+  if (event.did !== missing.did) return false;
   if (event.granularity === "domain") return true;
-  if (event.address === undefined) return false;
-  const size = 4096n << BigInt(event.am ?? 0);
-  return report.iova >= event.address && report.iova < event.address + size;
+  return missing.action === "iotlb-invalidation" && inRange(report.iova, event.address, event.am);
+}
+
+/** Whether `iova` lies in the 2^am pages from `address`. */
+function inRange(iova: bigint, address: bigint | undefined, am: number | undefined): boolean {
+  if (address === undefined) return false;
+  return iova >= address && iova < address + (4096n << BigInt(am ?? 0));
 }
 
 const GRANULARITY_WORDS: Record<string, string> = {
-  global: "global", domain: "domain-selective", device: "device-selective", page: "page-selective", index: "index-selective",
+  global: "global", domain: "domain-selective", device: "device-selective", page: "page-selective", index: "index-selective", pasid: "PASID-selective",
+};
+const CACHE_WORDS: Record<CacheInvalidationEvent["cache"], string> = {
+  context: "context-cache", iotlb: "IOTLB", "device-iotlb": "device-TLB", "pasid-cache": "PASID-cache", "pasid-iotlb": "PASID-based IOTLB",
 };
 /** Interrupt-remapping fault reasons are 20h-2Fh; DMA-remapping ones lie below. */
 const isInterruptFault = (reason: number) => reason >= 0x20 && reason < 0x30;
@@ -142,14 +161,16 @@ export function explainMissingCmInvalidations(recorder: ExplainRecorder): string
     const irte = r.missing.action === "interrupt-entry-cache-invalidation" ? r.missing.index : undefined;
     const what = irte !== undefined
       ? `interrupt remapping table entry ${irte} (device ${r.device}'s interrupts)`
-      : context ? `the context entry of device ${r.device}` : `IOVA page ${hex(r.iova & ~0xfffn)} of device ${r.device}`;
+      : context ? `the context entry of device ${r.device}`
+      : r.current.structure === "pasid-entry" ? `the PASID-table entry of PASID ${r.current.pasid} of device ${r.device}`
+      : `IOVA page ${hex(r.iova & ~0xfffn)} of device ${r.device}`;
     const cover = irte !== undefined
       ? recorder.iecInvalidations.find((i) => i.seq > seq && coversIrte(i.event, irte))
       : recorder.invalidations.find((i) => i.seq > seq && covers(i.event, r));
     const faults = recorder.faults.filter((f) =>
       f.seq > seq && f.sid === r.sid && isInterruptFault(f.reason) === (irte !== undefined) && (!cover || f.seq < cover.seq));
     const reasons = [...new Set(faults.map((f) => `${FaultReason[f.reason] ?? "fault"} 0x${f.reason.toString(16)}`))].join(", ");
-    const cache = cover === undefined ? "" : "cache" in cover.event ? (cover.event.cache === "context" ? "context-cache" : "IOTLB") : "interrupt-entry-cache";
+    const cache = cover === undefined ? "" : "cache" in cover.event ? CACHE_WORDS[cover.event.cache] : "interrupt-entry-cache";
     const until = cover
       ? `until the guest's ${GRANULARITY_WORDS[cover.event.granularity] ?? cover.event.granularity} ${cache} invalidation at ${cover.time.toFixed(3)} ms dropped it`
       : "until the end of the run (no invalidation covering it came)";

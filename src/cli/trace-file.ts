@@ -11,7 +11,7 @@ import type { TraceEvent, VtdDevice } from "../vtd-device/index.ts";
 const EVENT_TYPES = {
   vtd_reg_read: true, vtd_reg_write: true, vtd_reg_ignored: true, vtd_gcmd: true, vtd_inv: true, vtd_iq_desc: true, vtd_iq_error: true,
   vtd_inv_wait: true, vtd_fault: true, vtd_iotlb_miss: true, vtd_context_miss: true, vtd_interrupt: true, vtd_ir_remap: true,
-  vtd_ir_fault: true, vtd_inv_iec: true,
+  vtd_ir_fault: true, vtd_inv_iec: true, vtd_inv_pasid: true,
 } satisfies Record<TraceEvent["type"], true>;
 
 export const TRACE_EVENT_TYPES: readonly string[] = Object.keys(EVENT_TYPES);

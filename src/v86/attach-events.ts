@@ -11,7 +11,7 @@ export const VTD_EVENTS = {
   /** A DMA-remapping or interrupt-remapping fault (recorded or not: see `recorded`). */
   "vtd-fault": ["vtd_fault", "vtd_ir_fault"],
   /** A context-cache, IOTLB, device-TLB or interrupt-entry-cache invalidation, or a queue error. */
-  "vtd-invalidation": ["vtd_inv", "vtd_inv_iec", "vtd_iq_error"],
+  "vtd-invalidation": ["vtd_inv", "vtd_inv_iec", "vtd_inv_pasid", "vtd_iq_error"],
   /** An invalidation wait descriptor. */
   "vtd-wait": ["vtd_inv_wait"],
   /** An interrupt the unit sends (fault or completion event) or lets through (interrupt remapping). */

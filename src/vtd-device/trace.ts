@@ -26,7 +26,12 @@ export type TraceEvent =
   /** An interrupt request blocked with an interrupt-remapping fault (`index` -1 when none was computed). */
   | { type: "vtd_ir_fault"; sid: number; index: number; reason: FaultReason; address: bigint; data: number; recorded: boolean }
   /** An interrupt-entry-cache invalidation descriptor: global, or 2^mask entries from `index`. */
-  | { type: "vtd_inv_iec"; granularity: "global" | "index"; index: number; mask: number; dropped: number };
+  | { type: "vtd_inv_iec"; granularity: "global" | "index"; index: number; mask: number; dropped: number }
+  /**
+   * A scalable-mode PASID-cache (granularity domain, pasid or global) or PASID-based IOTLB (pasid or
+   * page: 2^am pages from `address`, `ih` the invalidation hint) descriptor, from the queue.
+   */
+  | { type: "vtd_inv_pasid"; cache: "pasid-cache" | "pasid-iotlb"; granularity: "domain" | "pasid" | "global" | "page"; did: number; pasid: number; address?: bigint; am?: number; ih?: boolean };
 
 export type TraceListener = (event: TraceEvent) => void;
 

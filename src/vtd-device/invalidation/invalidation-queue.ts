@@ -83,7 +83,7 @@ export class InvalidationQueue {
   ) {
     this.pending = new PendingDeviceTlbInvalidations(options.deviceIotlbPendingInvalidations);
     this.executor = new DescriptorExecution(options, regs, memory, invalidation, completionEvent, this.pending, this, tracer, stats, cfg);
-    this.wideExecutor = options.scalableMode ? new WideDescriptorExecution(this.executor) : undefined;
+    this.wideExecutor = options.scalableMode ? new WideDescriptorExecution(this.executor, tracer) : undefined;
   }
 
   reset(): void {

@@ -11,6 +11,9 @@ import { MAMV } from "../../spec/registers.ts";
 import { PasidCacheDesc, PasidCacheGranularity, PasidDeviceTlbDesc, PasidIotlbDesc, PasidIotlbGranularity, ScalableDescriptorType } from "../../spec/scalable.ts";
 import type { DescriptorExecution } from "../invalidation/descriptor-execution.ts";
 import type { ScalableCaches } from "./scalable-caches.ts";
+import type { Tracer } from "../trace.ts";
+
+const PASID_CACHE_GRANULARITY = ["domain", "pasid", "reserved", "global"] as const;
 
 /** IQEI 4: a reserved field, or a field value the unit does not support. */
 const RESERVED = InvalidationQueueError.ReservedField;
@@ -34,7 +37,7 @@ export class WideDescriptorExecution {
   /** Scalable mode's caches (set by the device): what the PASID descriptors drop from. */
   caches: ScalableCaches | undefined = undefined;
 
-  constructor(private readonly legacy: DescriptorExecution) {}
+  constructor(private readonly legacy: DescriptorExecution, private readonly tracer?: Tracer) {}
 
   /** Executes the descriptor given as eight dwords (w0 = bits 31:0 ... w7 = bits 255:224). Returns the legacy executor's codes. */
   execute(head: number, w0: number, w1: number, w2: number, w3: number, w4: number, w5: number, w6: number, w7: number): number {
@@ -45,6 +48,10 @@ export class WideDescriptorExecution {
         if (((w0 >>> 4) & 3) === PasidCacheGranularity.Reserved) return this.reject(RESERVED, "PASID-cache descriptor with granularity 10 (reserved)");
         this.pasidCacheInvalidations++;
         this.caches?.pasidCacheDescriptor((w0 >>> 4) & 3, w0 >>> 16, w1 & 0xf_ffff);
+        if (this.tracer?.active) {
+          const granularity = PASID_CACHE_GRANULARITY[(w0 >>> 4) & 3] as "domain" | "pasid" | "global";
+          this.tracer.emit({ type: "vtd_inv_pasid", cache: "pasid-cache", granularity, did: w0 >>> 16, pasid: w1 & 0xf_ffff });
+        }
         // Then the listener behind the caches (the notifiers), as the legacy invalidations tell it.
         const listener = this.caches?.next;
         if (listener?.active) listener.pasidCacheInvalidated?.((w0 >>> 4) & 3, w0 >>> 16, w1 & 0xf_ffff);
@@ -63,6 +70,13 @@ export class WideDescriptorExecution {
         // ADDR (bits 127:76 of the descriptor): a page number to compare, exact below 2^53.
         const address = (w3 >>> 0) * 2 ** 32 + ((w2 & 0xffff_f000) >>> 0);
         this.caches?.pasidIotlbDescriptor(granularity === PasidIotlbGranularity.Page, w0 >>> 16, w1 & 0xf_ffff, address, w2 & 0x3f);
+        if (this.tracer?.active) {
+          const page = granularity === PasidIotlbGranularity.Page;
+          this.tracer.emit({
+            type: "vtd_inv_pasid", cache: "pasid-iotlb", granularity: page ? "page" : "pasid", did: w0 >>> 16, pasid: w1 & 0xf_ffff,
+            ...(page ? { address: BigInt(address), am: w2 & 0x3f, ih: (w2 & 0x40) !== 0 } : {}),
+          });
+        }
         const listener = this.caches?.next;
         if (listener?.active) {
           // 2^AM pages from ADDR aligned down to them (page-selective), or the whole PASID; IH is bit 70.
