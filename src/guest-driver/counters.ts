@@ -6,7 +6,7 @@ export class DriverCounters {
   contextInvalidations = { global: 0, domain: 0, device: 0 };
   iotlbInvalidations = { global: 0, domain: 0, page: 0 };
   deviceTlbInvalidations = 0;
-  /** Scalable mode: PASID-selective PASID-cache invalidations; PASID-based IOTLB invalidations of a whole PASID or of pages. */
+  /** Scalable mode: PASID-cache invalidations (global, domain or PASID-selective); PASID-based IOTLB invalidations of a whole PASID or of pages. */
   pasidCacheInvalidations = 0;
   pasidIotlbInvalidations = { pasid: 0, page: 0 };
   /** Interrupt entry cache invalidations (queued only). */

@@ -45,6 +45,7 @@ export function encodeDescriptor(r: InvalidationRequest, caps: UnitCapabilities)
     case "iec-global": return [IEC_TYPE, 0n];
     case "iec-index": return [IEC_TYPE | IEC_G | (b(r.im) << IEC_IM) | (b(r.index) << IEC_IIDX), 0n];
     case "pasid-cache-global": return [PASID_CACHE_TYPE | (b(PasidCacheGranularity.Global) << PC_G), 0n];
+    case "pasid-cache-domain": return [PASID_CACHE_TYPE | (b(PasidCacheGranularity.Domain) << PC_G) | (b(r.did) << PC_DID), 0n];
     case "pasid-cache":
       return [PASID_CACHE_TYPE | (b(PasidCacheGranularity.Pasid) << PC_G) | (b(r.did) << PC_DID) | (b(r.pasid) << PC_PASID), 0n];
     case "pasid-iotlb": return [pasidIotlbLow(PasidIotlbGranularity.Pasid, r.did, r.pasid), 0n];

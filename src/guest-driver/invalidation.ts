@@ -23,6 +23,8 @@ export type InvalidationRequest =
   | { kind: "iec-index"; index: number; im: number }
   /** Scalable mode (256-bit queue): every PASID-cache entry (VT-d §6.5.2.2, G = 11). */
   | { kind: "pasid-cache-global" }
+  /** Every PASID-cache entry of domain `did`, all PASIDs (VT-d §6.5.2.2, G = 00; Linux's QI_PC_ALL_PASIDS). */
+  | { kind: "pasid-cache-domain"; did: number }
   /** The PASID-cache entries of `pasid` in domain `did` (VT-d §6.5.2.2, G = 01). */
   | { kind: "pasid-cache"; did: number; pasid: number }
   /** PASID-based IOTLB invalidation (VT-d §6.5.2.4): every entry of `pasid` in `did` (G = 10). */
@@ -105,6 +107,7 @@ export function countRequests(counters: DriverCounters, requests: readonly Inval
       case "iec-index": counters.interruptEntryInvalidations.index++; break;
       case "pasid-cache": counters.pasidCacheInvalidations++; break;
       case "pasid-cache-global": counters.pasidCacheInvalidations++; break;
+      case "pasid-cache-domain": counters.pasidCacheInvalidations++; break;
       case "pasid-iotlb": counters.pasidIotlbInvalidations.pasid++; break;
       case "pasid-iotlb-page": counters.pasidIotlbInvalidations.page++; break;
     }
@@ -123,6 +126,7 @@ export function describeRequest(r: InvalidationRequest): string {
     case "iec-global": return "global interrupt-entry-cache invalidation";
     case "iec-index": return `interrupt-entry-cache invalidation of ${2 ** r.im} entries from index ${r.index}`;
     case "pasid-cache-global": return "global PASID-cache invalidation";
+    case "pasid-cache-domain": return `PASID-cache invalidation of every PASID in domain ${r.did}`;
     case "pasid-cache": return `PASID-cache invalidation of PASID ${r.pasid} in domain ${r.did}`;
     case "pasid-iotlb": return `PASID-based IOTLB invalidation of PASID ${r.pasid} in domain ${r.did}`;
     case "pasid-iotlb-page": return `PASID-based IOTLB invalidation of PASID ${r.pasid} in domain ${r.did} at 0x${r.address.toString(16)}, AM ${r.am}`;

@@ -63,6 +63,7 @@ export class RegisterInvalidation implements Invalidator {
       case "iec-index":
       case "pasid-cache":
       case "pasid-cache-global":
+      case "pasid-cache-domain":
       case "pasid-iotlb":
       case "pasid-iotlb-page":
         throw new VtdDriverError("unsupported", `${describeRequest(r)}: needs queued invalidation`);

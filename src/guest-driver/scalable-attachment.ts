@@ -6,10 +6,11 @@
  * entry a PASID-selective PASID-cache invalidation and a PASID-based IOTLB invalidation of the
  * PASID; after the context entry a device-selective context-cache invalidation with DID 0 and a
  * domain-selective IOTLB invalidation. CM = 0: a write-buffer flush after each.
- * Detach undoes it in the same order: the PASID entry cleared, then PASID cache, the PASID's
- * IOTLB entries (PASID-based for first stage and pass-through, domain-selective for second
- * stage) and the endpoint's device-TLB; then the context entry, its context-cache entry and the
- * domain's IOTLB entries.
+ * Detach undoes it in the same order (Linux 6.1's intel_pasid_tear_down_entry, then
+ * domain_context_clear_one): the PASID entry cleared, then PASID cache, the PASID's IOTLB entries
+ * (PASID-based for first stage and pass-through, domain-selective for second stage) and the
+ * endpoint's device-TLB; then the context entry, its context-cache entry, the domain's PASID-cache
+ * entries of every PASID (§6.5.2.2 G = 00: what the context entry led to) and its IOTLB entries.
  */
 import { PasidGranularTranslationType } from "../spec/scalable.ts";
 import { widestAw, type UnitCapabilities } from "./discovery.ts";
@@ -60,6 +61,10 @@ export class ScalableAttachment {
       this.submission.invalidate(requests);
     }
     this.tables.clearContext(sid);
-    if (keep) this.submission.invalidate([{ kind: "context-device", did: domain.did, sid, fm: 0 }, { kind: "iotlb-domain", did: domain.did }]);
+    if (keep) {
+      this.submission.invalidate([
+        { kind: "context-device", did: domain.did, sid, fm: 0 }, { kind: "pasid-cache-domain", did: domain.did }, { kind: "iotlb-domain", did: domain.did },
+      ]);
+    }
   }
 }
