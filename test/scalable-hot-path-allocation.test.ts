@@ -37,7 +37,7 @@ describe("scalable mode's measured paths allocate nothing (young-generation coll
     });
   }
 
-  for (const pgtt of [Pgtt.FirstStage, Pgtt.SecondStage]) {
+  for (const pgtt of [Pgtt.FirstStage, Pgtt.SecondStage] as const) {
     it(`${pgtt === Pgtt.FirstStage ? "first" : "second"}-stage reads with a PASID that miss the scalable IOTLB: a 4-level walk each`, async () => {
       const u = scalableUnit({ pgtt, pages: 4096 });
       const bytes = new Uint8Array(8);
