@@ -4,7 +4,9 @@
  * help; the checker names the line to flush.
  */
 import { describe, expect, it } from "vitest";
-import { IOTLB_OFFSET, Reg } from "../../spec/registers.ts";
+import { Gcmd, GSTS_PERSISTENT_MASK, IOTLB_OFFSET, Reg } from "../../spec/registers.ts";
+import { PasidGranularTranslationType as Pgtt } from "../../spec/scalable.ts";
+import { enableScalableQueued, scalableRig, wide } from "../../../test/support/scalable-notifier-rig.ts";
 import { FaultReason } from "../../spec/fault-reasons.ts";
 import { enableTranslation, machine, R, W, type Machine } from "../../../test/support/tables.ts";
 import { LINE_COPIES } from "./line-copies.ts";
@@ -98,4 +100,29 @@ describe("CPU caches the unit does not snoop (ECAP.C = 0, cacheLineFlushes)", ()
     globalInvalidations(m);
     expect(output(m)).toBe(0x30_0000n);
   });
+});
+
+describe("the unit's Accessed/Dirty updates under line copies (first stage, VT-d 5.10 §3.6.2)", () => {
+  const FS_SID = 0x0030, X = 0x1000, Y = 0x2000;
+  for (const options of [{ cacheLineFlushes: true }, { rwbf: true }]) {
+    it(`never write back the copy over a newer guest store (${Object.keys(options)[0]})`, () => {
+      const rig = scalableRig(options);
+      const t = rig.tables;
+      const dir = t.smContext(FS_SID, { ridPasid: 0 });
+      const root = t.page();
+      t.pasidEntry(dir, 0, { pgtt: Pgtt.FirstStage, did: 1, firstStageRoot: root });
+      const x = t.mapFirstStage(root, X, 0x90_0000, 0x6n); // Accessed clear
+      t.mapFirstStage(root, Y, 0x91_0000, 0x26n); // Accessed set: using it writes nothing
+      enableScalableQueued(rig);
+      const bytes = new Uint8Array(4);
+      expect(rig.device.dmaRead(FS_SID, Y, bytes).ok).toBe(true); // the unit now holds the leaf line
+      rig.ram.write64(x, 0n); // the driver unmaps X; its store is not yet visible to the unit
+      rig.device.dmaRead(FS_SID, X, bytes); // a request racing the unmap may still use the old entry
+      expect(rig.ram.read64(x)).toBe(0n); // but the Accessed update must not bring the old entry back
+      rig.device.cacheLineFlushed(x);
+      rig.device.writeRegister(Reg.GCMD, 4, (rig.device.readRegister(Reg.GSTS, 4) & GSTS_PERSISTENT_MASK) | Gcmd.WBF);
+      rig.submit(wide.pasidIotlbPage(1, 0, X));
+      expect(rig.device.dmaRead(FS_SID, X, bytes).ok).toBe(false);
+    });
+  }
 });

@@ -7,9 +7,10 @@
  *
  * Bounded: `LINE_COPIES` lines (64 KiB of copies), direct-mapped by line number; a line evicted
  * from its slot has reached memory. A read costs one tag compare; `dropAll` is one generation
- * step (no clearing). Only the unit's table reads (read32) go through it; a store by the unit
- * (read32's sibling write32, e.g. Accessed/Dirty bits) ends the copy of its line first.
- * Reads allocate nothing.
+ * step (no clearing). Only the unit's table reads (read32) go through it; a plain store by the
+ * unit (write32) ends the copy of its line first. Its Accessed/Dirty updates (compareAndSet32)
+ * act on memory as it is: a dword the guest changed since the copy was taken keeps the guest's
+ * value (as the CPU's write-back would leave it), never the copy's. Reads allocate nothing.
  */
 import type { GuestMemory } from "./guest-memory.ts";
 import { MemoryAccess } from "./memory-access.ts";
@@ -66,6 +67,17 @@ export class LineCopies extends MemoryAccess {
   override write32(address: number, value: number): boolean {
     this.dropLine(address);
     return this.source.write32(address, value);
+  }
+
+  /**
+   * The locked update reaches memory (through `source`) only while memory still holds `expected`;
+   * the copy of its line, if any, then shows the new value too (the rest of the line stays as read).
+   */
+  override compareAndSet32(address: number, expected: number, value: number): boolean {
+    if (!this.source.compareAndSet32(address, expected, value)) return false;
+    const slot = this.slotOf(address);
+    if (slot >= 0) this.copies[slot * DWORDS + ((address % LINE) >>> 2)] = value | 0;
+    return true;
   }
 
   /**

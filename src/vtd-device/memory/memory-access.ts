@@ -36,6 +36,16 @@ export class MemoryAccess {
     return this.memory.write(BigInt(address), s);
   }
 
+  /**
+   * The unit's locked update of a table dword (the Accessed/Dirty flags, VT-d 5.10 §3.6.2): `value`
+   * is stored only while memory still holds `expected`, the dword the walk used, so a store the
+   * guest made since is never overwritten. True when stored.
+   */
+  compareAndSet32(address: number, expected: number, value: number): boolean {
+    if (this.read32(address) !== expected >>> 0) return false;
+    return this.write32(address, value);
+  }
+
   /** Copies `length` bytes of guest memory at `address` into `into` at `offset`. */
   readInto(address: number, into: Uint8Array, offset: number, length: number): boolean {
     const ram = this.memory.direct;

@@ -73,14 +73,18 @@ export class FirstStageWalk {
     return 0;
   }
 
-  /** A in every entry used, D in the leaf of a write (atomic in hardware; a 32-bit store of the low dword here). */
+  /**
+   * A in every entry used, D in the leaf of a write: atomic in hardware, here a compare-and-set of
+   * the low dword against the value the walk read, so an entry the guest changed meanwhile (a
+   * store the unit does not see yet: write buffer, unsnooped CPU caches) keeps the guest's value.
+   */
   private setAccessedDirty(mem: MemoryAccess, leafLevel: number, write: boolean): void {
     for (let level = LEVELS; level >= leafLevel; level--) {
       const at = this.used[level - 1]!;
       const lo = mem.read32(at);
       if (lo < 0) return;
       const want = level === leafLevel && write ? FirstStagePte.A | FirstStagePte.D : FirstStagePte.A;
-      if ((lo & want) !== want) mem.write32(at, (lo | want) >>> 0);
+      if ((lo & want) !== want) mem.compareAndSet32(at, lo, (lo | want) >>> 0);
     }
   }
 }
