@@ -25,7 +25,7 @@
  * deferred-flush scopes, the lazy flush queue).
  */
 import { DeviceScopeType } from "../spec/dmar.ts";
-import { Fsts, Gcmd, Gsts, Pmen, Reg, Rtaddr } from "../spec/registers.ts";
+import { Fsts, Gcmd, Gsts, Iqa, Pmen, Reg, Rtaddr } from "../spec/registers.ts";
 import { TranslationTableMode } from "../spec/scalable.ts";
 import { DriverCounters } from "./counters.ts";
 import { DeviceAttachments, type AttachOptions } from "./attachment.ts";
@@ -200,8 +200,12 @@ export class VtdDriver {
   /** Queued invalidation on (256-bit descriptors in scalable mode), or undefined with `queueFallback` saying why. */
   private startQueue(timeouts: { registerTimeoutMs: number; syncWaitTimeoutMs: number }): QueuedInvalidation | undefined {
     const o = this.options, p = this.platform;
+    const sizeOrder = o.queueSizeOrder ?? 0, largest = 2 ** Iqa.QS.width - 1;
+    if (!Number.isInteger(sizeOrder) || sizeOrder < 0 || sizeOrder > largest) {
+      throw new VtdDriverError("bad-argument", `queueSizeOrder ${String(sizeOrder)}: expected an integer 0..${largest} (IQA.QS)`);
+    }
     const queue = new QueuedInvalidation(this.regs, p.memory, p.allocator, p.clock, this.counters, this.caps, this.gcmd, {
-      sizeOrder: o.queueSizeOrder ?? 0, wide: this.scalable.enabled, ...timeouts, iteRetries: o.iteRetries ?? 1,
+      sizeOrder, wide: this.scalable.enabled, ...timeouts, iteRetries: o.iteRetries ?? 1,
       ...(o.testOnly?.mangleDescriptor ? { mangleDescriptor: o.testOnly.mangleDescriptor } : {}),
       ...(o.onQueueError ? { onQueueError: o.onQueueError } : {}),
     });

@@ -157,6 +157,16 @@ describe("initialisation", () => {
     expect(deviceRead(p, SID_A, 0x1000_0000).ok).toBe(false);
   });
 
+  it("a queue size beyond IQA.QS (0..7) is refused naming queueSizeOrder; 7 is taken, in both descriptor widths", () => {
+    for (const bad of [-1, 1.5, 8]) {
+      expect(() => testMachine({}, { queueSizeOrder: bad })).toThrow(new RegExp(`queueSizeOrder ${bad}: expected an integer 0\\.\\.7 \\(IQA\\.QS\\)`));
+    }
+    for (const scalableMode of [false, true]) {
+      const m = testMachine({ scalableMode, firstStage: scalableMode, secondStage: scalableMode }, { queueSizeOrder: 7, scalableMode });
+      expect(Number(m.platform.device.readRegister(Reg.IQA, 8) & 7n)).toBe(7);
+    }
+  });
+
   it("a 32-bit platform: 64-bit registers written as two dwords, low first; everything works", () => {
     for (const registerInvalidation of [false, true]) {
       const p = platform({ registerWidth: 32, vtd: { cachingMode: true } });

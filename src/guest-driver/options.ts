@@ -46,7 +46,7 @@ export interface DriverOptions {
    * shadow). Default: "page" under CM = 1, "domain" otherwise.
    */
   flushQueueGranularity?: "domain" | "page";
-  /** Queue size: 2^QS pages of 256 descriptors. Default 0. */
+  /** Queue size: 2^QS pages (IQA.QS, 0..7) of 256 128-bit descriptors, or 128 256-bit ones in scalable mode. Default 0. */
   queueSizeOrder?: number;
   /**
    * Scalable mode (RTADDR.TTM = 01) when the unit offers it (ECAP.SMTS): PASID tables, 256-bit
