@@ -7,7 +7,7 @@ import { DeviceScope, DeviceScopeType, DMAR_SIGNATURE, DmarTable, Drhd, DrhdFlag
 import { getField } from "../spec/field.ts";
 import { Cap, Ecap, Reg, SAGAW_39_BIT, SAGAW_48_BIT, SLLPS_1G, SLLPS_2M } from "../spec/registers.ts";
 import { hex, VtdDriverError } from "./errors.ts";
-import type { Mmio } from "./platform.ts";
+import type { Mmio, Platform } from "./platform.ts";
 
 export interface DmarScope {
   type: DeviceScopeType;
@@ -187,6 +187,32 @@ export function probeUnit(mmio: Mmio, base: number): UnitCapabilities {
     throw new VtdDriverError("unit-rejected", `VT-d unit at ${hex(base)}: CAP.FRO / ECAP.IRO place registers over the fixed ones`);
   }
   return caps;
+}
+
+/** Where the driver looks for its unit. */
+export interface UnitLocation {
+  /** Register base of the unit. Default: the first DRHD of `dmar`, or of the platform's DMAR table. */
+  base?: number;
+  /** ACPI DMAR table bytes. */
+  dmar?: Uint8Array;
+}
+
+/**
+ * The unit's register base (`base`, else the first DRHD of `dmar` or of the platform's DMAR
+ * table) and, unless the DRHD has INCLUDE_PCI_ALL, the source-ids of its device scope.
+ */
+export function locateUnit(platform: Pick<Platform, "acpiTable">, where: UnitLocation): { base: number; scope: number[] | undefined } {
+  let base = where.base;
+  let scope: number[] | undefined;
+  const dmar = where.dmar ?? (base === undefined ? platform.acpiTable?.("DMAR") : undefined);
+  if (dmar) {
+    const unit = parseDmar(dmar).units[0]!;
+    base ??= unit.registerBase;
+    // DMA scope: PCI endpoints and sub-hierarchies; an I/O APIC or HPET scope names an interrupt source only.
+    if (!unit.includePciAll) scope = unit.scopes.flatMap((s) => (s.sid === undefined || s.type > DeviceScopeType.PciSubHierarchy ? [] : [s.sid]));
+  }
+  if (base === undefined) throw new VtdDriverError("no-unit", "no VT-d unit: no register base given and the platform has no DMAR table");
+  return { base, scope };
 }
 
 export { DeviceScopeType };

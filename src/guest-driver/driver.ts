@@ -20,16 +20,15 @@
  * CM = 1 (a vIOMMU shadow stays exact), splits superpages without a window, and can wait for
  * invalidations by interrupt instead of spinning.
  *
- * Here: discovery, initialisation, translation on/off, domains (domain-creation.ts); the rest in
- * attachment.ts (devices), mapping.ts (map and unmap), invalidation-submission.ts (strict,
- * deferred-flush scopes, the lazy flush queue).
+ * Here: initialisation, translation on/off, domains (domain-creation.ts); the rest in
+ * discovery.ts (finding and probing the unit), attachment.ts (devices), mapping.ts (map and
+ * unmap), invalidation-submission.ts (strict, deferred-flush scopes, the lazy flush queue).
  */
-import { DeviceScopeType } from "../spec/dmar.ts";
-import { Fsts, Gcmd, Gsts, Iqa, Pmen, Reg, Rtaddr } from "../spec/registers.ts";
+import { Fsts, Gcmd, Gsts, Pmen, Reg, Rtaddr } from "../spec/registers.ts";
 import { TranslationTableMode } from "../spec/scalable.ts";
 import { DriverCounters } from "./counters.ts";
 import { DeviceAttachments, type AttachOptions } from "./attachment.ts";
-import { parseDmar, probeUnit, type UnitCapabilities } from "./discovery.ts";
+import { locateUnit, probeUnit, type UnitCapabilities, type UnitLocation } from "./discovery.ts";
 import { Domain, type DomainStage } from "./domain.ts";
 import { newDomain } from "./domain-creation.ts";
 import { VtdDriverError } from "./errors.ts";
@@ -54,12 +53,7 @@ export type { Access, MapOptions, PageSize } from "./mapping.ts";
 export type { AttachOptions } from "./attachment.ts";
 export type { InterruptTarget, RemappedInterrupt } from "./interrupt-remapping.ts";
 
-export interface DriverCreateOptions extends DriverOptions {
-  /** Register base of the unit. Default: the first DRHD of `dmar`, or of the platform's DMAR table. */
-  base?: number;
-  /** ACPI DMAR table bytes. */
-  dmar?: Uint8Array;
-}
+export interface DriverCreateOptions extends DriverOptions, UnitLocation {}
 
 export class VtdDriver {
   readonly counters = new DriverCounters();
@@ -90,18 +84,9 @@ export class VtdDriver {
   private readonly attachments: DeviceAttachments;
   private initialised = false;
 
-  /** Finds the unit (from `base`, `dmar` or the platform's DMAR table) and probes it. */
+  /** Finds the unit (from `base`, `dmar` or the platform's DMAR table: discovery.ts) and probes it. */
   static create(platform: Platform, options: DriverCreateOptions = {}): VtdDriver {
-    let base = options.base;
-    let scope: number[] | undefined;
-    const dmar = options.dmar ?? (base === undefined ? platform.acpiTable?.("DMAR") : undefined);
-    if (dmar) {
-      const unit = parseDmar(dmar).units[0]!;
-      base ??= unit.registerBase;
-      // DMA scope: PCI endpoints and sub-hierarchies; an I/O APIC or HPET scope names an interrupt source only.
-      if (!unit.includePciAll) scope = unit.scopes.flatMap((s) => (s.sid === undefined || s.type > DeviceScopeType.PciSubHierarchy ? [] : [s.sid]));
-    }
-    if (base === undefined) throw new VtdDriverError("no-unit", "no VT-d unit: no register base given and the platform has no DMAR table");
+    const { base, scope } = locateUnit(platform, options);
     return new VtdDriver(platform, base, options, scope);
   }
 
@@ -182,7 +167,7 @@ export class VtdDriver {
       this.submission.run(sm ? [{ kind: "context-global" }, { kind: "pasid-cache-global" }, { kind: "iotlb-global" }] : [{ kind: "context-global" }, { kind: "iotlb-global" }]);
     }
 
-    this.faults.programInterrupt(this.platform.interrupts.allocateMsi("fault", () => this.onFaultInterrupt()));
+    this.faults.programInterrupt(this.platform.interrupts.allocateMsi("fault", () => this.handleFaults()));
     const queue = this.queue;
     if (queue) queue.programCompletionInterrupt(this.platform.interrupts.allocateMsi("completion", () => queue.onCompletionInterrupt()));
 
@@ -200,12 +185,8 @@ export class VtdDriver {
   /** Queued invalidation on (256-bit descriptors in scalable mode), or undefined with `queueFallback` saying why. */
   private startQueue(timeouts: { registerTimeoutMs: number; syncWaitTimeoutMs: number }): QueuedInvalidation | undefined {
     const o = this.options, p = this.platform;
-    const sizeOrder = o.queueSizeOrder ?? 0, largest = 2 ** Iqa.QS.width - 1;
-    if (!Number.isInteger(sizeOrder) || sizeOrder < 0 || sizeOrder > largest) {
-      throw new VtdDriverError("bad-argument", `queueSizeOrder ${String(sizeOrder)}: expected an integer 0..${largest} (IQA.QS)`);
-    }
     const queue = new QueuedInvalidation(this.regs, p.memory, p.allocator, p.clock, this.counters, this.caps, this.gcmd, {
-      sizeOrder, wide: this.scalable.enabled, ...timeouts, iteRetries: o.iteRetries ?? 1,
+      sizeOrder: o.queueSizeOrder ?? 0, wide: this.scalable.enabled, ...timeouts, iteRetries: o.iteRetries ?? 1,
       ...(o.testOnly?.mangleDescriptor ? { mangleDescriptor: o.testOnly.mangleDescriptor } : {}),
       ...(o.onQueueError ? { onQueueError: o.onQueueError } : {}),
     });
@@ -274,7 +255,7 @@ export class VtdDriver {
     this.attachments.detach(sid);
   }
 
-  /** Every page holding a root, context or second-stage table (what ECAP.C = 0 makes the driver flush). */
+  /** Every page holding a root, context, PASID-directory, PASID or page table (what ECAP.C = 0 makes the driver flush). */
   tablePages(): number[] {
     const pages = [...(this.rootContext?.pages() ?? [])];
     for (const domain of this.domains.values()) pages.push(...domain.tables.pages());
@@ -412,10 +393,6 @@ export class VtdDriver {
     const found = this.faults.handle();
     this.queue?.service();
     return found;
-  }
-
-  private onFaultInterrupt(): void {
-    this.handleFaults();
   }
 }
 

@@ -93,6 +93,10 @@ export class QueuedInvalidation implements Invalidator {
     private readonly gcmd: GlobalCommand,
     private readonly settings: QueueSettings,
   ) {
+    const largest = 2 ** Iqa.QS.width - 1;
+    if (!Number.isInteger(settings.sizeOrder) || settings.sizeOrder < 0 || settings.sizeOrder > largest) {
+      throw new VtdDriverError("bad-argument", `queueSizeOrder ${String(settings.sizeOrder)}: expected an integer 0..${largest} (IQA.QS)`);
+    }
     this.descriptorBytes = settings.wide ? 32 : 16;
     this.entries = (4096 / this.descriptorBytes) * 2 ** settings.sizeOrder;
     this.base = allocator.allocatePages(2 ** settings.sizeOrder);
