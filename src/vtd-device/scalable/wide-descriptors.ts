@@ -4,7 +4,8 @@
  * §6.5.2.2) and PASID-based IOTLB (type 6, §6.5.2.4) descriptors are checked here and drop what
  * they name from the PASID cache and the scalable IOTLB (scalable-caches.ts); the PASID-based
  * device-TLB descriptor (type 8, §6.5.2.6) goes to the endpoint as the legacy one does. Numbers
- * only, no allocation.
+ * only; nothing is allocated unless a trace listener takes the vtd_inv_pasid event. The PASID
+ * descriptors are counted once, in UnitCounters.pasidInvalidations (scalable-caches.ts).
  */
 import { InvalidationQueueError } from "../../spec/descriptors.ts";
 import { MAMV } from "../../spec/registers.ts";
@@ -30,9 +31,7 @@ const PASID_DEVICE_TLB_HI = dwordMasks(PasidDeviceTlbDesc.RESERVED_HI);
 export class WideDescriptorExecution {
   /** Why the last descriptor was rejected (for the queue's IQE trace). */
   why = "";
-  /** Descriptors completed, by kind. */
-  pasidCacheInvalidations = 0;
-  pasidIotlbInvalidations = 0;
+  /** PASID-based device-TLB descriptors completed (the other PASID descriptors: UnitCounters.pasidInvalidations). */
   pasidDeviceTlbInvalidations = 0;
   /** Scalable mode's caches (set by the device): what the PASID descriptors drop from. */
   caches: ScalableCaches | undefined = undefined;
@@ -45,16 +44,15 @@ export class WideDescriptorExecution {
     switch (type) {
       case ScalableDescriptorType.PasidCache: {
         if ((w0 & PASID_CACHE_LO[0]) | (w1 & PASID_CACHE_LO[1]) | w2 | w3 | w4 | w5 | w6 | w7) return this.reject(RESERVED, "PASID-cache descriptor with reserved bits set");
-        if (((w0 >>> 4) & 3) === PasidCacheGranularity.Reserved) return this.reject(RESERVED, "PASID-cache descriptor with granularity 10 (reserved)");
-        this.pasidCacheInvalidations++;
-        this.caches?.pasidCacheDescriptor((w0 >>> 4) & 3, w0 >>> 16, w1 & 0xf_ffff);
+        const granularity = (w0 >>> 4) & 3, did = w0 >>> 16, pasid = w1 & 0xf_ffff;
+        if (granularity === PasidCacheGranularity.Reserved) return this.reject(RESERVED, "PASID-cache descriptor with granularity 10 (reserved)");
+        this.caches?.pasidCacheDescriptor(granularity, did, pasid);
         if (this.tracer?.active) {
-          const granularity = PASID_CACHE_GRANULARITY[(w0 >>> 4) & 3] as "domain" | "pasid" | "global";
-          this.tracer.emit({ type: "vtd_inv_pasid", cache: "pasid-cache", granularity, did: w0 >>> 16, pasid: w1 & 0xf_ffff });
+          this.tracer.emit({ type: "vtd_inv_pasid", cache: "pasid-cache", granularity: PASID_CACHE_GRANULARITY[granularity] as "domain" | "pasid" | "global", did, pasid });
         }
         // Then the listener behind the caches (the notifiers), as the legacy invalidations tell it.
         const listener = this.caches?.next;
-        if (listener?.active) listener.pasidCacheInvalidated?.((w0 >>> 4) & 3, w0 >>> 16, w1 & 0xf_ffff);
+        if (listener?.active) listener.pasidCacheInvalidated?.(granularity, did, pasid);
         return 0;
       }
       case ScalableDescriptorType.PasidIotlb: {
@@ -66,22 +64,18 @@ export class WideDescriptorExecution {
           return this.reject(RESERVED, `PASID-based IOTLB descriptor with granularity ${granularity} (reserved)`);
         }
         if (granularity === PasidIotlbGranularity.Page && (w2 & 0x3f) > MAMV) return this.reject(RESERVED, `PASID-based IOTLB descriptor with AM ${w2 & 0x3f} above MAMV ${MAMV}`);
-        this.pasidIotlbInvalidations++;
-        // ADDR (bits 127:76 of the descriptor): a page number to compare, exact below 2^53.
+        // ADDR (bits 127:76 of the descriptor): a page number to compare, exact below 2^53; AM bits 69:64, IH bit 70.
         const address = (w3 >>> 0) * 2 ** 32 + ((w2 & 0xffff_f000) >>> 0);
-        this.caches?.pasidIotlbDescriptor(granularity === PasidIotlbGranularity.Page, w0 >>> 16, w1 & 0xf_ffff, address, w2 & 0x3f);
+        const page = granularity === PasidIotlbGranularity.Page, did = w0 >>> 16, pasid = w1 & 0xf_ffff, am = w2 & 0x3f, ih = (w2 & 0x40) !== 0;
+        this.caches?.pasidIotlbDescriptor(page, did, pasid, address, am);
         if (this.tracer?.active) {
-          const page = granularity === PasidIotlbGranularity.Page;
-          this.tracer.emit({
-            type: "vtd_inv_pasid", cache: "pasid-iotlb", granularity: page ? "page" : "pasid", did: w0 >>> 16, pasid: w1 & 0xf_ffff,
-            ...(page ? { address: BigInt(address), am: w2 & 0x3f, ih: (w2 & 0x40) !== 0 } : {}),
-          });
+          this.tracer.emit({ type: "vtd_inv_pasid", cache: "pasid-iotlb", granularity: page ? "page" : "pasid", did, pasid, ...(page ? { address: BigInt(address), am, ih } : {}) });
         }
         const listener = this.caches?.next;
         if (listener?.active) {
-          // 2^AM pages from ADDR aligned down to them (page-selective), or the whole PASID; IH is bit 70.
-          const span = granularity === PasidIotlbGranularity.Page ? 4096 * 2 ** (w2 & 0x3f) : Infinity;
-          listener.pasidIotlbInvalidated?.(w0 >>> 16, w1 & 0xf_ffff, span === Infinity ? 0 : address - (address % span), span, (w2 & 0x40) !== 0);
+          // 2^AM pages from ADDR aligned down to them (page-selective), or the whole PASID.
+          const span = page ? 4096 * 2 ** am : Infinity;
+          listener.pasidIotlbInvalidated?.(did, pasid, page ? address - (address % span) : 0, span, ih);
         }
         return 0;
       }
