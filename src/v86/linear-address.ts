@@ -8,7 +8,7 @@
 import type { V86Cpu } from "./internals.ts";
 import type { MemoryAccess } from "../vtd-device/memory/memory-access.ts";
 
-const CR0_PG = 1 << 31;
+const CR0_PG = 0x8000_0000;
 const CR4_PSE = 1 << 4;
 const CR4_PAE = 1 << 5;
 const PRESENT = 1;
