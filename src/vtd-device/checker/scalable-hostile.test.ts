@@ -8,20 +8,10 @@ import { describe, expect, it } from "vitest";
 import { GuestRam, VtdDevice, type DriverBugReport } from "../index.ts";
 import { Gcmd, Reg } from "../../spec/registers.ts";
 import { ScalableTables } from "../../../test/support/scalable-tables.ts";
+import { mulberry32 as rng } from "../../../test/support/vfio-workload.ts";
 
 const RAM = 0x80_0000;
 const SIDS = [0x0018, 0x0090];
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** A unit on its own RAM with random scalable tables built from `seed`; the table pages returned. */
 function unit(seed: number, cachingMode: boolean, reports?: DriverBugReport[]) {

@@ -10,6 +10,7 @@ import { describe, expect, it } from "vitest";
 import { GuestRam, VtdDevice } from "../index.ts";
 import { Gcmd, Reg } from "../../spec/registers.ts";
 import { ScalableTables } from "../../../test/support/scalable-tables.ts";
+import { mulberry32 as rng } from "../../../test/support/vfio-workload.ts";
 
 /** Table pages from here up to the data pool. */
 const TABLES = 0x1000;
@@ -19,17 +20,6 @@ const DATA_SIZE = 4 << 20;
 /** RAM ends with the data pool: a transfer beyond it aborts. */
 const RAM = DATA + DATA_SIZE;
 const SIDS = [0x0018, 0x0090, 0x0198];
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function build(seed: number, options: { firstStage?: boolean; secondStage?: boolean; cachingMode?: boolean }): { device: VtdDevice; ram: GuestRam; random: () => number; mapped: number[] } {
   const random = rng(seed);
