@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { FaultReason } from "../spec/fault-reasons.ts";
 import type { DriverBugReport } from "../vtd-device/checker/checker-report.ts";
 import { deviceRead, deviceWrite, SID_A, tag } from "../../test/support/driver-scenarios.ts";
-import { scalableMachine } from "../../test/support/scalable-driver.ts";
+import { SCALABLE_DRIVER_CASES, scalableMachine } from "../../test/support/scalable-driver.ts";
 import type { DriverOptions, DriverRule } from "./options.ts";
 
 const PHYS = 0x40_0000;
@@ -129,8 +129,7 @@ describe("a driver that skips an invalidation is reported", () => {
 });
 
 describe("the correct driver gives no report", () => {
-  const cases = (["first", "second"] as const).flatMap((stage) => [false, true].flatMap((cm) => (["strict", "lazy"] as const).map((mode) => ({ stage, cm, mode }))));
-  it.each(cases)("$stage stage, CM = $cm, $mode: faults before maps, maps, unmaps, a superpage split, protect, detach and re-attach", async ({ stage, cm, mode }) => {
+  it.each(SCALABLE_DRIVER_CASES)("$stage stage, CM = $cm, $mode: faults before maps, maps, unmaps, a superpage split, protect, detach and re-attach", async ({ stage, cm, mode }) => {
     const m = checkedMachine(cm, { stage, mode });
     const d = m.driver.createDomain();
     for (let round = 0; round < 2; round++) {

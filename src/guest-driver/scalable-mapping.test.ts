@@ -10,7 +10,7 @@ import { Iqa, Reg, Rtaddr } from "../spec/registers.ts";
 import { getField } from "../spec/field.ts";
 import { FirstStagePte, TranslationTableMode } from "../spec/scalable.ts";
 import { deviceRead, deviceWrite, readTag, SID_A, SID_B, tag, unflushedTableLines } from "../../test/support/driver-scenarios.ts";
-import { scalableMachine, type ScalableMachine } from "../../test/support/scalable-driver.ts";
+import { SCALABLE_DRIVER_CASES, scalableMachine, type ScalableMachine } from "../../test/support/scalable-driver.ts";
 import type { Domain } from "./domain.ts";
 
 const PHYS = 0x40_0000;
@@ -34,7 +34,6 @@ function expectDmaSeesTables(m: ScalableMachine, d: Domain, start: number, end: 
 /** The descriptors issued since `from`. */
 const since = (m: ScalableMachine, from: number) => m.issued.slice(from);
 
-const CASES = (["first", "second"] as const).flatMap((stage) => [false, true].flatMap((cm) => (["strict", "lazy"] as const).map((mode) => ({ stage, cm, mode }))));
 
 describe("scalable mode is programmed", () => {
   it("RTADDR.TTM = 01, IQA.DW = 1, and after SRTP global context-cache, PASID-cache and IOTLB invalidations", () => {
@@ -54,7 +53,7 @@ describe("scalable mode is programmed", () => {
   });
 });
 
-describe.each(CASES)("$stage stage, CM = $cm, $mode", ({ stage, cm, mode }) => {
+describe.each(SCALABLE_DRIVER_CASES)("$stage stage, CM = $cm, $mode", ({ stage, cm, mode }) => {
   const attachIssued = (did: number) => cm
     ? [`pasid-cache g 1 did ${did} pasid 0`, `pasid-iotlb did ${did} pasid 0`, `context-device sid 0x20 did 0`, `iotlb-domain did ${did}`]
     : [];

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { deviceRead, deviceWrite, readTag, SID_A, tag } from "../../test/support/driver-scenarios.ts";
-import { scalableMachine } from "../../test/support/scalable-driver.ts";
+import { SCALABLE_DRIVER_CASES, scalableMachine } from "../../test/support/scalable-driver.ts";
 
 const PAGE = 4096;
 const WINDOW = 0x20_0000;
@@ -24,10 +24,9 @@ function random(seed: number): (n: number) => number {
   };
 }
 
-const CASES = (["first", "second"] as const).flatMap((stage) => [false, true].flatMap((cm) => (["strict", "lazy"] as const).map((mode) => ({ stage, cm, mode }))));
 
 describe("random sequences", () => {
-  it.each(CASES)("$stage stage, CM = $cm, $mode", async ({ stage, cm, mode }) => {
+  it.each(SCALABLE_DRIVER_CASES)("$stage stage, CM = $cm, $mode", async ({ stage, cm, mode }) => {
     const m = scalableMachine({ cachingMode: cm }, { stage, mode });
     const d = m.driver.createDomain();
     m.driver.attach(SID_A, d);

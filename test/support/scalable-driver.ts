@@ -43,6 +43,10 @@ export function describeDescriptor(lo: bigint, hi: bigint): string {
   }
 }
 
+/** Every configuration the scalable-mode driver tests run: each stage, CM 0 and 1, strict and lazy unmaps (8). */
+export const SCALABLE_DRIVER_CASES = (["first", "second"] as const).flatMap((stage) =>
+  [false, true].flatMap((cm) => (["strict", "lazy"] as const).map((mode) => ({ stage, cm, mode }))));
+
 export type ScalableMachine = TestMachine & {
   /** Every invalidation descriptor the driver wrote, in order (see describeDescriptor). */
   issued: string[];
