@@ -17,9 +17,9 @@ import { LinuxArgumentError, parseLinuxArguments, scalableOptions } from "../src
 import type { LinuxRun } from "../src/linux/boot.ts";
 import { chosenStage, CM_BATCHING_LINE, linuxFigures, stageLine } from "../src/linux/summary.ts";
 import { getField } from "../src/spec/field.ts";
-import { Cap, Ecap, Reg } from "../src/spec/registers.ts";
-import { PasidGranularTranslationType as Pgtt } from "../src/spec/scalable.ts";
-import { BOOT_TIMEOUT_MS, boot, commonChecks, invalidations, loadGuest, skip, skipReason, translatedChecks, WORKLOAD_MIB } from "./support/linux-boot-checks.ts";
+import { Cap, Ecap, Reg, Rtaddr } from "../src/spec/registers.ts";
+import { PasidGranularTranslationType as Pgtt, TranslationTableMode } from "../src/spec/scalable.ts";
+import { BOOT_TIMEOUT_MS, boot, bootRuns, commonChecks, invalidations, skip, skipReason, translatedChecks, WORKLOAD_PAGES } from "./support/linux-boot-checks.ts";
 
 /** The unit in scalable mode with both stages, as `npm run linux -- --scalable-mode on` makes it. */
 const SCALABLE = scalableOptions(parseLinuxArguments(["--scalable-mode", "on"]));
@@ -74,12 +74,12 @@ function scalableChecks(getRun: () => LinuxRun, stage: string, firstStageOffered
     expect([getField(ecap, Ecap.SMTS), getField(ecap, Ecap.FSTS), getField(ecap, Ecap.SSTS)]).toEqual([1n, firstStageOffered ? 1n : 0n, 1n]);
     expect(run.console).toContain("DMAR: Enable scalable mode if hardware supports");
     // The root table Linux latched is a scalable-mode one (RTADDR.TTM = 01).
-    expect(Number((run.platform.device.readRegister(Reg.RTADDR, 8) >> 10n) & 3n)).toBe(1);
+    expect(Number(getField(run.platform.device.readRegister(Reg.RTADDR, 8), Rtaddr.TTM))).toBe(TranslationTableMode.Scalable);
     const byPgtt = workloadByPgtt(run);
     expect(chosenStage(byPgtt)).toBe(stage);
     // Every request of the workload went through a PASID-table entry of that one type.
     const total = byPgtt.reduce((a, b) => a + b, 0);
-    expect(total).toBeGreaterThanOrEqual((2 * WORKLOAD_MIB << 20) / 4096);
+    expect(total).toBeGreaterThanOrEqual(WORKLOAD_PAGES);
     expect(byPgtt.filter((n) => n > 0)).toEqual([total]);
     expect(stageLine(run)).toContain(`Linux chose: ${stage} (`);
     console.log(`[linux ${run.cmdline}${getField(run.platform.device.readRegister(Reg.CAP, 8), Cap.CM) ? ", CM" : ""}] ${stageLine(run)}`);
@@ -87,24 +87,20 @@ function scalableChecks(getRun: () => LinuxRun, stage: string, firstStageOffered
 }
 
 describe.skipIf(skip)(`Linux 6.1 in scalable mode (sm_on) on our VT-d unit${skipReason}`, () => {
-  const runs: Record<string, LinuxRun> = {};
-  const runOf = (name: string) => () => {
-    const run = runs[name];
-    if (!run) throw new Error(`the ${name} boot did not run`);
-    return run;
-  };
+  const { runs, runOf } = bootRuns();
 
-  beforeAll(async () => {
-    await loadGuest();
-  }, 30 * 60_000);
+  /** In a describe: the boot `name`, then the checks every boot, every translated boot and every scalable-mode boot must pass. */
+  function bootAndCheck(name: string, cmdline: string, cachingMode: boolean, vtd: typeof SCALABLE, groupType: string, stage: string): void {
+    beforeAll(async () => {
+      runs[name] = await boot(cmdline, cachingMode, { vtd });
+    }, BOOT_TIMEOUT_MS + 30_000);
+    commonChecks(runOf(name), groupType);
+    if (stage !== "pass-through") translatedChecks(runOf(name));
+    scalableChecks(runOf(name), stage, vtd.firstStage);
+  }
 
   describe("intel_iommu=on,sm_on (lazy invalidation)", () => {
-    beforeAll(async () => {
-      runs.lazy = await boot("intel_iommu=on,sm_on", false, { vtd: SCALABLE });
-    }, BOOT_TIMEOUT_MS + 30_000);
-    commonChecks(runOf("lazy"), "DMA-FQ");
-    translatedChecks(runOf("lazy"));
-    scalableChecks(runOf("lazy"), "first stage");
+    bootAndCheck("lazy", "intel_iommu=on,sm_on", false, SCALABLE, "DMA-FQ", "first stage");
 
     it("flushes the first stage lazily: PASID-based IOTLB invalidations from the flush queue, no legacy IOTLB ones", () => {
       const run = runOf("lazy")();
@@ -116,12 +112,7 @@ describe.skipIf(skip)(`Linux 6.1 in scalable mode (sm_on) on our VT-d unit${skip
   });
 
   describe("intel_iommu=on,sm_on,strict", () => {
-    beforeAll(async () => {
-      runs.strict = await boot("intel_iommu=on,sm_on,strict", false, { vtd: SCALABLE });
-    }, BOOT_TIMEOUT_MS + 30_000);
-    commonChecks(runOf("strict"), "DMA");
-    translatedChecks(runOf("strict"));
-    scalableChecks(runOf("strict"), "first stage");
+    bootAndCheck("strict", "intel_iommu=on,sm_on,strict", false, SCALABLE, "DMA", "first stage");
 
     it("invalidates the PASID's IOTLB entries on every unmap, more often per MiB than lazy mode", () => {
       const run = runOf("strict")();
@@ -136,12 +127,7 @@ describe.skipIf(skip)(`Linux 6.1 in scalable mode (sm_on) on our VT-d unit${skip
   });
 
   describe("caching mode, intel_iommu=on,sm_on,strict", () => {
-    beforeAll(async () => {
-      runs.cm = await boot("intel_iommu=on,sm_on,strict", true, { vtd: SCALABLE });
-    }, BOOT_TIMEOUT_MS + 30_000);
-    commonChecks(runOf("cm"), "DMA");
-    translatedChecks(runOf("cm"));
-    scalableChecks(runOf("cm"), "first stage");
+    bootAndCheck("cm", "intel_iommu=on,sm_on,strict", true, SCALABLE, "DMA", "first stage");
 
     it("makes Linux flush the PASID structures it made present (PASID cache, context with DID 0), which CM lets the unit cache as not present", () => {
       const run = runOf("cm")();
@@ -164,30 +150,21 @@ describe.skipIf(skip)(`Linux 6.1 in scalable mode (sm_on) on our VT-d unit${skip
   });
 
   describe("caching mode, intel_iommu=on,sm_on,strict, second stage only", () => {
-    beforeAll(async () => {
-      runs.cmSecond = await boot("intel_iommu=on,sm_on,strict", true, { vtd: SECOND_STAGE_ONLY });
-    }, BOOT_TIMEOUT_MS + 30_000);
-    commonChecks(runOf("cmSecond"), "DMA");
-    translatedChecks(runOf("cmSecond"));
-    scalableChecks(runOf("cmSecond"), "second stage", false);
+    bootAndCheck("cmSecond", "intel_iommu=on,sm_on,strict", true, SECOND_STAGE_ONLY, "DMA", "second stage");
 
     it("follows the second stage's CM rules: batching disallowed, a page-selective IOTLB flush after maps as well as unmaps", () => {
       const run = runOf("cmSecond")();
       expect(run.console).toContain(CM_BATCHING_LINE);
       const f = linuxFigures(run);
       // The flushes after maps are what the unit's negative second-stage entries need; with the unmaps, more than one per page moved.
-      expect(invalidations(f.workloadUnit, "iotlb page")).toBeGreaterThan((2 * WORKLOAD_MIB << 20) / 4096);
+      expect(invalidations(f.workloadUnit, "iotlb page")).toBeGreaterThan(WORKLOAD_PAGES);
       expect(invalidations(f.workloadUnit, "pasid-iotlb")).toBe(0);
       expect(invalidations(run.unit, "pasid-cache")).toBeGreaterThanOrEqual(invalidations(runOf("strict")().unit, "pasid-cache") + 2);
     });
   });
 
   describe("intel_iommu=on,sm_on iommu=pt", () => {
-    beforeAll(async () => {
-      runs.pt = await boot("intel_iommu=on,sm_on iommu=pt", false, { vtd: SCALABLE });
-    }, BOOT_TIMEOUT_MS + 30_000);
-    commonChecks(runOf("pt"), "identity");
-    scalableChecks(runOf("pt"), "pass-through");
+    bootAndCheck("pt", "intel_iommu=on,sm_on iommu=pt", false, SCALABLE, "identity", "pass-through");
 
     it("passes the device's DMA through its PASID-table entry: no page walks, no IOTLB flushes", () => {
       const run = runOf("pt")();

@@ -5,7 +5,7 @@
  * bug, the DMAR lines, the IOMMU group, the data read back, no fault) and every translated boot.
  */
 import { readFileSync } from "node:fs";
-import { expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { ensureLinuxGuest, linuxGuestReadiness } from "../../firmware/linux/build.ts";
 import { bootLinux, lastConsoleLines, type LinuxRun } from "../../src/linux/boot.ts";
 import { DMAR_FAULT_PATTERN, iommuGroups, patternBytes, resultValue, virtioBlk, workload } from "../../src/linux/guest-report.ts";
@@ -18,6 +18,8 @@ export const required = process.env.REQUIRE_LINUX === "1";
 export const readiness = linuxGuestReadiness();
 export const skip = !readiness.ready && !required;
 export const WORKLOAD_MIB = 2;
+/** 4 KiB pages the workload moves: WORKLOAD_MIB written, then read back. */
+export const WORKLOAD_PAGES = (2 * WORKLOAD_MIB << 20) / 4096;
 export const BOOT_TIMEOUT_MS = 240_000;
 
 let guest: { bzImage: Uint8Array; initrd: Uint8Array } | undefined;
@@ -27,6 +29,24 @@ export async function loadGuest() {
     guest = { bzImage: new Uint8Array(readFileSync(files.bzImage)), initrd: new Uint8Array(readFileSync(files.initrd)) };
   }
   return guest;
+}
+
+/**
+ * A file's boots by name, each set by its describe's beforeAll, and `runOf(name)`, the getter the
+ * checks take (it fails clearly when that boot did not run); the guest is loaded (and, with
+ * REQUIRE_LINUX=1, built) first.
+ */
+export function bootRuns() {
+  const runs: Record<string, LinuxRun> = {};
+  const runOf = (name: string) => () => {
+    const run = runs[name];
+    if (!run) throw new Error(`the ${name} boot did not run`);
+    return run;
+  };
+  beforeAll(async () => {
+    await loadGuest();
+  }, 30 * 60_000); // a missing kernel is built here when REQUIRE_LINUX=1 (about 6 minutes on 2 cores)
+  return { runs, runOf };
 }
 
 /** Why the boots are skipped (the kernel is not built and REQUIRE_LINUX is not set), for the describe's title. */
@@ -145,7 +165,7 @@ export function translatedChecks(getRun: () => LinuxRun) {
     expect(run.unit.iotlbMissesBySid.get(sid) ?? 0).toBeGreaterThan(0);
     const w = linuxFigures(run).workloadUnit!;
     // At least one translation per 4 KiB page transferred; ring and header accesses come on top.
-    expect(w.translations).toBeGreaterThanOrEqual((2 * WORKLOAD_MIB << 20) / 4096);
+    expect(w.translations).toBeGreaterThanOrEqual(WORKLOAD_PAGES);
     expect(w.iotlbMissesBySid.get(sid) ?? 0).toBeGreaterThan(0);
   });
 }
