@@ -8,6 +8,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { firmwareToolsMissing } from "../firmware/build.ts";
+import { getField } from "../src/spec/field.ts";
+import { Ecap } from "../src/spec/registers.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const toolsMissing = firmwareToolsMissing();
@@ -41,7 +43,7 @@ describe("npm start in scalable mode", () => {
     const run = start("--scalable-mode", "on", "--caching-mode", "off", "--deterministic");
     expect(run.status, run.stdout + run.stderr).toBe(0);
     const ecap = BigInt(/^INFO unit\.ecap (0x[0-9a-f]+)$/m.exec(run.stdout)?.[1] ?? "0");
-    expect((ecap >> 43n) & 1n, "ECAP.SMTS").toBe(1n);
+    expect(getField(ecap, Ecap.SMTS), "ECAP.SMTS").toBe(1n);
     expect(run.stdout).toContain("RESULT root.set PASS");
     expect(run.stdout).not.toContain("sm.stages");
   }, 120_000);
