@@ -13,10 +13,24 @@ export interface LinuxMode {
   cmdline: string;
   /** The unit's options for the mode (QEMU's intel-iommu gets the same, by its property names). */
   vtd: { cachingMode: boolean; scalableMode?: boolean; firstStage?: boolean } & Omit<VtdOptions, "memory" | "onInterrupt">;
+  /** A scalable-mode mode: the name of the legacy mode doing the same with Linux's sm_off. */
+  legacy?: string;
 }
 
 /** The baseline of every ratio: the unit is present, Linux leaves it off (DMA is not translated). */
 export const LINUX_BASELINE: LinuxMode = { name: "intel_iommu=off", short: "off", cmdline: "intel_iommu=off", vtd: { cachingMode: false } };
+
+/**
+ * Scalable mode as QEMU 10.0 offers it with x-scalable-mode=on,x-flts=on: first-stage translation
+ * only (the unit's secondStage defaults to off with firstStage), which Linux 6.1 uses for its DMA
+ * domains when told sm_on: `npm run linux -- --scalable-mode on --second-stage off --cmdline
+ * "intel_iommu=on,sm_on"` boots the same.
+ */
+const SCALABLE = { cachingMode: false, scalableMode: true, firstStage: true } as const;
+const SCALABLE_MODES: readonly LinuxMode[] = [
+  { name: "sm_on, intel_iommu=on (lazy)", short: "sm_on lazy", cmdline: "intel_iommu=on,sm_on", vtd: SCALABLE, legacy: "intel_iommu=on (lazy)" },
+  { name: "sm_on, intel_iommu=on,strict", short: "sm_on strict", cmdline: "intel_iommu=on,sm_on,strict", vtd: SCALABLE, legacy: "intel_iommu=on,strict" },
+];
 
 export const LINUX_MODES: readonly LinuxMode[] = [
   LINUX_BASELINE,
@@ -24,6 +38,7 @@ export const LINUX_MODES: readonly LinuxMode[] = [
   { name: "intel_iommu=on,strict", short: "strict", cmdline: "intel_iommu=on,strict", vtd: { cachingMode: false } },
   { name: "CM + intel_iommu=on,strict", short: "CM strict", cmdline: "intel_iommu=on,strict", vtd: { cachingMode: true } },
   { name: "intel_iommu=on iommu=pt", short: "pt", cmdline: "intel_iommu=on iommu=pt", vtd: { cachingMode: false } },
+  ...SCALABLE_MODES,
 ];
 
 /** The median (the mean of the middle two for an even count). */

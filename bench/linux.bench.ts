@@ -7,7 +7,8 @@
  * instructions per MiB and this process's CPU time per MiB (user + system, all threads, from the
  * start of the write to the end of the read). The data is checked on the host's disk image
  * against the pattern's sha256, not by a read-back hash.
- * Not part of `npm run bench` (it boots Linux ~10 times: a few minutes).
+ * Scalable-mode modes (Linux's sm_on) are also compared with the legacy mode of the same strictness.
+ * Not part of `npm run bench` (it boots Linux ~15 times: a few minutes).
  *
  *   npm run bench:linux [-- --rounds N (default 2) --workload-mib N (default 32) --json FILE]
  */
@@ -116,6 +117,15 @@ export default async function linuxBench(r: BenchReporter, argv: string[] = []):
     r.figure(`${mode.name}: guest instructions per MiB`, med(mode.name, "instructionsPerMiB") / 1e6, "M", mode === BASELINE ? {} : { baseline: med(base, "instructionsPerMiB") / 1e6, baselineName: base });
     r.figure(`${mode.name}: process CPU time per MiB`, med(mode.name, "cpuMsPerMiB"), "ms", mode === BASELINE ? {} : { baseline: med(base, "cpuMsPerMiB"), baselineName: base });
     r.figure(`${mode.name}: invalidations / translations per MiB`, med(mode.name, "invalidationsPerMiB"), `invalidations, ${med(mode.name, "translationsPerMiB").toFixed(0)} translations`, { better: "none" });
+  }
+  const scalable = MODES.filter((mode) => mode.legacy);
+  if (scalable.length) r.section(`scalable mode (QEMU 10.0's x-scalable-mode=on,x-flts=on: first stage) against legacy mode, the same kernel and strictness (median of ${rounds})`);
+  for (const mode of scalable) {
+    const legacy = { baselineName: mode.legacy! };
+    r.figure(`${mode.name}: write`, med(mode.name, "writeMiBps"), "MiB/s", { ...legacy, baseline: med(mode.legacy!, "writeMiBps") });
+    r.figure(`${mode.name}: read`, med(mode.name, "readMiBps"), "MiB/s", { ...legacy, baseline: med(mode.legacy!, "readMiBps") });
+    r.figure(`${mode.name}: process CPU time per MiB`, med(mode.name, "cpuMsPerMiB"), "ms", { ...legacy, baseline: med(mode.legacy!, "cpuMsPerMiB") });
+    r.figure(`${mode.name}: guest instructions per MiB`, med(mode.name, "instructionsPerMiB") / 1e6, "M", { ...legacy, baseline: med(mode.legacy!, "instructionsPerMiB") / 1e6 });
   }
 }
 
