@@ -44,7 +44,8 @@ export interface TranslationView {
 /** Raw bytes of one table entry (16 for root, context and interrupt remapping entries, 8 for paging entries), little-endian. */
 export interface RawEntryView {
   structure: "table-entry";
-  table: "root" | "context" | "paging" | "interrupt-remapping";
+  /** Scalable mode adds the PASID-directory and PASID-table entries (a qword of the 512-bit entry). */
+  table: "root" | "context" | "pasid-directory" | "pasid-table" | "paging" | "interrupt-remapping";
   address: bigint;
   /** Paging-entry level (4: PML4E ... 1: PTE). */
   level?: number;

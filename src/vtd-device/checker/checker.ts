@@ -174,7 +174,8 @@ export class DriverChecker {
     this.diagnostics.request();
     if (!Number.isSafeInteger(address)) return;
     this.scalableChecks ??= new ScalableChecks(this.unit.memory, this.unit.cfg, this.unit.cachingMode,
-      (kind, s, a, w, cached, current, missing, key) => this.report(kind, s, a, w, cached, current, missing, key));
+      (kind, s, a, w, cached, current, missing, key) => this.report(kind, s, a, w, cached, current, missing, key),
+      { cpuCaches: this.unit.cpuCaches, writeBuffer: this.unit.writeBuffer });
     this.scalableChecks.inspect(scalable, sid, address, write, rootTable);
   }
 
