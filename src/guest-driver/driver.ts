@@ -34,7 +34,7 @@ import { newDomain } from "./domain-creation.ts";
 import { VtdDriverError } from "./errors.ts";
 import { FaultHandling } from "./fault-handling.ts";
 import { GlobalCommand } from "./global-command.ts";
-import type { InvalidationRequest } from "./invalidation.ts";
+import { checkRequest, type InvalidationRequest } from "./invalidation.ts";
 import { InvalidationSubmission } from "./invalidation-submission.ts";
 import { InterruptRemappingTable, interruptSettings, type InterruptTarget, type RemappedInterrupt } from "./interrupt-remapping.ts";
 import { Mapping, type Access, type MapOptions } from "./mapping.ts";
@@ -341,14 +341,16 @@ export class VtdDriver {
     return this.submission.pendingUnmaps;
   }
 
-  /** Runs a batch of invalidations directly (tests and tools). */
+  /** Runs a batch of invalidations directly (tests and tools); a request no descriptor can carry is refused, naming it. */
   runInvalidations(requests: InvalidationRequest[]): void {
     this.requireInitialised();
+    for (const r of requests) checkRequest(r, this.scalable.enabled);
     this.submission.run(requests);
   }
 
   runInvalidationsAsync(requests: InvalidationRequest[]): Promise<void> {
     this.requireInitialised();
+    for (const r of requests) checkRequest(r, this.scalable.enabled);
     return this.submission.runAsync(requests);
   }
 

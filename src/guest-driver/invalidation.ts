@@ -6,6 +6,7 @@
 import { PAGE_SIZE } from "../spec/entries.ts";
 import type { DriverCounters } from "./counters.ts";
 import type { UnitCapabilities } from "./discovery.ts";
+import { VtdDriverError } from "./errors.ts";
 
 export type InvalidationRequest =
   | { kind: "context-global" }
@@ -38,6 +39,47 @@ export interface Invalidator {
   run(requests: readonly InvalidationRequest[]): void;
   /** Carries out the batch; the Promise resolves on completion, without busy-waiting where the unit allows. */
   runAsync(requests: readonly InvalidationRequest[]): Promise<void>;
+}
+
+/** What each field of a request may hold: its descriptor field's range (VT-d §6.5.2), a page address, a flag, an ATS address. */
+type FieldRule = number | "page" | "flag" | "bigint";
+const U16 = 0xffff, PASID = 0xf_ffff, AM = 63;
+const REQUEST_FIELDS: Record<InvalidationRequest["kind"], Record<string, FieldRule>> = {
+  "context-global": {}, "context-domain": { did: U16 }, "context-device": { did: U16, sid: U16, fm: 3 },
+  "iotlb-global": {}, "iotlb-domain": { did: U16 }, "iotlb-page": { did: U16, am: AM, address: "page", ih: "flag" },
+  "device-tlb": { sid: U16, address: "bigint", size: "flag" },
+  "iec-global": {}, "iec-index": { index: U16, im: 31 },
+  "pasid-cache-global": {}, "pasid-cache-domain": { did: U16 }, "pasid-cache": { did: U16, pasid: PASID },
+  "pasid-iotlb": { did: U16, pasid: PASID }, "pasid-iotlb-page": { did: U16, pasid: PASID, am: AM, address: "page", ih: "flag" },
+};
+
+/**
+ * A request made outside the driver (runInvalidations) that no descriptor can carry: an error
+ * naming its kind and field. PASID kinds exist only as 256-bit descriptors (`scalable`).
+ */
+export function checkRequest(r: InvalidationRequest, scalable: boolean): void {
+  const kind: unknown = (r as { kind?: unknown } | undefined)?.kind;
+  if (typeof kind !== "string" || !Object.hasOwn(REQUEST_FIELDS, kind)) {
+    throw new VtdDriverError("bad-argument", `invalidation request kind ${String(kind)}: expected one of ${Object.keys(REQUEST_FIELDS).join(", ")}`);
+  }
+  if (kind.startsWith("pasid-") && !scalable) throw new VtdDriverError("unsupported", `${kind}: needs scalable mode (256-bit descriptors, VT-d §6.5.2)`);
+  const fields = r as unknown as Record<string, unknown>;
+  for (const [field, rule] of Object.entries(REQUEST_FIELDS[kind as InvalidationRequest["kind"]])) {
+    const v = fields[field];
+    const fail = (expected: string) => {
+      throw new VtdDriverError("bad-argument", `${kind}: ${field} ${typeof v === "number" && rule === "page" ? `0x${v.toString(16)}` : String(v)}: expected ${expected}`);
+    };
+    if (rule === "flag") {
+      if (typeof v !== "boolean") fail("true or false");
+    } else if (rule === "bigint") {
+      if (typeof v !== "bigint" || v < 0n) fail("a bigint (the ATS address encoding)");
+    } else if (rule === "page") {
+      const block = PAGE_SIZE * 2 ** Number(fields.am);
+      if (!Number.isSafeInteger(v) || (v as number) < 0 || (v as number) % block !== 0) fail(`a multiple of 0x${block.toString(16)} (2^am pages)`);
+    } else if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > rule) {
+      fail(`an integer 0..${rule}`);
+    }
+  }
 }
 
 /** The mask (AM) of the smallest aligned block of 2^AM pages containing [start, start + length). */
