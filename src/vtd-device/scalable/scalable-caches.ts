@@ -73,11 +73,7 @@ export class PasidCache {
    * stopped before the context entry named one: any PASID-selective invalidation drops it).
    */
   fillNegative(sid: number, requestPasid: number, w: ScalableWalk): void {
-    const i = this.slot(sid, requestPasid);
-    if (this.tagSid[i] === 0) this.count++;
-    this.tagSid[i] = sid + 1;
-    this.tagPasid[i] = requestPasid + 2;
-    this.pasid[i] = w.pasid;
+    const i = this.fill(sid, requestPasid, w);
     this.did[i] = NO_DID;
     this.pgtt[i] = 0;
     this.flags[i] = w.faultProcessingDisable ? FPD : 0;
