@@ -13,7 +13,10 @@ import { CLFLUSH_FRAME_ADDRESS_OFFSET, CLFLUSH_HOOK_IMPORT, JIT_TABLE_SIZE } fro
 export type WasmFn = (imports: WebAssembly.Imports) => Promise<WebAssembly.Exports>;
 
 export class ClflushHook {
-  /** Observers: called with the linear address of each executed CLFLUSH. */
+  /**
+   * Observers: called with each flushed line's address: linear for an executed CLFLUSH,
+   * guest-physical for the host-side driver's flushes (driver-platform.ts, which has no paging).
+   */
   listener: ((address: number) => void) | undefined;
   /** Called with the guest-physical address of each flushed line (not called for an unmapped one). */
   physicalListener: ((address: number) => void) | undefined;
