@@ -39,10 +39,6 @@ export class ScalableTranslation {
   /** The request being served: its PASID (NO_PASID: none) and whether it asks for supervisor privilege. */
   requestPasid = NO_PASID;
   requestPrivileged = false;
-  /** PASID-entry walks, PASID-cache hits and scalable IOTLB hits. */
-  walks = 0;
-  pasidCacheHits = 0;
-  iotlbHits = 0;
   /** The PASID cache and the scalable IOTLB (scalable-caches.ts). */
   readonly caches: ScalableCaches;
   /** Faulting PASID-structure and second-stage walks are cached (caching mode). */
@@ -118,13 +114,11 @@ export class ScalableTranslation {
     const slot = caches.pasidCache.lookup(sid, this.requestPasid);
     let walk: ScalableWalk;
     if (slot >= 0) {
-      this.pasidCacheHits++;
       stats.contextHits++;
       walk = caches.pasidCache.load(slot, this.cached);
       into.resultFpd = walk.faultProcessingDisable;
       if (walk.reason !== 0) return walk.reason; // a negative entry (caching mode)
     } else {
-      this.walks++;
       stats.contextMisses++;
       bump(this.counters.contextMissesBySid, sid);
       walk = walkPasidEntry(this.memory, rootTable, sid, this.requestPasid, this.walkCfg, this.walk);
@@ -155,7 +149,6 @@ export class ScalableTranslation {
         return write ? tlb.hitNegative >>> 8 : tlb.hitNegative & 0xff;
       }
       if (permits(tlb.hitPermission, firstStage, write, privileged, walk.writeProtect)) {
-        this.iotlbHits++;
         stats.iotlbHits++;
         return output(into, tlb.hitOutput + inPage, 4096 - inPage);
       }
