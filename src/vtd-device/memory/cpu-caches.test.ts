@@ -9,7 +9,9 @@ import { PasidGranularTranslationType as Pgtt } from "../../spec/scalable.ts";
 import { enableScalableQueued, scalableRig, wide } from "../../../test/support/scalable-notifier-rig.ts";
 import { FaultReason } from "../../spec/fault-reasons.ts";
 import { enableTranslation, machine, R, W, type Machine } from "../../../test/support/tables.ts";
-import { LINE_COPIES } from "./line-copies.ts";
+import { GuestRam } from "./guest-memory.ts";
+import { LineCopies, LINE_COPIES } from "./line-copies.ts";
+import { MemoryAccess } from "./memory-access.ts";
 
 const SID = 0x0020;
 const IOVA = 0x4000_0000;
@@ -125,4 +127,18 @@ describe("the unit's Accessed/Dirty updates under line copies (first stage, VT-d
       expect(rig.device.dmaRead(FS_SID, X, bytes).ok).toBe(false);
     });
   }
+});
+
+describe("line copies (line-copies.ts)", () => {
+  it("never serve an address below 0 from a copy: an emptied slot's tag 0 is line -1's line + 1", () => {
+    const ram = new GuestRam(1 << 20);
+    const copies = new LineCopies(ram, new MemoryAccess(ram), Infinity, () => 0);
+    const last = (LINE_COPIES - 1) * 64;
+    ram.write32(last, 0x1234);
+    expect(copies.read32(last)).toBe(0x1234); // a copy in the last slot
+    expect(copies.dropLine(last)).toBe(true); // ended: tag 0, generation current
+    expect(copies.read32(-64)).toBe(-1);
+    expect(copies.copied(-60)).toBeUndefined();
+    expect(copies.dropLine(-64)).toBe(false);
+  });
 });

@@ -46,6 +46,7 @@ export class LineCopies extends MemoryAccess {
 
   /** The copy of `address`'s line ends, if there is one; true when there was. */
   dropLine(address: number): boolean {
+    if (!(address >= 0)) return false;
     const line = Math.floor(address / LINE);
     const slot = line & (LINE_COPIES - 1);
     if (this.tag[slot] !== line + 1) return false;
@@ -91,6 +92,8 @@ export class LineCopies extends MemoryAccess {
 
   /** The slot of a live copy of `address`'s line, or -1. */
   private slotOf(address: number): number {
+    // Tags are line + 1 with 0 for an empty slot: line -1 (and anything below 0) is never copied.
+    if (!(address >= 0)) return -1;
     const line = Math.floor(address / LINE);
     const slot = line & (LINE_COPIES - 1);
     if (this.tag[slot] !== line + 1 || this.generation[slot] !== this.current) return -1;
