@@ -169,3 +169,17 @@ export function translatedChecks(getRun: () => LinuxRun) {
     expect(w.iotlbMissesBySid.get(sid) ?? 0).toBeGreaterThan(0);
   });
 }
+
+/** iommu=pt: the virtio device's DMA passes through (its context or PASID-table entry): no page walk, no IOTLB flush. */
+export function passThroughChecks(getRun: () => LinuxRun, title: string) {
+  it(title, () => {
+    const run = getRun();
+    expect(run.console).toContain("iommu: Default domain type: Passthrough (set via kernel command line)");
+    const sid = run.disk!.sourceId;
+    expect(run.unit.contextMissesBySid.get(sid) ?? 0).toBeGreaterThanOrEqual(1);
+    expect(run.unit.iotlbMissesBySid.get(sid) ?? 0).toBe(0);
+    const w = linuxFigures(run).workloadUnit!;
+    expect(w.translations).toBeGreaterThanOrEqual(WORKLOAD_PAGES);
+    expect(invalidations(w, "pasid-iotlb") + invalidations(w, "iotlb page") + invalidations(w, "iotlb domain")).toBe(0);
+  });
+}
