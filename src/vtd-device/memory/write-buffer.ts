@@ -34,9 +34,4 @@ export class WriteBufferAccess extends LineCopies {
     this.flushes++;
     this.dropAll();
   }
-
-  /** The dword the unit would read at `address` (the checker's view); undefined when memory shows. */
-  buffered(address: number): number | undefined {
-    return this.copied(address);
-  }
 }
