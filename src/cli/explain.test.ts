@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseArguments } from "./arguments.ts";
-import { cachingModeSentence, ExplainRecorder, explainMissingCmInvalidations, formatCachingModeComparison, type RunFigures } from "./explain.ts";
-import { deviceRead, SID_A } from "../../test/support/driver-scenarios.ts";
+import { cachingModeSentence, ExplainRecorder, explainMissingCmInvalidations, explainUnflushedTableWrites, formatCachingModeComparison, type RunFigures } from "./explain.ts";
+import { deviceRead, SID_A, testMachine } from "../../test/support/driver-scenarios.ts";
 import { scalableMachine } from "../../test/support/scalable-driver.ts";
 import { TRACE_EVENT_TYPES, traceEventFilter, TraceOptionError } from "./trace-file.ts";
 import { describeDescriptor } from "../vtd-device/debug-view.ts";
@@ -59,5 +59,40 @@ describe("explain options and texts", () => {
     const text = explainMissingCmInvalidations(recorder) ?? "";
     expect(text).toMatch(/the guest made the PASID-table entry of PASID 0 of device 00:04\.0 present/);
     expect(text).toMatch(/kept faulting \(1 fault: \w+ 0x[0-9a-f]+\) until the guest's PASID-selective PASID-cache invalidation at [\d.]+ ms dropped it/);
+  });
+
+  describe("a cache-line flush left out (ECAP.C = 0), in words", () => {
+    const nonCoherent = () => {
+      const recorder = new ExplainRecorder();
+      const m = testMachine({ coherent: false, checker: recorder.checkerOption }, { testOnly: { suppress: ["cpu-cache-flush"] } });
+      recorder.attach(m.platform.device);
+      return { recorder, m };
+    };
+
+    it("a cleared entry left in the CPU's cache: the device still went through the old mapping after the IOTLB invalidation", () => {
+      const { recorder, m } = nonCoherent();
+      const d = m.driver.createDomain();
+      m.driver.attach(SID_A, d);
+      m.driver.map(d, 0x10_0000, 0x40_0000, 4096, "r");
+      for (const line of m.platform.cache.dirtyLines()) m.platform.cache.flush(line, 64); // the tables so far reach memory
+      expect(explainUnflushedTableWrites(recorder)).toBeUndefined();
+      m.driver.unmap(d, 0x10_0000, 4096); // the cleared leaf stays in the CPU's cache; the IOTLB invalidation follows
+      expect(deviceRead(m.platform, SID_A, 0x10_0000).ok).toBe(true);
+      const text = explainUnflushedTableWrites(recorder)!;
+      expect(text).toMatch(/^== what happened: a cache-line flush was left out ==\nthe guest stored /);
+      expect(text).toMatch(/device 00:04\.0's read at IOVA 0x100000 still went through the old mapping; a CLFLUSH of the line at 0x[0-9a-f]+ .* would have covered it/);
+    });
+
+    it("a new entry left in the CPU's cache: the unit read the old, not-present one and the device faulted; no invalidation came after the store", () => {
+      const { recorder, m } = nonCoherent();
+      const d = m.driver.createDomain();
+      m.driver.attach(SID_A, d); // CM = 0: a write-buffer flush, no invalidation
+      m.driver.map(d, 0x10_0000, 0x40_0000, 4096, "r");
+      expect(deviceRead(m.platform, SID_A, 0x10_0000).ok).toBe(false);
+      const text = explainUnflushedTableWrites(recorder)!;
+      expect(text).toMatch(/device 00:04\.0's read at IOVA 0x100000 met the old entry and faulted \(\w+ 0x[0-9a-f]+\)/);
+      expect(text).not.toMatch(/after the guest's invalidations/); // there was none after the store
+      expect(text).toContain("(an invalidation empties the unit's caches, not the CPU's)");
+    });
   });
 });

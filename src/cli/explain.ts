@@ -194,7 +194,7 @@ export function explainUnflushedTableWrites(recorder: ExplainRecorder): string |
       ? `device ${r.device}'s ${r.write ? "write" : "read"} at IOVA ${hex(r.iova)} still went through the old mapping`
       : `device ${r.device}'s ${r.write ? "write" : "read"} at IOVA ${hex(r.iova)} met the old entry${faults.length ? ` and faulted (${FaultReason[faults[0]!.reason] ?? "fault"} 0x${faults[0]!.reason.toString(16)})` : ""}`;
     return `the guest stored ${describeEntry(r.current)} and did not flush the cache line holding it; with ECAP.C = 0 the unit does not snoop the CPU's caches ` +
-      `and kept reading what memory held, ${describeEntry(r.cached)}, even after the guest's invalidations: ${used}; ` +
+      `and kept reading what memory held, ${describeEntry(r.cached)} (an invalidation empties the unit's caches, not the CPU's): ${used}; ` +
       `${/^[aeiou]/i.test(r.missing.text) ? "an" : "a"} ${r.missing.text} would have covered it (${CHECKER_RULES[r.kind].section}).`;
   });
   return ["== what happened: a cache-line flush was left out ==", ...paragraphs].join("\n");
