@@ -12,14 +12,10 @@ import { SHARED_TABLE_FACTOR } from "../vtd-device/notifiers/page-walk-sync.ts";
 import { enableScalableQueued, scalableRig, wide, type Wide } from "../../test/support/scalable-notifier-rig.ts";
 import { assignDevice, type VfioAssignment } from "./vfio.ts";
 import { HOST_IOTLB_ENTRIES } from "./nested-hwpt.ts";
+import { mulberry32 as random } from "../../test/support/vfio-workload.ts";
 
 const SID = 0x40, PASIDS = [-1, 1, 2, 0x41];
 const TABLE_LIMIT = 48, EVENT_BUDGET = 4096;
-
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
 
 describe("random scalable-mode tables with MAP/UNMAP and nested listeners", () => {
   it("never throws; every invalidation does bounded work (entries walked, events, host IOTLB work)", () => {

@@ -12,16 +12,12 @@ import { R, W } from "../../test/support/tables.ts";
 import { referenceLookup } from "../../test/support/reference-mappings.ts";
 import { enableScalableQueued, referenceView, scalableRig, wide, type ScalableRig, type Wide } from "../../test/support/scalable-notifier-rig.ts";
 import { assignDevice, type VfioAssignment } from "./vfio.ts";
+import { mulberry32 as random } from "../../test/support/vfio-workload.ts";
 
 const SID = 0x28, RID_PASID = 0, PASID = 0x42;
 const DATA = 0x80_0000, DATA_PAGES = 48;
 /** IOVAs the guest uses: three clusters, so tables at every level are shared and split. */
 const IOVAS = [...Array.from({ length: 24 }, (_, i) => 0x1000 * (i + 1)), ...Array.from({ length: 12 }, (_, i) => 0x4000_0000 + 0x20_0000 * i), ...Array.from({ length: 12 }, (_, i) => 2 ** 39 + 0x1000 * i * 7)];
-
-function random(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
 
 type Stage = "second-stage" | "first-stage";
 
