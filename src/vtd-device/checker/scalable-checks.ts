@@ -176,12 +176,14 @@ export class ScalableChecks {
     unit.recording = true;
     const seen = walkPasidEntry(unit, rootTable, sid, scalable.requestPasid, scalable.walkCfg, this.fresh);
     const entryReads = unit.reads.length;
-    this.reference(unit, seen, address);
+    // Paging entries only behind a usable first- or second-stage entry (pass-through has none).
+    const paged = seen.reason === 0 && (seen.pgtt === FIRST_STAGE || seen.pgtt === SECOND_STAGE);
+    if (paged) this.reference(unit, seen, address);
     unit.recording = false;
     const permission = this.permission, output = this.output;
     const stored = walkPasidEntry(cpu, rootTable, sid, scalable.requestPasid, scalable.walkCfg, this.cpuWalk);
     let differs = !samePasidEntry(seen, stored);
-    if (!differs && seen.reason === 0) {
+    if (!differs && paged) {
       this.reference(cpu, stored, address);
       differs = permission !== this.permission || (permission !== 0 && output !== this.output);
     }

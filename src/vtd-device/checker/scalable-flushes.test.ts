@@ -39,6 +39,25 @@ describe("scalable mode: a table store the unit does not see yet (line copies)",
     expect(rig.device.dmaRead(SID, IOVA, bytes).ok).toBe(true);
   });
 
+  it("cacheLineFlushes: a pass-through request reads no paging entries, so a hidden paging store is not its report", () => {
+    const reports: DriverBugReport[] = [];
+    const rig = scalableRig({ cacheLineFlushes: true, checker: { onReport: (r: DriverBugReport) => reports.push(r) } });
+    const t = rig.tables;
+    const dir = t.smContext(SID, { pasidEnable: true, ridPasid: 0 });
+    const fs = t.page();
+    t.pasidEntry(dir, 0, { pgtt: Pgtt.FirstStage, did: DID, firstStageRoot: fs });
+    t.pasidEntry(dir, 1, { pgtt: Pgtt.PassThrough, did: DID + 1, firstStageRoot: fs }); // FSPTPTR is not used with PGTT 100
+    const leaf = t.mapFirstStage(fs, IOVA, DATA, 0x26n);
+    enableScalableQueued(rig);
+    const bytes = new Uint8Array(4);
+    expect(rig.device.dmaRead(SID, IOVA, bytes).ok).toBe(true); // PASID 0 (RID_PASID): the unit read the first-stage lines
+    rig.ram.write64(leaf, BigInt(DATA + 0x1000) | 0x27n); // a store the unit does not see yet
+    expect(rig.device.dmaRead(SID, IOVA, bytes, { pasid: 1 }).ok).toBe(true); // pass-through: no paging entry read
+    expect(reports).toEqual([]);
+    expect(rig.device.dmaRead(SID, IOVA, bytes).ok).toBe(true); // PASID 0 again: the hidden store is named
+    expect(reports.map((r) => r.kind)).toEqual(["unflushed-table-write"]);
+  });
+
   it("rwbf: a first-stage PTE made present (no invalidation owed) without a write-buffer flush is missing-write-buffer-flush", () => {
     const reports: DriverBugReport[] = [];
     const rig = scalableRig({ rwbf: true, checker: { onReport: (r: DriverBugReport) => reports.push(r) } });
