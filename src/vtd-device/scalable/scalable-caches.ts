@@ -135,6 +135,9 @@ export class PasidCache {
  */
 export const MAY_READ = 1, MAY_WRITE = 2, MAY_USER = 4, DIRTY_SET = 8;
 
+/** Page-selective invalidations of one PASID up to this many pages look at each page's slot instead of every slot. */
+const PROBE_PAGES = 64;
+
 export class ScalableIotlb {
   /** did + 1 (0: empty), PASID, page number (address / 4096). */
   private readonly tagDid = new Int32Array(IOTLB_ENTRIES);
@@ -144,6 +147,8 @@ export class ScalableIotlb {
   private readonly permission = new Uint8Array(IOTLB_ENTRIES);
   /** A negative entry (caching mode, second stage): the reason a read gets in bits 7:0, a write in 15:8; 0 for a translation. */
   private readonly negative = new Uint16Array(IOTLB_ENTRIES);
+  /** Live entries per domain id, so an invalidation of an empty domain costs nothing. */
+  private readonly liveInDomain = new Int32Array(65536);
   count = 0;
   /** Output page, permissions and negative reasons of the last hit. */
   hitOutput = 0;
@@ -172,6 +177,8 @@ export class ScalableIotlb {
   fill(did: number, pasid: number, page: number, outputPage: number, permission: number): void {
     const i = this.slot(did, pasid, page);
     if (this.tagDid[i] === 0) this.count++;
+    else this.liveInDomain[this.tagDid[i]! - 1]!--;
+    this.liveInDomain[did & 0xffff]!++;
     this.tagDid[i] = did + 1;
     this.tagPasid[i] = pasid;
     this.tagPage[i] = page;
@@ -182,19 +189,34 @@ export class ScalableIotlb {
 
   invalidateAll(): void {
     this.tagDid.fill(0);
+    this.liveInDomain.fill(0);
     this.count = 0;
   }
 
   /** Entries of a domain (any PASID), or of pages [first, first + pages) in it; `pasid` ≥ 0 narrows to one PASID. */
   invalidate(did: number, pasid: number, first: number, pages: number): void {
+    if (this.liveInDomain[did & 0xffff] === 0) return;
+    // A few pages of one PASID: each page has one slot to look at.
+    if (pasid >= 0 && pages <= PROBE_PAGES) {
+      for (let page = first; page < first + pages; page++) {
+        const i = this.slot(did, pasid, page);
+        if (this.tagDid[i] === did + 1 && this.tagPasid[i] === pasid && this.tagPage[i] === page) this.drop(i);
+      }
+      return;
+    }
     for (let i = 0; i < IOTLB_ENTRIES; i++) {
       if (this.tagDid[i] !== did + 1) continue;
       if (pasid >= 0 && this.tagPasid[i] !== pasid) continue;
       const page = this.tagPage[i]!;
       if (page < first || page >= first + pages) continue;
-      this.tagDid[i] = 0;
-      this.count--;
+      this.drop(i);
     }
+  }
+
+  private drop(i: number): void {
+    this.liveInDomain[this.tagDid[i]! - 1]!--;
+    this.tagDid[i] = 0;
+    this.count--;
   }
 }
 
