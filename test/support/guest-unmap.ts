@@ -116,17 +116,23 @@ export function invalidateIotlbPage(unit: VtdDevice, did: number, iova: bigint):
 }
 
 /**
- * Unmaps the page of `iova` for `sid` in the guest's tables and invalidates it; returns the
+ * Unmaps the page of `iova` for `sid` in the guest's tables, flushes the entry's line and
+ * invalidates it, as the guest's driver would; returns the
  * function that puts the entry back (invalidating again only in caching mode, where the unit
  * may have cached the not-present entry).
  */
 export function unmapGuestPage(unit: VtdDevice, sid: number, iova: bigint): { entry: LeafEntry; mapBack: () => void } {
   const entry = leafEntry(unit, sid, iova);
   const memory = memoryOf(unit);
-  memory.write64(entry.address, 0n);
+  // A store the guest's driver would follow with CLFLUSH (ECAP.C = 0): the unit is told of it.
+  const store = (value: bigint) => {
+    memory.write64(entry.address, value);
+    unit.cacheLineFlushed(entry.address);
+  };
+  store(0n);
   invalidateIotlbPage(unit, entry.did, iova);
   const mapBack = () => {
-    memory.write64(entry.address, entry.value);
+    store(entry.value);
     if (unit.options.cachingMode) invalidateIotlbPage(unit, entry.did, iova);
   };
   return { entry, mapBack };
