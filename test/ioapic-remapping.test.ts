@@ -30,10 +30,12 @@ let idle: IdleGuest;
 let entries: Int32Array;
 let queue: Queue;
 
+/** A table store as the guest's driver makes it: written, then its line flushed (the unit models ECAP.C = 0). */
 function write64(address: number, value: bigint): void {
   const bytes = new Uint8Array(8);
   new DataView(bytes.buffer).setBigUint64(0, value, true);
   machine.memory.write(BigInt(address), bytes);
+  platform.device.cacheLineFlushed(address);
 }
 
 function setIrte(index: number, entry: [bigint, bigint]): void {
