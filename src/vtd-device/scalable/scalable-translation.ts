@@ -11,7 +11,7 @@
  * miss (DeviceStats, per requester in UnitCounters), and each request by the PGTT that served it.
  */
 import { FaultReason } from "../../spec/fault-reasons.ts";
-import { INTERRUPT_RANGE_BASE, INTERRUPT_RANGE_LIMIT, LEVEL_SIZE, awWidth } from "../../spec/entries.ts";
+import { LEVEL_SIZE, awWidth } from "../../spec/entries.ts";
 import { NO_PASID, PasidGranularTranslationType, TranslationTableMode } from "../../spec/scalable.ts";
 import { ScalableStructure, cachesScalableFault } from "../caches/caching-policy.ts";
 import type { MemoryAccess } from "../memory/memory-access.ts";
@@ -23,15 +23,9 @@ import type { WalkConfig } from "../registers/capabilities.ts";
 import { bump, type DeviceStats, type UnitCounters } from "../stats.ts";
 import { PageWalk, accessFault, walkPages } from "../translation/walk.ts";
 import { FirstStageWalk } from "./first-stage-walk.ts";
+import { setOutput, type TranslationResult } from "../translation/translation-output.ts";
 import { ScalableWalk, walkPasidEntry, type ScalableWalkConfig } from "./scalable-walk.ts";
 import { DIRTY_SET, MAY_READ, MAY_USER, MAY_WRITE, ScalableCaches } from "./scalable-caches.ts";
-
-/** Where a translation's answer goes (the translator's result fields). */
-export interface TranslationResult {
-  resultOutput: number;
-  resultLimit: number;
-  resultFpd: boolean;
-}
 
 export class ScalableTranslation {
   /** SRTP latched RTADDR.TTM = 01 (scalable mode) on this unit, which offers it (ECAP.SMTS). */
@@ -212,11 +206,5 @@ function secondStageReason(legacy: number): number {
 
 /** The interrupt range is never memory (VT-d §3.14): 0x87 in scalable mode. */
 function output(into: TranslationResult, address: number, limit: number): number {
-  if (address <= INTERRUPT_RANGE_LIMIT && address + limit > INTERRUPT_RANGE_BASE) {
-    if (address >= INTERRUPT_RANGE_BASE) return FaultReason.SmInterruptAddress;
-    limit = INTERRUPT_RANGE_BASE - address;
-  }
-  into.resultOutput = address;
-  into.resultLimit = limit;
-  return 0;
+  return setOutput(into, address, limit, FaultReason.SmInterruptAddress);
 }

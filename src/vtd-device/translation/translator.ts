@@ -15,6 +15,7 @@ import { bump, type DeviceStats, type UnitCounters } from "../stats.ts";
 import type { Tracer } from "../trace.ts";
 import type { Section } from "../state/codec.ts";
 import { PERMISSION_READ, PERMISSION_WRITE } from "./paging-entry.ts";
+import { setOutput } from "./translation-output.ts";
 import { ContextWalk, NOT_PRESENT, PageWalk, walkContext, walkPages } from "./walk.ts";
 import type { ScalableTranslation } from "../scalable/scalable-translation.ts";
 
@@ -191,13 +192,7 @@ export class Translator {
 
   /** Final check of a translated address: the interrupt range is never memory (VT-d §3.14). */
   private output(address: number, limit: number): number {
-    if (address <= INTERRUPT_RANGE_LIMIT && address + limit > INTERRUPT_RANGE_BASE) {
-      if (address >= INTERRUPT_RANGE_BASE) return FaultReason.InterruptAddress;
-      limit = INTERRUPT_RANGE_BASE - address;
-    }
-    this.resultOutput = address;
-    this.resultLimit = limit;
-    return 0;
+    return setOutput(this, address, limit, FaultReason.InterruptAddress);
   }
 }
 
