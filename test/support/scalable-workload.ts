@@ -1,7 +1,8 @@
 /**
  * A scalable-mode unit with one device's PASID mapped, and a 256-bit invalidation queue to drive,
  * for the scalable-mode benchmarks (bench/scalable.bench.ts) and their allocation checks
- * (test/scalable-hot-path-allocation.test.ts): both measure the same units.
+ * (test/scalable-hot-path-allocation.test.ts): both measure the same units. The queue also serves
+ * the scalable cache tests.
  */
 import { GuestRam, VtdDevice, type VtdOptions } from "../../src/vtd-device/index.ts";
 import { Gcmd, GSTS_PERSISTENT_MASK, Iqa, Reg } from "../../src/spec/index.ts";
@@ -87,6 +88,13 @@ export class WideQueue {
 
   get head(): number {
     return Number(this.m.device.readRegister(Reg.IQH, 8)) / DESCRIPTOR_SIZE_256;
+  }
+
+  /** Writes one descriptor (qwords not given are 0) at the tail and moves the tail past it; the unit processes it at once. */
+  submit(...qwords: bigint[]): void {
+    const tail = Number(this.m.device.readRegister(Reg.IQT, 8)) / DESCRIPTOR_SIZE_256;
+    for (let q = 0; q < 4; q++) this.m.ram.write64(this.base + tail * DESCRIPTOR_SIZE_256 + q * 8, qwords[q] ?? 0n);
+    this.m.device.writeRegister(Reg.IQT, 8, BigInt(((tail + 1) % this.entries) * DESCRIPTOR_SIZE_256));
   }
 
   /** Processes the next n descriptors of a filled ring, in tail writes of up to a queue's worth each. */

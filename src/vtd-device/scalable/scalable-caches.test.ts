@@ -5,40 +5,35 @@ import { Gcmd, Reg } from "../../spec/registers.ts";
 import { FirstStagePte as Fs, PasidGranularTranslationType as Pgtt } from "../../spec/scalable.ts";
 import { R, W, type Machine } from "../../../test/support/tables.ts";
 import { ScalableTables, enableScalable } from "../../../test/support/scalable-tables.ts";
+import { WideQueue } from "../../../test/support/scalable-workload.ts";
 
 const SID = 0x0018;
 const QUEUE = 0x30_0000;
 const A = 0x80_0000, B = 0x80_1000;
 
-type Unit = Machine & { tables: ScalableTables; queued: number };
+type Unit = Machine & { tables: ScalableTables; queue: WideQueue };
 
 function unit(options: object = {}): Unit {
   const ram = new GuestRam(64 << 20);
   const device = new VtdDevice({ memory: ram, scalableMode: true, firstStage: true, secondStage: true, pasidBits: 8, ...options });
   ram.direct.fill(0xaa, A, A + 4096);
   ram.direct.fill(0xbb, B, B + 4096);
-  device.writeRegister(Reg.IQA, 8, BigInt(QUEUE) | (1n << 11n));
-  return { ram, device, tables: new ScalableTables(ram), interrupts: [], queued: 0 };
+  const m: Machine & { tables: ScalableTables } = { ram, device, tables: new ScalableTables(ram), interrupts: [] };
+  return { ...m, queue: new WideQueue(m, QUEUE, 0) };
 }
 
 /** Scalable mode on (RTADDR with TTM 01, SRTP, TE), then the 256-bit queue (GCMD keeps TE). */
 function enable(u: Unit): void {
   enableScalable(u, u.tables.root);
-  u.device.writeRegister(Reg.GCMD, 4, Gcmd.TE | Gcmd.QIE);
+  u.queue.enable();
   expect(u.device.readRegister(Reg.GSTS, 4) & (Gcmd.TE | Gcmd.QIE)).toBe(Gcmd.TE | Gcmd.QIE);
 }
 
 /** Submits one 256-bit descriptor (low two qwords given) and checks it completed. */
 function submit(u: Unit, q0: bigint, q1 = 0n): void {
-  const at = QUEUE + (u.queued % 128) * 32;
-  u.ram.write64(at, q0);
-  u.ram.write64(at + 8, q1);
-  u.ram.write64(at + 16, 0n);
-  u.ram.write64(at + 24, 0n);
-  u.queued++;
-  u.device.writeRegister(Reg.IQT, 8, BigInt((u.queued % 128) * 32));
+  u.queue.submit(q0, q1);
   expect(u.device.readRegister(Reg.FSTS, 4) & 0x10n).toBe(0n);
-  expect(u.device.readRegister(Reg.IQH, 8)).toBe(BigInt((u.queued % 128) * 32));
+  expect(u.device.readRegister(Reg.IQH, 8)).toBe(u.device.readRegister(Reg.IQT, 8));
 }
 const pasidCache = (g: number, did: number, pasid: number) => 7n | (BigInt(g) << 4n) | (BigInt(did) << 16n) | (BigInt(pasid) << 32n);
 const pasidIotlb = (g: number, did: number, pasid: number) => 6n | (BigInt(g) << 4n) | (BigInt(did) << 16n) | (BigInt(pasid) << 32n);

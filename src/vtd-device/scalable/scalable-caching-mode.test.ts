@@ -8,41 +8,36 @@
 import { describe, expect, it } from "vitest";
 import { GuestRam, VtdDevice } from "../index.ts";
 import { FaultReason } from "../../spec/fault-reasons.ts";
-import { Gcmd, Reg } from "../../spec/registers.ts";
+import { Reg } from "../../spec/registers.ts";
 import { FirstStagePte as Fs, PasidGranularTranslationType as Pgtt } from "../../spec/scalable.ts";
 import { PASID_INVALIDATION_KINDS } from "../stats.ts";
 import { R, W, type Machine } from "../../../test/support/tables.ts";
 import { ScalableTables, enableScalable } from "../../../test/support/scalable-tables.ts";
+import { WideQueue } from "../../../test/support/scalable-workload.ts";
 
 const SID = 0x0048;
 const QUEUE = 0x30_0000;
 const A = 0x80_0000;
 const IOVA = 0x7000;
 
-type Unit = Machine & { tables: ScalableTables; queued: number };
+type Unit = Machine & { tables: ScalableTables; queue: WideQueue };
 
 function unit(cachingMode: boolean): Unit {
   const ram = new GuestRam(64 << 20);
   const device = new VtdDevice({ memory: ram, cachingMode, scalableMode: true, firstStage: true, secondStage: true, pasidBits: 8 });
   ram.direct.fill(0xaa, A, A + 4096);
-  device.writeRegister(Reg.IQA, 8, BigInt(QUEUE) | (1n << 11n));
-  return { ram, device, tables: new ScalableTables(ram), interrupts: [], queued: 0 };
+  const m: Machine & { tables: ScalableTables } = { ram, device, tables: new ScalableTables(ram), interrupts: [] };
+  return { ...m, queue: new WideQueue(m, QUEUE, 0) };
 }
 
 function enable(u: Unit): void {
   enableScalable(u, u.tables.root);
-  u.device.writeRegister(Reg.GCMD, 4, Gcmd.TE | Gcmd.QIE);
+  u.queue.enable();
 }
 
 /** One 256-bit descriptor through the queue (its low two qwords), checked to complete. */
 function submit(u: Unit, q0: bigint, q1 = 0n): void {
-  const at = QUEUE + (u.queued % 128) * 32;
-  u.ram.write64(at, q0);
-  u.ram.write64(at + 8, q1);
-  u.ram.write64(at + 16, 0n);
-  u.ram.write64(at + 24, 0n);
-  u.queued++;
-  u.device.writeRegister(Reg.IQT, 8, BigInt((u.queued % 128) * 32));
+  u.queue.submit(q0, q1);
   expect(u.device.readRegister(Reg.FSTS, 4) & 0x10n, "IQE").toBe(0n);
 }
 const pasidCache = (g: number, did: number, pasid: number) => 7n | (BigInt(g) << 4n) | (BigInt(did) << 16n) | (BigInt(pasid) << 32n);
