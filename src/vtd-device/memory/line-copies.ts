@@ -97,7 +97,7 @@ export class LineCopies extends MemoryAccess {
     const line = Math.floor(address / LINE);
     const slot = line & (LINE_COPIES - 1);
     if (this.tag[slot] !== line + 1 || this.generation[slot] !== this.current) return -1;
-    if (this.now() - this.taken[slot]! > this.lifetimeMs) {
+    if (this.lifetimeMs !== Infinity && this.now() - this.taken[slot]! > this.lifetimeMs) {
       this.tag[slot] = 0;
       return -1;
     }
